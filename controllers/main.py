@@ -1,0 +1,194 @@
+import base64
+import binascii
+import json
+import zlib
+from pathlib import Path
+
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from odoo import http
+from odoo.http import request
+
+NATIVE_MAX_BODY = 1024 * 1024
+NATIVE_MAX_EVENTS = 1000
+SEGMENT_MAX_BATCH_BODY = 500 * 1024
+SEGMENT_MAX_MESSAGE = 32 * 1024
+OPENAPI_PATH = Path(__file__).resolve().parent.parent / "static" / "openapi.json"
+
+
+class ApiError(Exception):
+    """An answer other than 2xx, with a machine code and a human message."""
+
+    def __init__(self, status, code, message, headers=None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def read_json_body(max_size):
+    """Read, gunzip and decode the request body, refusing anything oversized or malformed."""
+    httprequest = request.httprequest
+    if httprequest.content_length is not None and httprequest.content_length > max_size:
+        raise ApiError(413, "payload_too_large", f"body: larger than {max_size} bytes")
+    content_type = (httprequest.mimetype or "").lower()
+    if content_type not in ("application/json", "text/plain", ""):
+        raise ApiError(415, "unsupported_media_type", f"Content-Type: expected application/json, got {content_type}")
+    # Without a Content-Length (chunked upload) werkzeug stops reading at
+    # max_content_length, so no body larger than the limit is ever buffered.
+    httprequest.max_content_length = max_size
+    try:
+        raw = httprequest.get_data(cache=False)
+    except RequestEntityTooLarge as error:
+        raise ApiError(413, "payload_too_large", f"body: larger than {max_size} bytes") from error
+    if len(raw) > max_size:
+        raise ApiError(413, "payload_too_large", f"body: larger than {max_size} bytes")
+    encoding = (httprequest.headers.get("Content-Encoding") or "identity").lower()
+    if encoding == "gzip":
+        # Bounded decompression: a gzip bomb stops at max_size, unread.
+        decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            raw = decompressor.decompress(raw, max_size + 1)
+        except zlib.error as error:
+            raise ApiError(400, "invalid_body", f"body: not valid gzip ({error})") from error
+        if len(raw) > max_size or decompressor.unconsumed_tail:
+            raise ApiError(413, "payload_too_large", f"body: larger than {max_size} bytes once decompressed")
+    elif encoding != "identity":
+        raise ApiError(415, "unsupported_media_type", f"Content-Encoding: {encoding} is not supported (use gzip)")
+    if not raw.strip():
+        raise ApiError(400, "invalid_body", "body: empty, expected a JSON object")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ApiError(400, "invalid_body", f"body: not valid UTF-8 at byte {error.start}") from error
+    try:
+        return json.loads(text)
+    except RecursionError as error:
+        raise ApiError(400, "invalid_json", "body: JSON nested too deeply") from error
+    except ValueError as error:
+        raise ApiError(400, "invalid_json", f"body: malformed JSON ({error})") from error
+
+
+def json_response(payload, status=200, headers=None):
+    return request.make_json_response(payload, headers=list((headers or {}).items()), status=status)
+
+
+def error_response(error):
+    headers = dict(error.headers)
+    if error.status == 401:
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="marketing_event_automation"')
+    return json_response({"error": {"code": error.code, "message": error.message}}, error.status, headers)
+
+
+def results_response(results, success_status=202, extra=None):
+    """Answer a batch: 2xx if anything was stored, else the status of the rejections."""
+    summary = {
+        "accepted": sum(result["status"] == "accepted" for result in results),
+        "duplicate": sum(result["status"] == "duplicate" for result in results),
+        "rejected": sum(result["status"] == "rejected" for result in results),
+    }
+    payload = {
+        **(extra or {}),
+        **summary,
+        "results": [dict(result, index=index) for index, result in enumerate(results)],
+    }
+    if summary["accepted"] or summary["duplicate"] or not results:
+        return json_response(payload, success_status)
+    if all(result.get("code") == "not_allowed" for result in results):
+        return json_response(dict(payload, error={"code": "forbidden", "message": results[0]["reason"]}), 403)
+    return json_response(
+        dict(payload, error={"code": "rejected", "message": "; ".join(result["reason"] for result in results[:5])}),
+        400,
+    )
+
+
+def bearer_key():
+    header = request.httprequest.headers.get("Authorization") or ""
+    scheme, _sep, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+def authenticate(write_key):
+    if not write_key:
+        raise ApiError(401, "unauthorized", "Authorization: missing write key")
+    source = request.env["marketing.event.source"]._authenticate(write_key)
+    if not source:
+        raise ApiError(401, "unauthorized", "Authorization: unknown or revoked write key")
+    # sudo: the shop is authenticated by its write key, not as an Odoo user;
+    # ingestion is confined to the source's company.
+    return source.with_company(source.company_id)
+
+
+class MarketingEventApi(http.Controller):
+    @http.route("/automation/v1/events", type="http", auth="public", methods=["POST"], csrf=False, save_session=False)
+    def post_events(self, **_kwargs):
+        try:
+            source = authenticate(bearer_key())
+            body = read_json_body(NATIVE_MAX_BODY)
+            if isinstance(body, dict) and "events" in body:
+                events = body["events"]
+                if not isinstance(events, list):
+                    raise ApiError(400, "invalid_body", "events: must be an array of events")
+                if not events:
+                    raise ApiError(400, "invalid_body", "events: empty, send at least one event")
+                if len(events) > NATIVE_MAX_EVENTS:
+                    raise ApiError(413, "payload_too_large", f"events: more than {NATIVE_MAX_EVENTS} events")
+            elif isinstance(body, dict):
+                events = [body]
+            else:
+                raise ApiError(400, "invalid_body", 'body: expected an event object or {"events": [...]}')
+            results = request.env["marketing.event"].sudo().with_company(source.company_id)._ingest(source, events)
+        except ApiError as error:
+            return error_response(error)
+        return results_response(results)
+
+    @http.route(
+        "/automation/segment/v1/<string:call>",
+        type="http",
+        auth="public",
+        methods=["POST"],
+        csrf=False,
+        save_session=False,
+    )
+    def post_segment(self, call, **_kwargs):
+        try:
+            if call not in ("track", "identify", "page", "screen", "batch", "import"):
+                raise ApiError(404, "not_found", f"path: /v1/{call} is not a Segment endpoint this API implements")
+            max_size = SEGMENT_MAX_BATCH_BODY if call in ("batch", "import") else SEGMENT_MAX_MESSAGE
+            body = read_json_body(max_size)
+            if not isinstance(body, dict):
+                raise ApiError(400, "invalid_body", "body: expected a JSON object")
+            source = authenticate(self._segment_write_key(body))
+            if call in ("batch", "import"):
+                messages = body.get("batch")
+                if not isinstance(messages, list) or not messages:
+                    raise ApiError(400, "invalid_body", "batch: must be a non-empty array of messages")
+            else:
+                messages = [dict(body, type=body.get("type") or call)]
+            Event = request.env["marketing.event"].sudo().with_company(source.company_id)
+            results = Event._ingest_segment(source, messages, body.get("context"))
+        except ApiError as error:
+            return error_response(error)
+        return results_response(results, success_status=200, extra={"success": True})
+
+    @staticmethod
+    def _segment_write_key(body):
+        header = request.httprequest.headers.get("Authorization") or ""
+        scheme, _sep, value = header.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                user, _sep, _password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError) as error:
+                raise ApiError(401, "unauthorized", "Authorization: malformed Basic credentials") from error
+            return user
+        if scheme.lower() == "bearer":
+            return value.strip()
+        write_key = body.get("writeKey")
+        return write_key if isinstance(write_key, str) else None
+
+    @http.route("/automation/v1/openapi.json", type="http", auth="public", methods=["GET"], save_session=False)
+    def openapi(self, **_kwargs):
+        return request.make_response(
+            OPENAPI_PATH.read_bytes(), headers=[("Content-Type", "application/json"), ("Cache-Control", "max-age=300")]
+        )

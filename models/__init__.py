@@ -1,0 +1,1 @@
+from . import marketing_event, marketing_event_category, marketing_event_source, marketing_event_type, res_partner

@@ -1,0 +1,615 @@
+import json
+import logging
+import math
+import re
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+
+from odoo import api, fields, models, tools
+from odoo.tools import SQL, create_index
+
+from .marketing_event_type import EVENT_KEY_MAX_LENGTH, EVENT_KEY_PATTERN, flatten_structure
+
+_logger = logging.getLogger(__name__)
+
+IDEMPOTENCY_KEY_MAX_LENGTH = 200
+MAX_PARAMS_DEPTH = 20
+SEGMENT_MAX_MESSAGE_SIZE = 32 * 1024
+DISPATCH_BATCH_SIZE = 1000
+# A client clock may run a little ahead; an event dated further in the future
+# or before this floor is a bug on the sender's side.
+MAX_CLOCK_SKEW = timedelta(hours=24)
+OLDEST_TIMESTAMP = datetime(2000, 1, 1)
+
+EVENT_STATES = [
+    ("pending", "Pending"),
+    ("processed", "Processed"),
+    ("error", "Error"),
+    ("rejected", "Rejected"),
+]
+
+
+class EventRejected(ValueError):
+    """One event of a request cannot be accepted; the message names the field."""
+
+    def __init__(self, reason, code="invalid"):
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+def segment_event_key(name):
+    """Segment events are named ('Order Completed'); our keys are 'order_completed'."""
+    if not isinstance(name, str):
+        return ""
+    return re.sub(r"[^a-z0-9_.\-]+", "_", name.strip().lower()).strip("_")[:EVENT_KEY_MAX_LENGTH]
+
+
+def check_json_value(value, path, depth=0):
+    """Refuse what PostgreSQL's jsonb cannot hold or what would only do harm."""
+    if depth > MAX_PARAMS_DEPTH:
+        raise EventRejected(f"{path}: nested deeper than {MAX_PARAMS_DEPTH} levels")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise EventRejected(f"{path}: contains a NUL character")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise EventRejected(f"{path}: is not a finite number")
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            if "\x00" in name:
+                raise EventRejected(f"{path}: a key contains a NUL character")
+            check_json_value(item, f"{path}.{name}", depth + 1)
+    elif isinstance(value, list):
+        for position, item in enumerate(value):
+            check_json_value(item, f"{path}[{position}]", depth + 1)
+
+
+def parse_timestamp(value, field_name="timestamp"):
+    """An aware ISO 8601 string or epoch seconds, as a naive UTC datetime."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise EventRejected(f"{field_name}: must be an ISO 8601 date-time or epoch seconds")
+    try:
+        if isinstance(value, (int, float)):
+            moment = datetime.fromtimestamp(value, tz=timezone.utc)
+        elif isinstance(value, str) and len(value) <= 64:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        else:
+            raise ValueError(value)
+    except (ValueError, OverflowError, OSError) as error:
+        raise EventRejected(f"{field_name}: must be an ISO 8601 date-time or epoch seconds") from error
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    if moment < OLDEST_TIMESTAMP:
+        raise EventRejected(f"{field_name}: before {OLDEST_TIMESTAMP.date().isoformat()}")
+    if moment > datetime.utcnow() + MAX_CLOCK_SKEW:
+        raise EventRejected(f"{field_name}: more than 24 hours in the future")
+    return moment
+
+
+class MarketingEvent(models.Model):
+    _name = "marketing.event"
+    _description = "Marketing Event"
+    _order = "received_at desc, id desc"
+    _rec_name = "type_id"
+
+    type_id = fields.Many2one(
+        "marketing.event.type", string="Event Type", ondelete="restrict", index=True, readonly=True
+    )
+    event_key = fields.Char(readonly=True, help="The key as the sender wrote it.")
+    category_id = fields.Many2one(related="type_id.category_id")
+    scope = fields.Selection(related="type_id.scope")
+    partner_id = fields.Many2one("res.partner", string="Contact", ondelete="cascade", readonly=True)
+    company_id = fields.Many2one("res.company", readonly=True, index=True)
+    source_id = fields.Many2one(
+        "marketing.event.source",
+        ondelete="restrict",
+        readonly=True,
+        help="The API credentials it came through; empty for events emitted by Odoo itself.",
+    )
+    idempotency_key = fields.Char(
+        readonly=True, help="The sender's event id: a retried event with the same id is stored once."
+    )
+    params = fields.Json(string="Parameters", readonly=True)
+    params_display = fields.Text(string="Parameters (readable)", compute="_compute_params_display")
+    occurred_at = fields.Datetime(readonly=True, required=True, default=fields.Datetime.now)
+    received_at = fields.Datetime(readonly=True, required=True, default=fields.Datetime.now)
+    processed_at = fields.Datetime(readonly=True)
+    state = fields.Selection(EVENT_STATES, required=True, default="pending", readonly=True)
+    error_message = fields.Text(readonly=True)
+    processing_result = fields.Json(
+        readonly=True, help="What processing did: scenarios entered and exited, waits resumed, score changes."
+    )
+    processing_summary = fields.Text(compute="_compute_processing_summary")
+
+    def init(self):
+        cr = self.env.cr
+        # (source, idempotency key) identifies an event; internal events have
+        # no source. Rejected events do not hold the key: the sender may fix
+        # the event and send it again under the same id.
+        cr.execute(
+            """
+            CREATE UNIQUE INDEX IF NOT EXISTS marketing_event_idempotency_uniq
+                ON marketing_event (COALESCE(source_id, 0), idempotency_key)
+             WHERE idempotency_key IS NOT NULL AND state <> 'rejected'
+            """
+        )
+        create_index(cr, "marketing_event_pending_idx", self._table, ["id"], where="state = 'pending'")
+        create_index(cr, "marketing_event_type_received_idx", self._table, ["type_id", "received_at"])
+        create_index(cr, "marketing_event_source_received_idx", self._table, ["source_id", "received_at"])
+        create_index(cr, "marketing_event_partner_type_idx", self._table, ["partner_id", "type_id", "occurred_at"])
+        create_index(cr, "marketing_event_received_idx", self._table, ["received_at"])
+
+    @api.depends("params")
+    def _compute_params_display(self):
+        for event in self:
+            event.params_display = json.dumps(event.params or {}, indent=2, ensure_ascii=False, sort_keys=True)
+
+    @api.depends("processing_result", "state", "error_message")
+    def _compute_processing_summary(self):
+        for event in self:
+            result = event.processing_result or {}
+            lines = [f"{label}: {', '.join(map(str, values))}" for label, values in sorted(result.items()) if values]
+            if event.state == "error" and event.error_message:
+                lines.append(event.error_message)
+            event.processing_summary = "\n".join(lines)
+
+    # ------------------------------------------------------------------
+    # Ingestion
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _normalize_native_event(self, raw):
+        """Check one event of the native API and return its normalized form."""
+        if not isinstance(raw, dict):
+            raise EventRejected("event: must be a JSON object")
+        key = raw.get("event")
+        if not isinstance(key, str) or not key:
+            raise EventRejected("event: required, the event type key as a string")
+        if len(key) > EVENT_KEY_MAX_LENGTH:
+            raise EventRejected(f"event: longer than {EVENT_KEY_MAX_LENGTH} characters")
+        if not EVENT_KEY_PATTERN.match(key):
+            raise EventRejected("event: use only Latin letters, digits, '_', '.' and '-'")
+        idempotency_key = raw.get("event_id")
+        if idempotency_key is not None:
+            if isinstance(idempotency_key, bool) or not isinstance(idempotency_key, (str, int)):
+                raise EventRejected("event_id: must be a string or an integer")
+            idempotency_key = str(idempotency_key)
+            if not idempotency_key or len(idempotency_key) > IDEMPOTENCY_KEY_MAX_LENGTH:
+                raise EventRejected(f"event_id: must have 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters")
+            check_json_value(idempotency_key, "event_id")
+        params = raw.get("params")
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise EventRejected("params: must be a JSON object")
+        check_json_value(params, "params")
+        contact = raw.get("contact")
+        if contact is not None and not isinstance(contact, dict):
+            raise EventRejected("contact: must be a JSON object")
+        return {
+            "key": key,
+            "idempotency_key": idempotency_key,
+            "occurred_at": parse_timestamp(raw.get("timestamp")),
+            "contact": self.env["res.partner"]._marketing_normalize_contact(contact or {}),
+            "params": params,
+        }
+
+    @api.model
+    def _ingest(self, source, raw_events, normalizer=None):
+        """Validate, resolve and store the events of one API request.
+
+        Returns one result per raw event, in order: ``{"status": "accepted" |
+        "duplicate" | "rejected", "id", "reason", "code"}``. Rejections never
+        stop the good events of the same request from being stored.
+        """
+        normalizer = normalizer or self._normalize_native_event
+        company = source.company_id
+        results = [None] * len(raw_events)
+        candidates = []  # (position, normalized event)
+        for position, raw in enumerate(raw_events):
+            try:
+                candidates.append((position, normalizer(raw)))
+            except EventRejected as rejection:
+                results[position] = {"status": "rejected", "reason": rejection.reason, "code": rejection.code}
+
+        types_by_key = self._resolve_event_types(
+            source, {event["key"]: event.get("name") or event["key"] for _position, event in candidates}
+        )
+        rows, rejected_rows, row_positions, rejected_positions = [], [], [], []
+        contacts_to_resolve = []
+        for position, event in candidates:
+            event_type = types_by_key.get(event["key"])
+            try:
+                if isinstance(event_type, EventRejected):
+                    raise event_type
+                if not source._check_type_allowed(event_type):
+                    raise EventRejected(
+                        f"event: the type {event['key']!r} is not allowed for this source", code="not_allowed"
+                    )
+                if not event_type.active:
+                    raise EventRejected(f"event: the type {event['key']!r} is inactive")
+                errors = event_type._params_errors(event["params"])
+                if errors:
+                    rejected_rows.append((event_type, event, "; ".join(errors)))
+                    rejected_positions.append(position)
+                    results[position] = {"status": "rejected", "reason": "; ".join(errors), "code": "invalid_params"}
+                    continue
+            except EventRejected as rejection:
+                results[position] = {"status": "rejected", "reason": rejection.reason, "code": rejection.code}
+                continue
+            contacts_to_resolve.append((position, event, event_type))
+
+        partner_ids = self.env["res.partner"]._marketing_resolve_contacts(
+            [event["contact"] for _position, event, event_type in contacts_to_resolve if event_type.scope == "contact"],
+            company,
+            create=source.unknown_contact_policy == "create",
+        )
+        partner_iterator = iter(partner_ids)
+        for position, event, event_type in contacts_to_resolve:
+            partner_id = None
+            if event_type.scope == "contact":
+                partner_id = next(partner_iterator)
+                if isinstance(partner_id, EventRejected):
+                    results[position] = {"status": "rejected", "reason": partner_id.reason, "code": partner_id.code}
+                    continue
+            rows.append((event_type, event, partner_id))
+            row_positions.append(position)
+
+        stored = self._insert_events(
+            [
+                {
+                    "type": event_type,
+                    "key": event["key"],
+                    "partner_id": partner_id,
+                    "company_id": company.id,
+                    "source_id": source.id,
+                    "idempotency_key": event["idempotency_key"],
+                    "params": event["params"],
+                    "occurred_at": event["occurred_at"],
+                }
+                for event_type, event, partner_id in rows
+            ]
+        )
+        for position, event_id in zip(row_positions, stored):
+            if event_id:
+                results[position] = {"status": "accepted", "id": event_id}
+            else:
+                results[position] = {"status": "duplicate", "reason": "event_id: already received"}
+        if rejected_rows:
+            rejected_ids = self._insert_events(
+                [
+                    {
+                        "type": event_type,
+                        "key": event["key"],
+                        "partner_id": None,
+                        "company_id": company.id,
+                        "source_id": source.id,
+                        "idempotency_key": event["idempotency_key"],
+                        "params": event["params"],
+                        "occurred_at": event["occurred_at"],
+                        "state": "rejected",
+                        "error_message": reason,
+                    }
+                    for event_type, event, reason in rejected_rows
+                ]
+            )
+            for position, event_id in zip(rejected_positions, rejected_ids):
+                results[position]["id"] = event_id
+        return results
+
+    @api.model
+    def _normalize_segment_message(self, message):
+        """Map one Segment message (track, identify, page, screen) onto a native event."""
+        if not isinstance(message, dict):
+            raise EventRejected("message: must be a JSON object")
+        if len(json.dumps(message)) > SEGMENT_MAX_MESSAGE_SIZE:
+            raise EventRejected("message: larger than 32 KB")
+        call = message.get("type")
+        context = message.get("context") if isinstance(message.get("context"), dict) else {}
+        if call == "track":
+            name = message.get("event")
+            if not isinstance(name, str) or not name.strip():
+                raise EventRejected("event: required for a track call, the event name as a string")
+            params = message.get("properties")
+            if params is None:
+                params = {}
+            if not isinstance(params, dict):
+                raise EventRejected("properties: must be a JSON object")
+            traits = context.get("traits")
+        elif call in ("page", "screen"):
+            name = "Page Viewed" if call == "page" else "Screen Viewed"
+            properties = message.get("properties") or {}
+            if not isinstance(properties, dict):
+                raise EventRejected("properties: must be a JSON object")
+            params = dict(properties)
+            for field_name in ("name", "category"):
+                if isinstance(message.get(field_name), str):
+                    params.setdefault(field_name, message[field_name])
+            traits = context.get("traits")
+        elif call == "identify":
+            name = "Identify"
+            traits = message.get("traits") or context.get("traits") or {}
+            if not isinstance(traits, dict):
+                raise EventRejected("traits: must be a JSON object")
+            params = traits
+        else:
+            raise EventRejected(f"type: {call!r} messages are not supported (use track, identify, page or screen)")
+        key = segment_event_key(name)
+        if not key:
+            raise EventRejected("event: needs at least one Latin letter or digit")
+        traits = traits if isinstance(traits, dict) else {}
+        contact = {"external_id": message.get("userId")}
+        for field_name, trait_names in (("email", ("email",)), ("phone", ("phone",)), ("name", ("name",))):
+            for trait_name in trait_names:
+                if isinstance(traits.get(trait_name), str):
+                    contact[field_name] = traits[trait_name]
+        if "name" not in contact and (traits.get("firstName") or traits.get("lastName")):
+            contact["name"] = " ".join(
+                str(traits[part]) for part in ("firstName", "lastName") if isinstance(traits.get(part), str)
+            )
+        return self._normalize_native_event(
+            {
+                "event": key,
+                "event_id": message.get("messageId"),
+                "timestamp": message.get("timestamp") or message.get("originalTimestamp"),
+                "contact": {name: value for name, value in contact.items() if value is not None},
+                "params": params,
+            }
+        ) | {"name": name.strip()[:EVENT_KEY_MAX_LENGTH], "segment_call": call}
+
+    @api.model
+    def _ingest_segment(self, source, messages, batch_context=None):
+        """Ingest Segment messages; identify calls also update their contact from its traits."""
+        normalized = {}
+
+        def normalizer(message):
+            if isinstance(message, dict) and isinstance(batch_context, dict) and not message.get("context"):
+                message = dict(message, context=batch_context)
+            normalized[id(message)] = event = self._normalize_segment_message(message)
+            return event
+
+        results = self._ingest(source, messages, normalizer=normalizer)
+        identified = self.browse(
+            [
+                result["id"]
+                for result, message in zip(results, messages)
+                if result["status"] == "accepted" and isinstance(message, dict) and message.get("type") == "identify"
+            ]
+        )
+        identified._update_contacts_from_traits()
+        return results
+
+    def _update_contacts_from_traits(self):
+        """Write the name, email and phone an identify call gave to its contact."""
+        for event in self.filtered("partner_id"):
+            traits = event.params or {}
+            values = {}
+            name = traits.get("name") or " ".join(
+                str(traits[part]) for part in ("firstName", "lastName") if isinstance(traits.get(part), str)
+            )
+            if isinstance(name, str) and name.strip() and name.strip() != event.partner_id.name:
+                values["name"] = name.strip()[:256]
+            email = tools.email_normalize(traits.get("email")) if isinstance(traits.get("email"), str) else None
+            if email and email != event.partner_id.email_normalized:
+                values["email"] = email
+            phone = traits.get("phone")
+            if isinstance(phone, str):
+                phone = self.env["res.partner"]._marketing_phone_e164(phone, event.company_id.country_id)
+                if phone and phone != event.partner_id.phone_sanitized:
+                    values["phone"] = phone
+            if values:
+                event.partner_id.write(values)
+
+    @api.model
+    def _resolve_event_types(self, source, names_by_key):
+        """Map each key to its type, registering unknown ones if the source may."""
+        EventType = self.env["marketing.event.type"]
+        types_by_key = EventType._get_by_keys(names_by_key, source.company_id)
+        unknown = sorted(names_by_key.keys() - types_by_key.keys())
+        if unknown and source.unknown_type_policy == "register":
+            registered = EventType._register_unknown_keys(
+                {key: names_by_key[key] for key in unknown}, source.company_id
+            )
+            types_by_key.update({event_type.key: event_type for event_type in registered})
+        elif unknown:
+            for key in unknown:
+                types_by_key[key] = EventRejected(f"event: unknown event type {key!r}", code="unknown_type")
+        return types_by_key
+
+    @api.model
+    def _insert_events(self, events):
+        """Store events in one statement; return their ids in order (None for a duplicate).
+
+        Raw SQL because this is the hot path of the API: the ORM would cost a
+        query per event and could not skip duplicates with ON CONFLICT.
+        """
+        if not events:
+            return []
+        self.flush_model()
+        cr = self.env.cr
+        now = fields.Datetime.now()
+        uid = self.env.uid
+        # Ids are taken from the sequence first so that each stored row maps
+        # back to its position: RETURNING promises no order, and duplicates
+        # skipped by ON CONFLICT return nothing.
+        cr.execute(SQL("SELECT nextval('marketing_event_id_seq') FROM generate_series(1, %s)", len(events)))
+        new_ids = [row[0] for row in cr.fetchall()]
+        values, structures = [], defaultdict(dict)
+        for event_id, event in zip(new_ids, events):
+            state = event.get("state", "pending")
+            values.append(
+                (
+                    event_id,
+                    event["type"].id,
+                    event["key"],
+                    event.get("partner_id"),
+                    event.get("company_id"),
+                    event.get("source_id"),
+                    event.get("idempotency_key"),
+                    json.dumps(event.get("params") or {}),
+                    event.get("occurred_at") or now,
+                    now,
+                    state,
+                    event.get("error_message"),
+                    uid,
+                    now,
+                    uid,
+                    now,
+                )
+            )
+            if state == "pending":
+                flatten_structure(event.get("params") or {}, structure=structures[event["type"].id])
+        row_template = "(%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s)"
+        cr.execute(
+            SQL(
+                """
+                INSERT INTO marketing_event (
+                    id, type_id, event_key, partner_id, company_id, source_id, idempotency_key, params,
+                    occurred_at, received_at, state, error_message, create_uid, create_date, write_uid, write_date
+                )
+                VALUES %s
+                ON CONFLICT (COALESCE(source_id, 0), idempotency_key)
+                   WHERE idempotency_key IS NOT NULL AND state <> 'rejected'
+                   DO NOTHING
+                RETURNING id
+                """,
+                SQL(", ").join(SQL(row_template, *row) for row in values),
+            )
+        )
+        rows = cr.fetchall()
+        self.invalidate_model()
+        inserted = {row[0] for row in rows}
+        ids = [event_id if event_id in inserted else None for event_id in new_ids]
+        if any(ids) and structures:
+            self.env["marketing.event.type"]._learn_structures(structures)
+        if any(event_id for event_id, event in zip(ids, events) if event.get("state", "pending") == "pending"):
+            self.env.ref("marketing_event_automation.ir_cron_dispatch_events")._trigger()
+        return ids
+
+    @api.model
+    def _emit(self, key, events):
+        """Log internal events of type ``key`` (emails opened, contact created...).
+
+        ``events`` is a list of dicts with ``partner_id`` and optionally
+        ``params``, ``idempotency_key``, ``occurred_at``, ``company_id``.
+        Returns the new events' ids (None for duplicates).
+        """
+        if not events or self.env.context.get("marketing_event_mute"):
+            return []
+        # sudo: internal events are emitted on behalf of whoever triggered
+        # them (a portal user opening a mail, a salesperson editing a contact).
+        event_type = (
+            self.env["marketing.event.type"]
+            .sudo()
+            .with_context(active_test=False)
+            .search([("key", "=", key), ("company_id", "=", False)], limit=1)
+        )
+        if not event_type or not event_type.active:
+            return []
+        return self.sudo()._insert_events(
+            [
+                {
+                    "type": event_type,
+                    "key": key,
+                    "partner_id": event.get("partner_id"),
+                    "company_id": event.get("company_id"),
+                    "idempotency_key": event.get("idempotency_key"),
+                    "params": event.get("params") or {},
+                    "occurred_at": event.get("occurred_at"),
+                }
+                for event in events
+            ]
+        )
+
+    # ------------------------------------------------------------------
+    # Dispatch
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _cron_dispatch(self, batch_size=DISPATCH_BATCH_SIZE):
+        """Process one batch of pending events; the cron runner commits and calls again."""
+        self.flush_model()
+        # SKIP LOCKED: several cron workers may dispatch at once, each takes
+        # a disjoint batch and none waits for the others.
+        self.env.cr.execute(
+            SQL(
+                """
+                SELECT id FROM marketing_event
+                 WHERE state = 'pending'
+                 ORDER BY id
+                 LIMIT %s
+                   FOR UPDATE SKIP LOCKED
+                """,
+                batch_size,
+            )
+        )
+        events = self.browse([row[0] for row in self.env.cr.fetchall()])
+        if events:
+            events._process()
+        self.env.cr.execute("SELECT count(*) FROM marketing_event WHERE state = 'pending'")
+        remaining = self.env.cr.fetchone()[0]
+        self.env["ir.cron"]._notify_progress(done=len(events), remaining=remaining)
+        return len(events)
+
+    def _process(self):
+        """Run every consumer of events on this batch, then mark them processed.
+
+        A consumer failing on a group of events marks that group as error
+        with the reason and lets the other groups go on.
+        """
+        results = defaultdict(lambda: defaultdict(list))
+        errors = {}
+        for consumer in self._event_consumers():
+            for _type, type_events in self.grouped("type_id").items():
+                events = type_events - self.browse(errors)
+                if not events:
+                    continue
+                try:
+                    with self.env.cr.savepoint():
+                        consumer(events, results)
+                except Exception as error:
+                    _logger.warning("Processing %s events failed in %s", len(events), consumer.__name__, exc_info=True)
+                    message = self.env._("%(step)s failed: %(error)s", step=consumer.__name__, error=error)
+                    errors.update(dict.fromkeys(events.ids, message))
+        now = fields.Datetime.now()
+        failed = self.browse(list(errors))
+        for message, events in failed.grouped(lambda event: errors[event.id]).items():
+            events.write({"state": "error", "error_message": message, "processed_at": now})
+        succeeded = self - failed
+        succeeded.write({"state": "processed", "processed_at": now})
+        succeeded._store_processing_results(results)
+
+    def _store_processing_results(self, results):
+        """Write each event's own processing result in one statement."""
+        own_ids = set(self.ids)
+        values = [
+            SQL("(%s, %s::jsonb)", event_id, json.dumps(result))
+            for event_id, result in results.items()
+            if event_id in own_ids
+        ]
+        if not values:
+            return
+        self.flush_model(["processing_result"])
+        self.env.cr.execute(
+            SQL(
+                "UPDATE marketing_event e SET processing_result = v.result FROM (VALUES %s) AS v (id, result) "
+                "WHERE e.id = v.id",
+                SQL(", ").join(values),
+            )
+        )
+        self.invalidate_model(["processing_result", "processing_summary"])
+
+    def _event_consumers(self):
+        """The steps that react to events, in order; other parts of the module extend it."""
+        return []
+
+    def action_retry(self):
+        """Send events that failed processing through the dispatcher again."""
+        # sudo: events are read-only for everybody; retrying is the one change
+        # a marketing administrator may make to the log.
+        self.filtered(lambda event: event.state == "error").sudo().write({"state": "pending", "error_message": False})
+        self.env.ref("marketing_event_automation.ir_cron_dispatch_events")._trigger()
+        return True

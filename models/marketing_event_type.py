@@ -1,0 +1,423 @@
+import json
+import re
+from datetime import timedelta
+from functools import lru_cache
+
+import jsonschema
+import psycopg2
+
+from odoo import api, fields, models
+from odoo.exceptions import ValidationError
+from odoo.tools import SQL, create_unique_index
+
+EVENT_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+$")
+EVENT_KEY_MAX_LENGTH = 128
+
+# JSON types of the learned parameter structure, as JSON Schema names them.
+_PYTHON_JSON_TYPES = (
+    (bool, "boolean"),
+    (int, "integer"),
+    (float, "number"),
+    (str, "string"),
+    (type(None), "null"),
+)
+
+
+def json_type_name(value):
+    """The JSON Schema type name of a decoded JSON value."""
+    for python_type, name in _PYTHON_JSON_TYPES:
+        if isinstance(value, python_type):
+            return name
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def flatten_structure(params, prefix="", structure=None):
+    """Flatten params into ``{path: json type}``.
+
+    Nested objects give dotted paths (``customer.city``) and the items of
+    arrays give ``[]`` paths (``items[].sku``), so that merging the structure
+    of new events is a plain key union, in Python and in SQL (``jsonb ||``).
+    """
+    structure = {} if structure is None else structure
+    for name, value in params.items():
+        path = f"{prefix}{name}"
+        structure.setdefault(path, json_type_name(value))
+        if isinstance(value, dict):
+            flatten_structure(value, f"{path}.", structure)
+        elif isinstance(value, list):
+            for item in value[:50]:  # the shape of a long array is known from its first items
+                if isinstance(item, dict):
+                    flatten_structure(item, f"{path}[].", structure)
+                else:
+                    structure.setdefault(f"{path}[]", json_type_name(item))
+    return structure
+
+
+_SAMPLE_VALUES = {
+    "string": "",
+    "integer": 0,
+    "number": 0.0,
+    "boolean": False,
+    "null": None,
+    "array": [],
+    "object": {},
+}
+
+
+def sample_value(json_type):
+    value = _SAMPLE_VALUES.get(json_type)
+    return type(value)() if isinstance(value, (dict, list)) else value
+
+
+def structure_example(structure):
+    """Rebuild a sample JSON document from a flat structure (for 'Structure preview')."""
+    document = {}
+    for path in sorted(structure):
+        node = document
+        parts = path.split(".")
+        for position, part in enumerate(parts):
+            is_leaf = position == len(parts) - 1
+            is_array = part.endswith("[]")
+            name = part[:-2] if is_array else part
+            if is_array:
+                items = node.setdefault(name, [])
+                if not isinstance(items, list):
+                    break
+                if is_leaf:
+                    if not items:
+                        items.append(sample_value(structure[path]))
+                    break
+                if not items or not isinstance(items[0], dict):
+                    items[:] = [{}]
+                node = items[0]
+            elif is_leaf:
+                node.setdefault(name, sample_value(structure[path]))
+            else:
+                child = node.get(name)
+                if not isinstance(child, dict):
+                    child = node[name] = {}
+                node = child
+    return document
+
+
+@lru_cache(maxsize=256)
+def _compiled_validator(schema_text):
+    schema = json.loads(schema_text)
+    validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    return validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
+
+
+def schema_error_path(error):
+    """``params.items[0].sku`` style path of a jsonschema error."""
+    path = "params"
+    for part in error.absolute_path:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+class MarketingEventType(models.Model):
+    _name = "marketing.event.type"
+    _description = "Marketing Event Type"
+    _order = "category_sequence, name, id"
+
+    name = fields.Char(required=True, translate=True)
+    key = fields.Char(
+        required=True,
+        index=True,
+        help="Unique identifier sent by shops in the 'event' field: Latin letters, digits, '_', '.' and '-'.",
+    )
+    description = fields.Text(translate=True)
+    category_id = fields.Many2one(
+        "marketing.event.category",
+        required=True,
+        ondelete="restrict",
+        default=lambda self: self.env.ref("marketing_event_automation.event_category_other", raise_if_not_found=False),
+    )
+    category_sequence = fields.Integer(related="category_id.sequence", store=True)
+    scope = fields.Selection(
+        [("contact", "Contact (C)"), ("system", "System (S)")],
+        required=True,
+        default="contact",
+        help="Contact events happen to one contact and can move it through scenarios; "
+        "system events (an import, a finished mailing) concern the whole system.",
+    )
+    company_id = fields.Many2one(
+        "res.company",
+        index=True,
+        help="Leave empty to share the event type between all companies.",
+    )
+    active = fields.Boolean(default=True)
+    is_internal = fields.Boolean(
+        readonly=True,
+        help="Emitted by Odoo itself (emails, SMS, mailing lists, scores...): its key is stable and cannot change.",
+    )
+    use_for_segmentation = fields.Boolean(
+        string="Use for Contact Segmentation",
+        help="Offer this event type in contact filters and scenario conditions.",
+    )
+    validate_params = fields.Boolean(
+        string="Validate Parameters",
+        help="Reject events whose parameters do not match the JSON Schema.",
+    )
+    params_schema = fields.Text(
+        string="Parameters JSON Schema",
+        help="A JSON Schema (draft 2020-12 unless '$schema' says otherwise) the parameters must match.",
+    )
+    params_structure = fields.Json(
+        string="Learned Structure",
+        readonly=True,
+        copy=False,
+        help="Every parameter seen in accepted events, by path, with its JSON type.",
+    )
+    params_structure_preview = fields.Text(
+        string="Structure Preview",
+        compute="_compute_params_structure_preview",
+    )
+    params_structure_paths = fields.Text(
+        string="Parameter Paths",
+        compute="_compute_params_structure_preview",
+    )
+    event_count_24h = fields.Integer(string="24h Volume", compute="_compute_counters_24h")
+    error_count_24h = fields.Integer(string="24h Errors", compute="_compute_counters_24h")
+    event_count = fields.Integer(string="Events", compute="_compute_event_count")
+
+    _sql_constraints = [
+        (
+            "key_length",
+            f"CHECK(char_length(key) <= {EVENT_KEY_MAX_LENGTH})",
+            "An event type key is at most 128 characters long.",
+        ),
+    ]
+
+    def init(self):
+        # A key is unique per company, and shared types (no company) are unique
+        # among themselves: a plain unique(key, company_id) lets NULLs repeat.
+        create_unique_index(
+            self.env.cr, "marketing_event_type_key_company_uniq", self._table, ["key", "COALESCE(company_id, 0)"]
+        )
+
+    @api.constrains("key")
+    def _check_key(self):
+        for event_type in self:
+            if not EVENT_KEY_PATTERN.match(event_type.key or ""):
+                raise ValidationError(
+                    self.env._(
+                        "Invalid key %(key)r for event type %(name)s: use only Latin letters, digits, "
+                        "'_', '.' and '-', without spaces.",
+                        key=event_type.key,
+                        name=event_type.name,
+                    )
+                )
+
+    @api.constrains("params_schema", "validate_params")
+    def _check_params_schema(self):
+        for event_type in self:
+            if event_type.validate_params and not event_type.params_schema:
+                raise ValidationError(
+                    self.env._(
+                        "Event type %(name)s validates its parameters: give it a JSON Schema.", name=event_type.name
+                    )
+                )
+            if not event_type.params_schema:
+                continue
+            try:
+                schema = json.loads(event_type.params_schema)
+            except ValueError as error:
+                raise ValidationError(
+                    self.env._(
+                        "The JSON Schema of %(name)s is not valid JSON: %(error)s", name=event_type.name, error=error
+                    )
+                ) from error
+            validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+            try:
+                validator_class.check_schema(schema)
+            except jsonschema.SchemaError as error:
+                raise ValidationError(
+                    self.env._(
+                        "The JSON Schema of %(name)s is not a valid schema: %(reason)s (at %(path)s)",
+                        name=event_type.name,
+                        reason=error.message,
+                        path="/".join(str(part) for part in error.absolute_path) or "/",
+                    )
+                ) from error
+
+    @api.depends("params_structure")
+    def _compute_params_structure_preview(self):
+        for event_type in self:
+            structure = event_type.params_structure or {}
+            event_type.params_structure_preview = json.dumps(structure_example(structure), indent=2, sort_keys=True)
+            event_type.params_structure_paths = "\n".join(f"{path}: {structure[path]}" for path in sorted(structure))
+
+    def _compute_counters_24h(self):
+        since = fields.Datetime.now() - timedelta(hours=24)
+        counts = {
+            (event_type.id, state): count
+            for event_type, state, count in self.env["marketing.event"]._read_group(
+                [("type_id", "in", self.ids), ("received_at", ">=", since)], ["type_id", "state"], ["__count"]
+            )
+        }
+        for event_type in self:
+            event_type.event_count_24h = sum(
+                counts.get((event_type.id, state), 0) for state in ("pending", "processed", "error")
+            )
+            event_type.error_count_24h = sum(counts.get((event_type.id, state), 0) for state in ("error", "rejected"))
+
+    def _compute_event_count(self):
+        counts = dict(self.env["marketing.event"]._read_group([("type_id", "in", self.ids)], ["type_id"], ["__count"]))
+        for event_type in self:
+            event_type.event_count = counts.get(event_type, 0)
+
+    @api.ondelete(at_uninstall=False)
+    def _unlink_except_internal(self):
+        internal = self.filtered("is_internal")
+        if internal:
+            raise ValidationError(
+                self.env._(
+                    "%(names)s are emitted by Odoo itself and cannot be deleted; archive them instead.",
+                    names=", ".join(internal.mapped("name")),
+                )
+            )
+
+    @api.model_create_multi
+    def create(self, vals_list):
+        self._check_keys_free([(vals.get("key"), vals.get("company_id")) for vals in vals_list])
+        return super().create(vals_list)
+
+    def _check_keys_free(self, keys_and_companies, exclude_ids=()):
+        """Refuse a key already used in the same company, with a message (the unique index is the backstop)."""
+        keys = {key for key, _company_id in keys_and_companies if key}
+        if not keys:
+            return
+        taken = (
+            self.with_context(active_test=False)
+            .sudo()
+            .search_read([("key", "in", list(keys)), ("id", "not in", list(exclude_ids))], ["key", "company_id"])
+        )
+        taken = {(record["key"], record["company_id"] and record["company_id"][0]) for record in taken}
+        seen = set()
+        for key, company_id in keys_and_companies:
+            identity = (key, company_id or False)
+            if identity in taken or identity in seen:
+                raise ValidationError(self.env._("An event type with the key %(key)r already exists.", key=key))
+            seen.add(identity)
+
+    def write(self, vals):
+        if "key" in vals or "company_id" in vals:
+            self._check_keys_free(
+                [(vals.get("key", record.key), vals.get("company_id", record.company_id.id)) for record in self],
+                exclude_ids=self.ids,
+            )
+        if "key" in vals and any(event_type.is_internal and event_type.key != vals["key"] for event_type in self):
+            raise ValidationError(
+                self.env._("The key of an internal event type cannot change: Odoo emits it by that key.")
+            )
+        return super().write(vals)
+
+    # ------------------------------------------------------------------
+    # Validation and learning, used by ingestion
+    # ------------------------------------------------------------------
+
+    def _params_errors(self, params):
+        """Every reason ``params`` break this type's schema, as ``path: reason``."""
+        self.ensure_one()
+        if not (self.validate_params and self.params_schema):
+            return []
+        validator = _compiled_validator(self.params_schema)
+        errors = sorted(validator.iter_errors(params), key=lambda error: list(map(str, error.absolute_path)))
+        return [f"{schema_error_path(error)}: {error.message[:300]}" for error in errors[:10]]
+
+    @api.model
+    def _learn_structures(self, structures_by_type_id):
+        """Merge newly seen parameter paths into the learned structures.
+
+        Known paths keep their type, new ones are added. The update is one
+        statement per type whose structure really grew, so concurrent
+        ingestion requests neither lose paths nor rewrite the row each time.
+        """
+        self.flush_model(["params_structure"])
+        for type_id, structure in structures_by_type_id.items():
+            if not structure:
+                continue
+            self.env.cr.execute(
+                SQL(
+                    """
+                    UPDATE marketing_event_type
+                       SET params_structure = %(new)s::jsonb || COALESCE(params_structure, '{}'::jsonb)
+                     WHERE id = %(id)s
+                       AND NOT COALESCE(params_structure, '{}'::jsonb) ?& %(paths)s
+                    """,
+                    new=json.dumps(structure),
+                    id=type_id,
+                    paths=list(structure),
+                )
+            )
+        self.invalidate_model(["params_structure"])
+
+    @api.model
+    def _get_by_keys(self, keys, company):
+        """Map each key to its active or archived type, the company's own before a shared one."""
+        types = self.with_context(active_test=False).search(
+            [("key", "in", list(keys)), ("company_id", "in", [company.id, False])]
+        )
+        by_key = {}
+        for event_type in types.sorted(lambda event_type: bool(event_type.company_id)):
+            by_key[event_type.key] = event_type  # the company's own type comes last and wins
+        return by_key
+
+    @api.model
+    def _register_unknown_keys(self, names_by_key, company):
+        """Create types for keys posted through the API that nobody declared yet."""
+        category = self.env.ref("marketing_event_automation.event_category_other")
+        try:
+            with self.env.cr.savepoint():
+                return self.create(
+                    [
+                        {"name": name, "key": key, "category_id": category.id, "company_id": company.id}
+                        for key, name in names_by_key.items()
+                    ]
+                )
+        except psycopg2.errors.UniqueViolation as error:
+            # Another request registered the same key at the same moment and
+            # its row is invisible to this transaction's snapshot. Odoo replays
+            # a request that fails on a serialization error; the replay sees it.
+            raise psycopg2.errors.SerializationFailure(str(error)) from error
+
+    # ------------------------------------------------------------------
+    # Actions
+    # ------------------------------------------------------------------
+
+    def action_view_events(self):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id("marketing_event_automation.action_marketing_event")
+        action["domain"] = [("type_id", "=", self.id)]
+        action["context"] = {"default_type_id": self.id, "search_default_group_by_state": 0}
+        action["display_name"] = self.env._("Event History: %(name)s", name=self.name)
+        return action
+
+    def action_open_validation(self):
+        self.ensure_one()
+        return {
+            "type": "ir.actions.act_window",
+            "name": self.env._("Validate Parameters: %(name)s", name=self.name),
+            "res_model": self._name,
+            "res_id": self.id,
+            "view_mode": "form",
+            "views": [
+                (self.env.ref("marketing_event_automation.marketing_event_type_view_form_validation").id, "form")
+            ],
+            "target": "new",
+        }
+
+    def action_structure_preview(self):
+        self.ensure_one()
+        return {
+            "type": "ir.actions.act_window",
+            "name": self.env._("Structure Preview: %(name)s", name=self.name),
+            "res_model": self._name,
+            "res_id": self.id,
+            "view_mode": "form",
+            "views": [(self.env.ref("marketing_event_automation.marketing_event_type_view_form_structure").id, "form")],
+            "target": "new",
+        }

@@ -1,0 +1,179 @@
+import phonenumbers
+
+from odoo import api, fields, models, tools
+from odoo.tools import create_index
+
+from .marketing_event import EventRejected, check_json_value
+
+CONTACT_TEXT_MAX_LENGTH = 256
+
+
+class ResPartner(models.Model):
+    _inherit = "res.partner"
+
+    marketing_external_id = fields.Char(
+        string="External ID (shop)",
+        index="btree_not_null",
+        copy=False,
+        help="The identifier the shops use for this contact; events posted with it reach this contact.",
+    )
+
+    def init(self):
+        res = super().init()
+        # Bulk contact resolution of the event API looks contacts up by these.
+        create_index(
+            self.env.cr,
+            "res_partner_email_normalized_mea_idx",
+            self._table,
+            ["email_normalized"],
+            where="email_normalized IS NOT NULL",
+        )
+        create_index(
+            self.env.cr,
+            "res_partner_phone_sanitized_mea_idx",
+            self._table,
+            ["phone_sanitized"],
+            where="phone_sanitized IS NOT NULL",
+        )
+        return res
+
+    @api.model_create_multi
+    def create(self, vals_list):
+        partners = super().create(vals_list)
+        self.env["marketing.event"]._emit(
+            "contact_created",
+            [
+                {
+                    "partner_id": partner.id,
+                    "company_id": partner.company_id.id or None,
+                    "params": {"source": "import" if self.env.context.get("import_file") else "odoo"},
+                }
+                for partner in partners
+            ],
+        )
+        return partners
+
+    # ------------------------------------------------------------------
+    # Contact resolution for the event API
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _marketing_normalize_contact(self, contact, prefix="contact"):
+        """Check the identifiers of a posted contact; raise EventRejected naming the field."""
+        normalized = {}
+        contact_id = contact.get("id")
+        if contact_id is not None:
+            if isinstance(contact_id, bool) or not isinstance(contact_id, int) or not 0 < contact_id < 2**31:
+                raise EventRejected(f"{prefix}.id: must be a positive integer (an Odoo contact id)")
+            normalized["id"] = contact_id
+        for field_name in ("external_id", "email", "phone", "name"):
+            value = contact.get(field_name)
+            if value is None or value == "":
+                continue
+            if field_name == "external_id" and isinstance(value, int) and not isinstance(value, bool):
+                value = str(value)
+            if not isinstance(value, str):
+                raise EventRejected(f"{prefix}.{field_name}: must be a string")
+            value = value.strip()
+            if len(value) > CONTACT_TEXT_MAX_LENGTH:
+                raise EventRejected(f"{prefix}.{field_name}: longer than {CONTACT_TEXT_MAX_LENGTH} characters")
+            check_json_value(value, f"{prefix}.{field_name}")
+            normalized[field_name] = value
+        if "email" in normalized:
+            email = tools.email_normalize(normalized["email"])
+            if not email:
+                raise EventRejected(f"{prefix}.email: not a valid email address")
+            normalized["email"] = email
+        return normalized
+
+    @api.model
+    def _marketing_phone_e164(self, phone, country):
+        try:
+            number = phonenumbers.parse(phone, country.code if country else None)
+        except phonenumbers.NumberParseException:
+            return None
+        if not phonenumbers.is_valid_number(number):
+            return None
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+    @api.model
+    def _marketing_resolve_contacts(self, contacts, company, create=True):
+        """Find (or create) the partner of each posted contact, with one query per identifier kind.
+
+        Identifiers are tried in order: Odoo id, external id, normalized
+        email, phone in E.164 (the company's country is the default region).
+        Returns a list aligned on ``contacts``: a partner id or an
+        EventRejected saying why there is none.
+        """
+        if not contacts:
+            return []
+        country = company.country_id
+        for contact in contacts:
+            if "phone" in contact and "phone_e164" not in contact:
+                contact["phone_e164"] = self._marketing_phone_e164(contact["phone"], country)
+        # sudo: the API resolves contacts on behalf of a shop authenticated
+        # by its write key; visibility is bounded by the company below.
+        Partner = self.sudo().with_context(active_test=False)
+        company_domain = [("company_id", "in", [company.id, False])]
+
+        def lookup(field_name, values):
+            values = list({value for value in values if value})
+            if not values:
+                return {}
+            found = {}
+            for record in Partner.search_read([(field_name, "in", values), *company_domain], [field_name], order="id"):
+                found.setdefault(record[field_name], record["id"])
+            return found
+
+        by_id = lookup("id", [contact.get("id") for contact in contacts])
+        by_external_id = lookup("marketing_external_id", [contact.get("external_id") for contact in contacts])
+        by_email = lookup("email_normalized", [contact.get("email") for contact in contacts])
+        by_phone = lookup("phone_sanitized", [contact.get("phone_e164") for contact in contacts])
+
+        results = [None] * len(contacts)
+        to_create = {}  # identity -> (create values, [positions])
+        for position, contact in enumerate(contacts):
+            partner_id = (
+                by_id.get(contact.get("id"))
+                or by_external_id.get(contact.get("external_id"))
+                or by_email.get(contact.get("email"))
+                or by_phone.get(contact.get("phone_e164"))
+            )
+            if partner_id:
+                results[position] = partner_id
+                continue
+            if not any(contact.get(name) for name in ("id", "external_id", "email", "phone")):
+                results[position] = EventRejected(
+                    "contact: required, give at least one of id, external_id, email, phone", code="unknown_contact"
+                )
+                continue
+            if "phone" in contact and not contact.get("phone_e164"):
+                results[position] = EventRejected("contact.phone: not a valid phone number", code="unknown_contact")
+                continue
+            if not create or not any(contact.get(name) for name in ("external_id", "email", "phone")):
+                identifiers = ", ".join(
+                    f"{name}={contact[name]}" for name in ("id", "external_id", "email", "phone") if contact.get(name)
+                )
+                results[position] = EventRejected(f"contact: no contact matches {identifiers}", code="unknown_contact")
+                continue
+            identity = contact.get("external_id") or contact.get("email") or contact.get("phone_e164")
+            entry = to_create.setdefault(identity, (self._marketing_contact_create_values(contact, company), []))
+            entry[1].append(position)
+        if to_create:
+            created = Partner.with_context(
+                tracking_disable=True, mail_create_nolog=True, mail_create_nosubscribe=True
+            ).create([values for values, _positions in to_create.values()])
+            for partner, (_values, positions) in zip(created, to_create.values()):
+                for position in positions:
+                    results[position] = partner.id
+        return results
+
+    @api.model
+    def _marketing_contact_create_values(self, contact, company):
+        return {
+            "name": contact.get("name") or contact.get("email") or contact.get("phone") or contact.get("external_id"),
+            "email": contact.get("email"),
+            "phone": contact.get("phone_e164"),
+            "marketing_external_id": contact.get("external_id"),
+            "company_id": company.id,
+        }

@@ -1,0 +1,1 @@
+from . import test_event_api, test_event_type

@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""The README's two commands: ``run`` (demo server) and ``test`` (full test run).
+
+Both work from any clone folder name: the addon is exposed to Odoo as
+``marketing_event_automation`` through a symlink in ``.odoo/addons`` (ignored
+by git), next to the addons folders of the installed Odoo.
+"""
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+MODULE = "marketing_event_automation"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WORK_DIR = REPO_ROOT / ".odoo"
+HARNESS = REPO_ROOT / "tools" / "odoo_harness.py"
+
+
+def fail(message):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def odoo_addons_paths():
+    """Addons folders of the installed Odoo, found from the importable package."""
+    try:
+        import odoo  # noqa: PLC0415
+        import odoo.release  # noqa: PLC0415
+    except ImportError:
+        fail("python3 cannot import odoo: install Odoo 18.0 Community first (see README).")
+    if odoo.release.version_info[0] != 18:
+        fail(f"Odoo 18.0 is required, found {odoo.release.version}.")
+    package_dir = Path(odoo.__file__).resolve().parent
+    candidates = [package_dir / "addons", package_dir.parent / "addons"]
+    return [str(path) for path in candidates if (path / "base").is_dir() or any(path.glob("*/__manifest__.py"))]
+
+
+def module_addons_path():
+    """A folder holding only a link named after the module, pointing at this clone."""
+    addons_dir = WORK_DIR / "addons"
+    addons_dir.mkdir(parents=True, exist_ok=True)
+    link = addons_dir / MODULE
+    if link.is_symlink() and link.resolve() != REPO_ROOT:
+        link.unlink()
+    if not link.exists():
+        link.symlink_to(REPO_ROOT, target_is_directory=True)
+    return str(addons_dir)
+
+
+def addons_path_option():
+    return "--addons-path=" + ",".join([module_addons_path(), *odoo_addons_paths()])
+
+
+def install_requirements():
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "-r", str(REPO_ROOT / "requirements.txt")],
+        check=True,
+    )
+
+
+def database_exists(db_name):
+    result = subprocess.run(
+        ["psql", "-d", "postgres", "-tAc", "SELECT 1 FROM pg_database WHERE datname = %s" % quote_literal(db_name)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() == "1"
+
+
+def quote_literal(value):
+    return "'" + value.replace("'", "''") + "'"
+
+
+def module_installed(db_name):
+    result = subprocess.run(
+        [
+            "psql",
+            "-d",
+            db_name,
+            "-tAc",
+            f"SELECT state FROM ir_module_module WHERE name = {quote_literal(MODULE)}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() == "installed"
+
+
+def drop_database(db_name):
+    subprocess.run(["dropdb", "--if-exists", "--force", db_name], check=False)
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def odoo_command(*args):
+    return [sys.executable, "-c", "import odoo.cli; odoo.cli.main()", *args]
+
+
+def command_run(options):
+    install_requirements()
+    db_name = options.database
+    addons = addons_path_option()
+    action = "-u" if database_exists(db_name) and module_installed(db_name) else "-i"
+    print(f"Preparing database {db_name!r} ({'update' if action == '-u' else 'install'} with demo data)...")
+    subprocess.run(
+        odoo_command("-d", db_name, addons, action, MODULE, "--stop-after-init", "--log-level=warn"),
+        check=True,
+    )
+    print(
+        "\n"
+        f"  Odoo is starting on http://localhost:{options.port}/odoo  (database {db_name})\n"
+        "  Log in with  admin / admin\n"
+        "  The app is under the 'Marketing Automation' menu.\n"
+    )
+    os.execv(
+        sys.executable,
+        odoo_command("-d", db_name, addons, f"--http-port={options.port}", f"--db-filter=^{db_name}$"),
+    )
+
+
+def command_test(options):
+    install_requirements()
+    db_name = f"mea_test_{uuid.uuid4().hex[:10]}"
+    addons = addons_path_option()
+    port = options.port or free_port()
+    with tempfile.TemporaryDirectory(prefix="mea-test-") as tmp:
+        report_path = Path(tmp) / "report.json"
+        args = [
+            "-d",
+            db_name,
+            addons,
+            "-i",
+            MODULE,
+            "--test-enable",
+            f"--test-tags={options.test_tags}",
+            "--stop-after-init",
+            "--log-level=test",
+            f"--http-port={port}",
+            "--max-cron-threads=0",
+        ]
+        started = time.time()
+        try:
+            completed = subprocess.run([sys.executable, str(HARNESS), str(report_path), "--", *args], check=False)
+            report = json.loads(report_path.read_text()) if report_path.exists() else None
+        finally:
+            if not options.keep_db:
+                drop_database(db_name)
+    return summarize(report, completed.returncode, time.time() - started)
+
+
+def summarize(report, returncode, elapsed):
+    """Turn the harness report into the closing line; return the exit code."""
+    problems = []
+    if report is None:
+        problems.append(f"the Odoo run produced no report (exit code {returncode})")
+        report = {"tests_run": 0, "failures": 0, "errors": 0, "skipped": 0, "severe_log_records": []}
+    failed = report["failures"] + report["errors"]
+    # A skipped test is a failure: Odoo skips browser tours silently without
+    # Chromium or websocket-client, and none of this module's tests may skip.
+    failed += report["skipped"]
+    passed = report["tests_run"] - failed
+    if report["tests_run"] == 0:
+        problems.append("no test ran")
+    if report["skipped"]:
+        problems.append(f"{report['skipped']} test(s) skipped (a tour without a browser counts as failed)")
+    if report["severe_log_records"]:
+        problems.append(f"{len(report['severe_log_records'])} ERROR/CRITICAL log record(s):")
+        problems.extend("    " + line for line in report["severe_log_records"][:30])
+    if report.get("exit_code") and not failed:
+        problems.append(f"Odoo exited with code {report['exit_code']}")
+    if returncode and not problems and not failed:
+        problems.append(f"the harness exited with code {returncode}")
+    print()
+    print(f"Test run finished in {elapsed:.0f}s: {report['tests_run']} tests run.")
+    for problem in problems:
+        print(f"FAILED: {problem}")
+    if problems and not failed:
+        failed = 1  # the run itself failed (an ERROR logged, no test, a crash): never print "0 failed" then
+    print(f"{max(passed, 0)} passed, {failed} failed")
+    return 1 if (problems or failed) else 0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="create or update the demo database and serve it")
+    run.add_argument("--database", default=os.environ.get("MEA_DEMO_DB", "mea_demo"))
+    run.add_argument("--port", type=int, default=8069)
+    test = commands.add_parser("test", help="install the module in a throwaway database and run its tests")
+    test.add_argument("--test-tags", default=f"/{MODULE}")
+    test.add_argument("--port", type=int, default=None, help="HTTP port for HttpCase tests (default: a free one)")
+    test.add_argument("--keep-db", action="store_true", help="keep the test database for inspection")
+    options = parser.parse_args()
+    if options.command == "run":
+        command_run(options)
+        return 0
+    return command_test(options)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

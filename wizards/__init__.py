@@ -1,0 +1,1 @@
+from . import marketing_event_source_key_wizard
