@@ -8,7 +8,7 @@
     "license": "LGPL-3",
     "depends": ["mass_mailing", "mass_mailing_sms", "contacts", "phone_validation"],
     "external_dependencies": {
-        "python": ["jsonschema", "dateutil", "requests", "phonenumbers"],
+        "python": ["jsonschema", "python-dateutil", "requests", "phonenumbers"],
     },
     "data": [
         "security/marketing_event_automation_security.xml",

@@ -1,1 +1,8 @@
-from . import marketing_event, marketing_event_category, marketing_event_source, marketing_event_type, res_partner
+from . import (
+    marketing_engagement_log,
+    marketing_event,
+    marketing_event_category,
+    marketing_event_source,
+    marketing_event_type,
+    res_partner,
+)

@@ -1,11 +1,52 @@
 import phonenumbers
 
 from odoo import api, fields, models, tools
-from odoo.tools import create_index
+from odoo.tools import SQL, create_index
 
 from .marketing_event import EventRejected, check_json_value
 
 CONTACT_TEXT_MAX_LENGTH = 256
+
+SCORE_OPERATORS = [
+    ("=", "is equal to"),
+    ("!=", "is not equal to"),
+    (">", "is greater than"),
+    (">=", "is greater than or equal to"),
+    ("<", "is less than"),
+    ("<=", "is less than or equal to"),
+    ("empty", "is empty"),
+    ("not_empty", "is not empty"),
+]
+
+
+def score_matches(operator, threshold, score):
+    """Whether a score (None when the contact was never scored) satisfies ``operator threshold``.
+
+    An empty score only satisfies "is empty": it is not 0, so "< 10" does not hold for it.
+    """
+    if operator == "empty":
+        return score is None
+    if operator == "not_empty":
+        return score is not None
+    if score is None:
+        return False
+    return {
+        "=": score == threshold,
+        "!=": score != threshold,
+        ">": score > threshold,
+        ">=": score >= threshold,
+        "<": score < threshold,
+        "<=": score <= threshold,
+    }[operator]
+
+
+def score_domain(operator, threshold):
+    """The res.partner domain of ``score_matches``, to filter contacts in the database."""
+    if operator == "empty":
+        return [("engagement_score_set", "=", False)]
+    if operator == "not_empty":
+        return [("engagement_score_set", "=", True)]
+    return [("engagement_score_set", "=", True), ("engagement_score", operator, threshold)]
 
 
 class ResPartner(models.Model):
@@ -17,6 +58,20 @@ class ResPartner(models.Model):
         copy=False,
         help="The identifier the shops use for this contact; events posted with it reach this contact.",
     )
+
+    engagement_score = fields.Integer(
+        readonly=True,
+        index=True,
+        copy=False,
+        help="Rises and falls with what the contact does (score rules, scenarios, manual changes).",
+    )
+    engagement_score_set = fields.Boolean(
+        string="Scored",
+        readonly=True,
+        copy=False,
+        help="False while the contact has never been scored: an empty score is not a score of 0.",
+    )
+    engagement_log_ids = fields.One2many("marketing.engagement.log", "partner_id", string="Score History")
 
     def init(self):
         res = super().init()
@@ -52,6 +107,84 @@ class ResPartner(models.Model):
             ],
         )
         return partners
+
+    # ------------------------------------------------------------------
+    # Engagement score
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _marketing_change_score(self, deltas, reason, origin, origin_ref=None):
+        """Add ``deltas`` ({partner id: points}) to the scores, atomically, and log each change.
+
+        One UPDATE adds every delta in the database itself, so concurrent
+        changes (cron workers, the API, a manual change) never lose one: each
+        increment applies to the value the previous one committed. Returns
+        {partner id: (score before or None, score after)}.
+        """
+        deltas = {partner_id: delta for partner_id, delta in deltas.items() if delta}
+        if not deltas:
+            return {}
+        self.flush_model(["engagement_score", "engagement_score_set"])
+        self.env.cr.execute(
+            SQL(
+                """
+                WITH delta (id, points) AS (VALUES %s),
+                     previous AS (
+                        -- Lock the rows first (in id order, so that concurrent
+                        -- batches cannot deadlock) to read the score each
+                        -- increment really starts from.
+                        SELECT p.id, CASE WHEN p.engagement_score_set THEN p.engagement_score END AS score
+                          FROM res_partner p
+                          JOIN delta ON delta.id = p.id
+                         ORDER BY p.id
+                           FOR NO KEY UPDATE OF p
+                     )
+                UPDATE res_partner p
+                   SET engagement_score = COALESCE(p.engagement_score, 0) + delta.points,
+                       engagement_score_set = TRUE
+                  FROM delta, previous
+                 WHERE p.id = delta.id AND previous.id = p.id
+             RETURNING p.id, previous.score, p.engagement_score
+                """,
+                SQL(", ").join(SQL("(%s, %s)", partner_id, delta) for partner_id, delta in deltas.items()),
+            )
+        )
+        changes = {partner_id: (before, after) for partner_id, before, after in self.env.cr.fetchall()}
+        self.invalidate_model(["engagement_score", "engagement_score_set"])
+        origin_ref_value = f"{origin_ref._name},{origin_ref.id}" if origin_ref else False
+        # sudo: the log is written on behalf of the caller, who already had the
+        # right to change the score (a rule, a scenario, a marketing user).
+        self.env["marketing.engagement.log"].sudo().create(
+            [
+                {
+                    "partner_id": partner_id,
+                    "delta": deltas[partner_id],
+                    "score_before": before,
+                    "score": after,
+                    "reason": reason,
+                    "origin": origin,
+                    "origin_ref": origin_ref_value,
+                }
+                for partner_id, (before, after) in changes.items()
+            ]
+        )
+        self.env["marketing.event"]._emit(
+            "score_changed",
+            [
+                {
+                    "partner_id": partner_id,
+                    "params": {
+                        "old": before,
+                        "new": after,
+                        "delta": deltas[partner_id],
+                        "reason": reason,
+                        "origin": origin,
+                    },
+                }
+                for partner_id, (before, after) in changes.items()
+            ],
+        )
+        return changes
 
     # ------------------------------------------------------------------
     # Contact resolution for the event API
