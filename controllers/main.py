@@ -37,9 +37,11 @@ def read_json_body(max_size):
         raise ApiError(415, "unsupported_media_type", f"Content-Type: expected application/json, got {content_type}")
     # Without a Content-Length (chunked upload) werkzeug stops reading at
     # max_content_length, so no body larger than the limit is ever buffered.
+    # The body stays cached: Odoo replays the whole request after a
+    # serialization failure, and the replay must read the same body again.
     httprequest.max_content_length = max_size
     try:
-        raw = httprequest.get_data(cache=False)
+        raw = httprequest.get_data()
     except RequestEntityTooLarge as error:
         raise ApiError(413, "payload_too_large", f"body: larger than {max_size} bytes") from error
     if len(raw) > max_size:

@@ -108,6 +108,13 @@ def free_port():
 
 
 def odoo_command(*args):
+    """Odoo's own launcher when the installation has one: multi-worker mode re-executes
+    ``sys.argv[0]`` to start its gevent worker, which a ``python -c`` launch cannot do."""
+    import odoo  # noqa: PLC0415
+
+    launcher = Path(odoo.__file__).resolve().parent.parent / "odoo-bin"
+    if launcher.is_file():
+        return [sys.executable, str(launcher), *args]
     return [sys.executable, "-c", "import odoo.cli; odoo.cli.main()", *args]
 
 
