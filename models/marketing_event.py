@@ -604,7 +604,11 @@ class MarketingEvent(models.Model):
 
     def _event_consumers(self):
         """The steps that react to events, in order; other parts of the module extend it."""
-        return []
+        return [self._trigger_system_automations]
+
+    def _trigger_system_automations(self, events, results):
+        """System (S) events start the system automations listening to them."""
+        self.env["marketing.system.automation"]._trigger_for_events(events, results)
 
     def action_retry(self):
         """Send events that failed processing through the dispatcher again."""
