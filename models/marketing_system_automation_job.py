@@ -230,8 +230,8 @@ class MarketingSystemAutomationJob(models.Model):
     @api.constrains("recipient_emails")
     def _check_recipient_emails(self):
         for job in self:
-            for address in (job.recipient_emails or "").replace(";", ",").split(","):
-                if address.strip() and not email_normalize(address):
+            for address in map(str.strip, (job.recipient_emails or "").replace(";", ",").split(",")):
+                if address and not email_normalize(address):
                     raise ValidationError(
                         self.env._("Send to Addresses: %(address)r is not a valid email address.", address=address)
                     )

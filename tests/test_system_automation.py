@@ -8,8 +8,8 @@ from freezegun import freeze_time
 
 from odoo import fields
 from odoo.addons.mail.tests.common import MockEmail
-from odoo.exceptions import ValidationError
-from odoo.tests import tagged
+from odoo.exceptions import AccessError, ValidationError
+from odoo.tests import Form, tagged
 from odoo.tools import mute_logger
 
 from ..models.marketing_system_automation import params_match, parse_params_filter
@@ -632,3 +632,49 @@ class TestSystemSchedule(SystemAutomationCommon):
         self.assertEqual(by_schedule[monthly.id]["occurrence"], "2026-02-01 00:00:00")
         with self.assertRaisesRegex(ValidationError, "Day of Month: between 1 and 28"):
             monthly.month_day = 31
+
+
+@tagged("post_install", "-at_install")
+class TestSystemAutomationAccess(SystemAutomationCommon):
+    def test_marketing_user_builds_an_automation_in_the_form(self):
+        self.marketing_user.groups_id += self.env.ref("mass_mailing.group_mass_mailing_user")
+        with Form(self.Automation.with_user(self.marketing_user)) as form:
+            form.name = "Welcome after each import"
+            form.event_type_id = self.type_imported
+            with form.job_ids.new() as job:
+                job.job_type = "send_mailing"
+                job.mailing_template_id = self.welcome
+                job.audience = "event_list"
+            with form.job_ids.new() as job:
+                job.job_type = "export"
+                job.export_kind = "events"
+                job.export_period = "day"
+                job.recipient_emails = "reports@example.com"
+        automation = form.record
+        self.assertEqual(automation.job_ids.mapped("job_type"), ["send_mailing", "export"])
+        self.assertEqual(automation.job_ids[0].summary, "Welcome aboard → Mailing list of the event")
+        self.assertIn("reports@example.com", automation.job_ids[1].summary)
+        with self.assertRaisesRegex(ValidationError, "Send to Addresses: 'not an address'"):
+            automation.job_ids[1].recipient_emails = "ok@example.com, not an address"
+
+    def test_runs_are_read_only_for_marketing_users_and_rules_follow_companies(self):
+        automation = self.make_automation(self.type_mailing_done, [{"job_type": "send_report"}])
+        self.emit_and_dispatch("mailing_done", {})
+        run = automation.run_ids.with_user(self.marketing_user)
+        self.assertEqual(run.state, "pending")
+        with self.assertRaises(AccessError):
+            run.write({"state": "done"})
+        with self.assertRaises(AccessError):
+            run.run_job_ids.write({"state": "done"})
+        other_company = self.env["res.company"].create({"name": "Other company"})
+        hidden = self.make_automation(self.type_mailing_done, [], name="Other company's", company_id=other_company.id)
+        visible = self.Automation.with_user(self.marketing_user).search([])
+        self.assertIn(automation, visible)
+        self.assertNotIn(hidden, visible)
+        self.assertFalse(
+            self.env["marketing.event.type"]
+            .with_user(self.marketing_user)
+            .search(self.Automation._fields["event_type_id"].domain)
+            .filtered(lambda event_type: event_type.scope != "system"),
+            "only system event types are offered",
+        )
