@@ -1,4 +1,5 @@
 from . import (
+    mailing_trace,
     marketing_engagement_log,
     marketing_event,
     marketing_event_category,

@@ -1,1 +1,1 @@
-from . import test_engagement_score_core, test_event_api, test_event_type
+from . import test_engagement_score_core, test_event_api, test_event_type, test_mailing_trace_events
