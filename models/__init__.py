@@ -1,8 +1,7 @@
-from . import (
-    marketing_engagement_log,
-    marketing_event,
-    marketing_event_category,
-    marketing_event_source,
-    marketing_event_type,
-    res_partner,
-)
+from . import mailing_trace
+from . import marketing_engagement_log
+from . import marketing_event
+from . import marketing_event_category
+from . import marketing_event_source
+from . import marketing_event_type
+from . import res_partner

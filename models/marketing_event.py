@@ -3,12 +3,19 @@ import logging
 import math
 import re
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
+from datetime import timedelta
+from datetime import timezone
 
-from odoo import api, fields, models
-from odoo.tools import SQL, create_index
+from odoo import api
+from odoo import fields
+from odoo import models
+from odoo.tools import SQL
+from odoo.tools import create_index
 
-from .marketing_event_type import EVENT_KEY_MAX_LENGTH, EVENT_KEY_PATTERN, flatten_structure
+from .marketing_event_type import EVENT_KEY_MAX_LENGTH
+from .marketing_event_type import EVENT_KEY_PATTERN
+from .marketing_event_type import flatten_structure
 
 _logger = logging.getLogger(__name__)
 

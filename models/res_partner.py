@@ -1,9 +1,14 @@
 import phonenumbers
 
-from odoo import api, fields, models, tools
-from odoo.tools import SQL, create_index
+from odoo import api
+from odoo import fields
+from odoo import models
+from odoo import tools
+from odoo.tools import SQL
+from odoo.tools import create_index
 
-from .marketing_event import EventRejected, check_json_value
+from .marketing_event import EventRejected
+from .marketing_event import check_json_value
 
 CONTACT_TEXT_MAX_LENGTH = 256
 
@@ -310,3 +315,29 @@ class ResPartner(models.Model):
             "marketing_external_id": contact.get("external_id"),
             "company_id": company.id,
         }
+
+    # ------------------------------------------------------------------
+    # Contact lookup for internal events
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _marketing_partner_ids_by(self, field_name, values):
+        """Map each value of ``field_name`` (email_normalized, phone_sanitized) to a contact id.
+
+        One query for the whole batch. Several contacts may share an address:
+        the oldest one wins, as in the API's contact resolution.
+        """
+        values = list({value for value in values if value})
+        if not values:
+            return {}
+        # sudo: internal events are logged whatever the triggering user may
+        # read (a portal visitor opening a mail); only ids leave this method.
+        found = {}
+        partners = (
+            self.sudo()
+            .with_context(active_test=False)
+            .search_read([(field_name, "in", values)], [field_name], order="id")
+        )
+        for record in partners:
+            found.setdefault(record[field_name], record["id"])
+        return found
