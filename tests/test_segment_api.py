@@ -62,16 +62,18 @@ class TestSegmentApi(MarketingAutomationHttpCommon):
         response = self.post_segment("track", dict(message, writeKey=self.write_key), auth=None)
         self.assertEqual(response.status_code, 200, response.text)
         self.assertEqual(self.stored().event_key, "signed_up")
-        bad_cases = {
-            "missing write key": self.post_segment("track", message, auth=None),
-            "unknown or revoked": self.post_segment("track", message, auth="mea_000000000000_nope"),
-            "unknown or revoked ": self.post_segment("track", dict(message, writeKey="nope"), auth=None),
-            "malformed Basic": self.post_segment("track", message, auth=None, headers={"Authorization": "Basic %%%"}),
-        }
-        for reason, response in bad_cases.items():
+        surrogate_key = "mea_\ud800" + "0" * 11 + "_secret"
+        bad_cases = [
+            ("missing write key", self.post_segment("track", message, auth=None)),
+            ("unknown or revoked", self.post_segment("track", message, auth="mea_000000000000_nope")),
+            ("unknown or revoked", self.post_segment("track", dict(message, writeKey="nope"), auth=None)),
+            ("unknown or revoked", self.post_segment("track", dict(message, writeKey=surrogate_key), auth=None)),
+            ("malformed Basic", self.post_segment("track", message, auth=None, headers={"Authorization": "Basic %%%"})),
+        ]
+        for reason, response in bad_cases:
             with self.subTest(reason=reason):
                 self.assertEqual(response.status_code, 401)
-                self.assertIn(reason.strip(), response.json()["error"]["message"])
+                self.assertIn(reason, response.json()["error"]["message"])
                 self.assertTrue(response.headers["WWW-Authenticate"].startswith("Basic"))
         self.assertEqual(len(self.stored()), 1)
 
