@@ -3,6 +3,7 @@ import gzip
 import json
 
 from segment.analytics import Client as SegmentClient
+from segment.analytics.request import APIError as SegmentApiError
 
 from odoo.tests import tagged
 
@@ -258,7 +259,9 @@ class TestSegmentApi(MarketingAutomationHttpCommon):
     def test_unknown_call_is_404(self):
         response = self.post_segment("alias", {"userId": "C-1001", "previousId": "anon-1"})
         self.assertEqual(response.status_code, 404)
-        self.assertIn("/v1/alias", response.json()["error"]["message"])
+        body = response.json()
+        self.assertIn("/v1/alias", body["error"]["message"])
+        self.assertEqual((body["code"], body["message"]), (body["error"]["code"], body["error"]["message"]))
 
     def test_official_segment_sdk_delivers(self):
         errors = []
@@ -284,3 +287,11 @@ class TestSegmentApi(MarketingAutomationHttpCommon):
         )
         self.assertEqual(events[1].params, {"order_id": "77", "total": 10.5})
         self.assertEqual(events[2].params["category"], "Shop")
+
+    def test_official_segment_sdk_sees_refusals(self):
+        client = SegmentClient("mea_000000000000_wrong", host=self.base_url() + "/automation/segment", sync_mode=True)
+        with self.assertRaises(SegmentApiError) as refused:
+            client.track("C-1001", "Order Completed", {"order_id": "78"})
+        self.assertEqual(refused.exception.status, 401)
+        self.assertIn("unknown or revoked write key", refused.exception.message)
+        self.assertFalse(self.stored())
