@@ -1,4 +1,8 @@
 from . import (
+    mailing_contact,
+    mailing_list,
+    mailing_mailing,
+    mailing_subscription,
     mailing_trace,
     marketing_engagement_log,
     marketing_event,

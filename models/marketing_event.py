@@ -524,6 +524,45 @@ class MarketingEvent(models.Model):
             ]
         )
 
+    @api.model
+    def _emit_contacts_imported(self, records, mailing_lists=None):
+        """Log one system event for a batch of imported contacts or mailing contacts.
+
+        ``records`` are the batch's records, created or updated (an import
+        updates the rows it matches by external id); the records created in
+        this transaction count as created. ``mailing_lists`` defaults to the
+        lists the imported mailing contacts belong to.
+        """
+        if not records:
+            return []
+        now = self.env.cr.now()
+        # sudo: counting and naming what the importing user just wrote.
+        records = records.sudo()
+        created = records.filtered(lambda record: record.create_date == now)
+        if mailing_lists is None:
+            mailing_lists = records.list_ids if "list_ids" in records._fields else self.env["mailing.list"]
+        mailing_lists = mailing_lists.sudo()
+        return self._emit(
+            "contacts_imported",
+            [
+                {
+                    "partner_id": None,
+                    "company_id": self.env.company.id,
+                    "params": {
+                        "model": records._name,
+                        "count": len(created),
+                        "updated": len(records) - len(created),
+                        "record_ids": created.ids,
+                        "list_id": mailing_lists.id if len(mailing_lists) == 1 else None,
+                        "list_name": mailing_lists.name if len(mailing_lists) == 1 else None,
+                        "list_ids": mailing_lists.ids,
+                        "list_names": mailing_lists.mapped("name"),
+                        "user_id": self.env.uid,
+                    },
+                }
+            ],
+        )
+
     # ------------------------------------------------------------------
     # Dispatch
     # ------------------------------------------------------------------

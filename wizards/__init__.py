@@ -1,1 +1,1 @@
-from . import marketing_event_source_key_wizard
+from . import mailing_contact_import, marketing_event_source_key_wizard
