@@ -26,5 +26,8 @@
     "demo": [
         "demo/marketing_event_demo.xml",
     ],
+    "assets": {
+        "web.assets_tests": ["marketing_event_automation/static/tests/tours/*.js"],
+    },
     "application": True,
 }
