@@ -1,13 +1,11 @@
-from . import (
-    mailing_contact,
-    mailing_list,
-    mailing_mailing,
-    mailing_subscription,
-    mailing_trace,
-    marketing_engagement_log,
-    marketing_event,
-    marketing_event_category,
-    marketing_event_source,
-    marketing_event_type,
-    res_partner,
-)
+from . import mailing_contact
+from . import mailing_list
+from . import mailing_mailing
+from . import mailing_subscription
+from . import mailing_trace
+from . import marketing_engagement_log
+from . import marketing_event
+from . import marketing_event_category
+from . import marketing_event_source
+from . import marketing_event_type
+from . import res_partner

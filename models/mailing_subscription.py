@@ -1,4 +1,5 @@
-from odoo import api, models
+from odoo import api
+from odoo import models
 
 # Set while a mailing contact or list writes its subscriptions itself: the
 # outer call compares before and after and emits, the inner ones stay quiet.

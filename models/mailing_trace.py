@@ -1,6 +1,7 @@
 from collections import defaultdict
 
-from odoo import api, models
+from odoo import api
+from odoo import models
 from odoo.tools import email_normalize
 
 FAILURE_REASON_MAX_LENGTH = 500

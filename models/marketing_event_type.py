@@ -6,9 +6,12 @@ from functools import lru_cache
 import jsonschema
 import psycopg2
 
-from odoo import api, fields, models
+from odoo import api
+from odoo import fields
+from odoo import models
 from odoo.exceptions import ValidationError
-from odoo.tools import SQL, create_unique_index
+from odoo.tools import SQL
+from odoo.tools import create_unique_index
 
 EVENT_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+$")
 EVENT_KEY_MAX_LENGTH = 128

@@ -1,9 +1,14 @@
 import phonenumbers
 
-from odoo import api, fields, models, tools
-from odoo.tools import SQL, create_index
+from odoo import api
+from odoo import fields
+from odoo import models
+from odoo import tools
+from odoo.tools import SQL
+from odoo.tools import create_index
 
-from .marketing_event import EventRejected, check_json_value
+from .marketing_event import EventRejected
+from .marketing_event import check_json_value
 
 CONTACT_TEXT_MAX_LENGTH = 256
 

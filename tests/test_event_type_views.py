@@ -2,7 +2,8 @@ from datetime import datetime
 
 from odoo.tests import tagged
 
-from .common import MarketingAutomationCommon, MarketingAutomationHttpCommon
+from .common import MarketingAutomationCommon
+from .common import MarketingAutomationHttpCommon
 
 
 @tagged("post_install", "-at_install")
