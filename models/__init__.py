@@ -1,3 +1,7 @@
+from . import mailing_contact
+from . import mailing_list
+from . import mailing_mailing
+from . import mailing_subscription
 from . import mailing_trace
 from . import marketing_engagement_log
 from . import marketing_event

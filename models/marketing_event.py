@@ -23,6 +23,7 @@ IDEMPOTENCY_KEY_MAX_LENGTH = 200
 MAX_PARAMS_DEPTH = 20
 SEGMENT_MAX_MESSAGE_SIZE = 32 * 1024
 DISPATCH_BATCH_SIZE = 1000
+PARAMS_SUMMARY_LENGTH = 160
 # A client clock may run a little ahead; an event dated further in the future
 # or before this floor is a bug on the sender's side.
 MAX_CLOCK_SKEW = timedelta(hours=24)
@@ -116,6 +117,37 @@ def parse_timestamp(value, field_name="timestamp"):
     return moment.replace(microsecond=0)
 
 
+def params_leaves(value, path=""):
+    """Yield ``(path, text)`` for every scalar of decoded params: ``items[0].sku``, ``A``."""
+    if isinstance(value, dict):
+        if not value and path:
+            yield path, "{}"
+        for name in sorted(value):
+            yield from params_leaves(value[name], f"{path}.{name}" if path else str(name))
+    elif isinstance(value, list):
+        if not value:
+            yield path, "[]"
+        for position, item in enumerate(value):
+            yield from params_leaves(item, f"{path}[{position}]")
+    else:
+        yield path, json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+
+
+def params_summary(params):
+    """One line for lists: ``total: 59.9 · items: [{"sku":"SHOE-1"}]``, cut at PARAMS_SUMMARY_LENGTH."""
+    parts = []
+    for name in sorted(params):
+        value = params[name]
+        text = (
+            value
+            if isinstance(value, str)
+            else json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        )
+        parts.append(f"{name}: {text}")
+    summary = " · ".join(parts)
+    return summary if len(summary) <= PARAMS_SUMMARY_LENGTH else summary[: PARAMS_SUMMARY_LENGTH - 1] + "…"
+
+
 class MarketingEvent(models.Model):
     _name = "marketing.event"
     _description = "Marketing Event"
@@ -140,7 +172,9 @@ class MarketingEvent(models.Model):
         readonly=True, help="The sender's event id: a retried event with the same id is stored once."
     )
     params = fields.Json(string="Parameters", readonly=True)
-    params_display = fields.Text(string="Parameters (readable)", compute="_compute_params_display")
+    params_display = fields.Text(string="Parameters (JSON)", compute="_compute_params_display")
+    params_summary = fields.Char(string="Parameters", compute="_compute_params_display")
+    params_readable = fields.Text(string="Parameter Values", compute="_compute_params_display")
     occurred_at = fields.Datetime(readonly=True, required=True, default=fields.Datetime.now)
     received_at = fields.Datetime(readonly=True, required=True, default=fields.Datetime.now)
     processed_at = fields.Datetime(readonly=True)
@@ -172,7 +206,10 @@ class MarketingEvent(models.Model):
     @api.depends("params")
     def _compute_params_display(self):
         for event in self:
-            event.params_display = json.dumps(event.params or {}, indent=2, ensure_ascii=False, sort_keys=True)
+            params = event.params or {}
+            event.params_display = json.dumps(params, indent=2, ensure_ascii=False, sort_keys=True)
+            event.params_summary = params_summary(params)
+            event.params_readable = "\n".join(f"{path}: {value}" for path, value in params_leaves(params))
 
     @api.depends("processing_result", "state", "error_message")
     def _compute_processing_summary(self):
@@ -597,6 +634,45 @@ class MarketingEvent(models.Model):
                 }
                 for event in events
             ]
+        )
+
+    @api.model
+    def _emit_contacts_imported(self, records, mailing_lists=None):
+        """Log one system event for a batch of imported contacts or mailing contacts.
+
+        ``records`` are the batch's records, created or updated (an import
+        updates the rows it matches by external id); the records created in
+        this transaction count as created. ``mailing_lists`` defaults to the
+        lists the imported mailing contacts belong to.
+        """
+        if not records:
+            return []
+        now = self.env.cr.now()
+        # sudo: counting and naming what the importing user just wrote.
+        records = records.sudo()
+        created = records.filtered(lambda record: record.create_date == now)
+        if mailing_lists is None:
+            mailing_lists = records.list_ids if "list_ids" in records._fields else self.env["mailing.list"]
+        mailing_lists = mailing_lists.sudo()
+        return self._emit(
+            "contacts_imported",
+            [
+                {
+                    "partner_id": None,
+                    "company_id": self.env.company.id,
+                    "params": {
+                        "model": records._name,
+                        "count": len(created),
+                        "updated": len(records) - len(created),
+                        "record_ids": created.ids,
+                        "list_id": mailing_lists.id if len(mailing_lists) == 1 else None,
+                        "list_name": mailing_lists.name if len(mailing_lists) == 1 else None,
+                        "list_ids": mailing_lists.ids,
+                        "list_names": mailing_lists.mapped("name"),
+                        "user_id": self.env.uid,
+                    },
+                }
+            ],
         )
 
     # ------------------------------------------------------------------

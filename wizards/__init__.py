@@ -1,1 +1,2 @@
+from . import mailing_contact_import
 from . import marketing_event_source_key_wizard
