@@ -1,8 +1,11 @@
-from . import (
-    marketing_engagement_log,
-    marketing_event,
-    marketing_event_category,
-    marketing_event_source,
-    marketing_event_type,
-    res_partner,
-)
+from . import mailing_mailing
+from . import marketing_engagement_log
+from . import marketing_event
+from . import marketing_event_category
+from . import marketing_event_source
+from . import marketing_event_type
+from . import marketing_scenario
+from . import marketing_scenario_node
+from . import marketing_scenario_participant
+from . import marketing_scenario_step
+from . import res_partner

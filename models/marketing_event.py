@@ -3,12 +3,20 @@ import logging
 import math
 import re
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
+from datetime import timedelta
+from datetime import timezone
 
-from odoo import api, fields, models, tools
-from odoo.tools import SQL, create_index
+from odoo import api
+from odoo import fields
+from odoo import models
+from odoo import tools
+from odoo.tools import SQL
+from odoo.tools import create_index
 
-from .marketing_event_type import EVENT_KEY_MAX_LENGTH, EVENT_KEY_PATTERN, flatten_structure
+from .marketing_event_type import EVENT_KEY_MAX_LENGTH
+from .marketing_event_type import EVENT_KEY_PATTERN
+from .marketing_event_type import flatten_structure
 
 _logger = logging.getLogger(__name__)
 
@@ -604,7 +612,11 @@ class MarketingEvent(models.Model):
 
     def _event_consumers(self):
         """The steps that react to events, in order; other parts of the module extend it."""
-        return []
+        return [self._dispatch_scenarios]
+
+    def _dispatch_scenarios(self, events, results):
+        """Scenarios: exit events, resumed waits, event and score triggers."""
+        self.env["marketing.scenario"]._consume_events(events, results)
 
     def action_retry(self):
         """Send events that failed processing through the dispatcher again."""

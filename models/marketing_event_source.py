@@ -3,7 +3,9 @@ import hmac
 import secrets
 from datetime import timedelta
 
-from odoo import api, fields, models
+from odoo import api
+from odoo import fields
+from odoo import models
 
 WRITE_KEY_PREFIX = "mea"
 # The visible part of a key: it finds the source with an index lookup, the

@@ -1,9 +1,16 @@
+import json
+
 import phonenumbers
 
-from odoo import api, fields, models, tools
-from odoo.tools import SQL, create_index
+from odoo import api
+from odoo import fields
+from odoo import models
+from odoo import tools
+from odoo.tools import SQL
+from odoo.tools import create_index
 
-from .marketing_event import EventRejected, check_json_value
+from .marketing_event import EventRejected
+from .marketing_event import check_json_value
 
 CONTACT_TEXT_MAX_LENGTH = 256
 
@@ -72,6 +79,12 @@ class ResPartner(models.Model):
         help="False while the contact has never been scored: an empty score is not a score of 0.",
     )
     engagement_log_ids = fields.One2many("marketing.engagement.log", "partner_id", string="Score History")
+    marketing_event_params = fields.Json(
+        string="Triggering Event Parameters",
+        compute="_compute_marketing_event_params",
+        help="In scenario emails and SMS: the parameters of the event that made the contact enter "
+        "(e.g. object.marketing_event_params.get('items')).",
+    )
 
     def init(self):
         res = super().init()
@@ -107,6 +120,15 @@ class ResPartner(models.Model):
             ],
         )
         return partners
+
+    @api.depends_context("marketing_event_params")
+    def _compute_marketing_event_params(self):
+        # The scenario engine renders a batch of messages with the params of
+        # each contact's triggering event in the context, as a JSON string
+        # (context values must stay hashable).
+        params = json.loads(self.env.context.get("marketing_event_params") or "{}")
+        for partner in self:
+            partner.marketing_event_params = params.get(str(partner.id)) or {}
 
     # ------------------------------------------------------------------
     # Engagement score

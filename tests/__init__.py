@@ -1,1 +1,5 @@
-from . import test_engagement_score_core, test_event_api, test_event_type
+from . import test_engagement_score_core
+from . import test_event_api
+from . import test_event_type
+from . import test_scenario_actions
+from . import test_scenario_engine

@@ -1,1 +1,2 @@
 from . import marketing_event_source_key_wizard
+from . import marketing_scenario_test_wizard
