@@ -755,7 +755,11 @@ class MarketingEvent(models.Model):
 
     def _event_consumers(self):
         """The steps that react to events, in order; other parts of the module extend it."""
-        return []
+        return [self._dispatch_scenarios]
+
+    def _dispatch_scenarios(self, events, results):
+        """Scenarios: exit events, resumed waits, event and score triggers."""
+        self.env["marketing.scenario"]._consume_events(events, results)
 
     def action_retry(self):
         """Send events that failed processing through the dispatcher again."""
