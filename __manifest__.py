@@ -6,7 +6,7 @@
     "author": "marketing_event_automation developers",
     "website": "https://github.com/marketing-event-automation/marketing_event_automation",
     "license": "LGPL-3",
-    "depends": ["mass_mailing", "mass_mailing_sms", "contacts", "phone_validation"],
+    "depends": ["mass_mailing", "mass_mailing_sms", "contacts", "phone_validation", "base_import"],
     "external_dependencies": {
         "python": ["jsonschema", "python-dateutil", "requests", "phonenumbers"],
     },
@@ -26,10 +26,18 @@
         "views/marketing_event_type_views.xml",
         "views/marketing_event_views.xml",
         "views/marketing_event_source_views.xml",
+        "views/marketing_scenario_views.xml",
+        "views/marketing_scenario_node_views.xml",
+        "views/marketing_scenario_participant_views.xml",
+        "views/marketing_scenario_step_views.xml",
+        "views/marketing_scenario_test_wizard_views.xml",
         "views/menus.xml",
     ],
     "demo": [
         "demo/marketing_event_demo.xml",
     ],
+    "assets": {
+        "web.assets_tests": ["marketing_event_automation/static/tests/tours/*.js"],
+    },
     "application": True,
 }

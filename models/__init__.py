@@ -1,13 +1,20 @@
-from . import (
-    marketing_engagement_log,
-    marketing_event,
-    marketing_event_category,
-    marketing_event_source,
-    marketing_event_type,
-    marketing_system_automation,
-    marketing_system_automation_job,
-    marketing_system_automation_run,
-    marketing_system_automation_run_job,
-    marketing_system_schedule,
-    res_partner,
-)
+from . import mailing_contact
+from . import mailing_list
+from . import mailing_mailing
+from . import mailing_subscription
+from . import mailing_trace
+from . import marketing_engagement_log
+from . import marketing_event
+from . import marketing_event_category
+from . import marketing_event_source
+from . import marketing_event_type
+from . import marketing_scenario
+from . import marketing_scenario_node
+from . import marketing_scenario_participant
+from . import marketing_scenario_step
+from . import marketing_system_automation
+from . import marketing_system_automation_job
+from . import marketing_system_automation_run
+from . import marketing_system_automation_run_job
+from . import marketing_system_schedule
+from . import res_partner

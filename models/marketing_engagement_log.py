@@ -1,4 +1,5 @@
-from odoo import fields, models
+from odoo import fields
+from odoo import models
 
 SCORE_ORIGINS = [
     ("rule", "Score rule"),

@@ -3,7 +3,9 @@ import hmac
 import secrets
 from datetime import timedelta
 
-from odoo import api, fields, models
+from odoo import api
+from odoo import fields
+from odoo import models
 
 WRITE_KEY_PREFIX = "mea"
 # The visible part of a key: it finds the source with an index lookup, the
@@ -123,7 +125,7 @@ class MarketingEventSource(models.Model):
     @api.model
     def _authenticate(self, write_key):
         """Return the active source owning ``write_key``, or an empty recordset."""
-        if not write_key or not isinstance(write_key, str) or len(write_key) > 200:
+        if not write_key or not isinstance(write_key, str) or len(write_key) > 200 or not write_key.isascii():
             return self.browse()
         prefix, _sep, rest = write_key.partition("_")
         key_id, _sep, secret = rest.partition("_")

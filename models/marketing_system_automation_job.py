@@ -5,12 +5,17 @@ import json
 from datetime import timedelta
 
 import xlsxwriter
-from markupsafe import Markup, escape
+from markupsafe import Markup
+from markupsafe import escape
 
-from odoo import api, fields, models
-from odoo.exceptions import UserError, ValidationError
+from odoo import api
+from odoo import fields
+from odoo import models
+from odoo.exceptions import UserError
+from odoo.exceptions import ValidationError
 from odoo.osv import expression
-from odoo.tools import email_normalize, email_split
+from odoo.tools import email_normalize
+from odoo.tools import email_split
 from odoo.tools.safe_eval import safe_eval
 
 JOB_TYPES = [
@@ -504,14 +509,21 @@ class MarketingSystemAutomationJob(models.Model):
     def _export_participants(self, run_job):
         (Participant,) = self._scenario_models("marketing.scenario.participant")
         Step = self.env.get("marketing.scenario.step")
-        participants = Participant.search(self._event_scenario_domain(run_job, Participant, "scenario_id"), order="id")
+        domain = self._event_scenario_domain(run_job, Participant, "scenario_id")
+        if "is_test" in Participant._fields:
+            domain.append(("is_test", "=", False))
+        participants = Participant.search(domain, order="id")
         participant_fields = [
-            name for name in ("scenario_id", "partner_id", "state", "create_date") if name in Participant._fields
+            name
+            for name in ("scenario_id", "partner_id", "state", "entered_at", "ended_at", "end_reason")
+            if name in Participant._fields
         ]
         step_fields = []
         steps_by_participant = {}
         if Step is not None and "participant_id" in Step._fields:
-            step_fields = [name for name in ("node_id", "state", "scheduled_at", "result") if name in Step._fields]
+            step_fields = [
+                name for name in ("node_id", "state", "scheduled_at", "processed_at", "result") if name in Step._fields
+            ]
             for step in Step.search([("participant_id", "in", participants.ids)], order="participant_id, id"):
                 steps_by_participant.setdefault(step.participant_id.id, []).append(step)
         header = ["Participant ID", *(Participant._fields[name].string for name in participant_fields)]
@@ -533,7 +545,9 @@ class MarketingSystemAutomationJob(models.Model):
         counts = {
             (node.id, state): count
             for node, state, count in Step._read_group(
-                [("node_id", "in", nodes.ids)], ["node_id", "state"], ["__count"]
+                [("node_id", "in", nodes.ids)] + ([("is_test", "=", False)] if "is_test" in Step._fields else []),
+                ["node_id", "state"],
+                ["__count"],
             )
         }
         states = [state for state, _label in Step._fields["state"]._description_selection(self.env)]

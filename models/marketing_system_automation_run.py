@@ -1,7 +1,9 @@
 import logging
 from datetime import timedelta
 
-from odoo import api, fields, models
+from odoo import api
+from odoo import fields
+from odoo import models
 from odoo.exceptions import UserError
 from odoo.tools import SQL
 

@@ -1,10 +1,14 @@
 import logging
-from datetime import datetime, time, timedelta
+from datetime import datetime
+from datetime import time
+from datetime import timedelta
 
 import pytz
 from dateutil import rrule
 
-from odoo import api, fields, models
+from odoo import api
+from odoo import fields
+from odoo import models
 from odoo.addons.base.models.res_partner import _tz_get
 from odoo.exceptions import ValidationError
 from odoo.tools import SQL

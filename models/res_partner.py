@@ -1,9 +1,16 @@
+import json
+
 import phonenumbers
 
-from odoo import api, fields, models, tools
-from odoo.tools import SQL, create_index
+from odoo import api
+from odoo import fields
+from odoo import models
+from odoo import tools
+from odoo.tools import SQL
+from odoo.tools import create_index
 
-from .marketing_event import EventRejected, check_json_value
+from .marketing_event import EventRejected
+from .marketing_event import check_json_value
 
 CONTACT_TEXT_MAX_LENGTH = 256
 
@@ -72,6 +79,12 @@ class ResPartner(models.Model):
         help="False while the contact has never been scored: an empty score is not a score of 0.",
     )
     engagement_log_ids = fields.One2many("marketing.engagement.log", "partner_id", string="Score History")
+    marketing_event_params = fields.Json(
+        string="Triggering Event Parameters",
+        compute="_compute_marketing_event_params",
+        help="In scenario emails and SMS: the parameters of the event that made the contact enter "
+        "(e.g. object.marketing_event_params.get('items')).",
+    )
 
     def init(self):
         res = super().init()
@@ -107,6 +120,24 @@ class ResPartner(models.Model):
             ],
         )
         return partners
+
+    @api.model
+    def load(self, fields, data):
+        result = super().load(fields, data)
+        # base_import loads each batch of a file with import_file set: one
+        # contacts_imported event per batch, next to each contact's contact_created.
+        if self.env.context.get("import_file") and result.get("ids"):
+            self.env["marketing.event"]._emit_contacts_imported(self.browse(result["ids"]))
+        return result
+
+    @api.depends_context("marketing_event_params")
+    def _compute_marketing_event_params(self):
+        # The scenario engine renders a batch of messages with the params of
+        # each contact's triggering event in the context, as a JSON string
+        # (context values must stay hashable).
+        params = json.loads(self.env.context.get("marketing_event_params") or "{}")
+        for partner in self:
+            partner.marketing_event_params = params.get(str(partner.id)) or {}
 
     # ------------------------------------------------------------------
     # Engagement score
@@ -310,3 +341,29 @@ class ResPartner(models.Model):
             "marketing_external_id": contact.get("external_id"),
             "company_id": company.id,
         }
+
+    # ------------------------------------------------------------------
+    # Contact lookup for internal events
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _marketing_partner_ids_by(self, field_name, values):
+        """Map each value of ``field_name`` (email_normalized, phone_sanitized) to a contact id.
+
+        One query for the whole batch. Several contacts may share an address:
+        the oldest one wins, as in the API's contact resolution.
+        """
+        values = list({value for value in values if value})
+        if not values:
+            return {}
+        # sudo: internal events are logged whatever the triggering user may
+        # read (a portal visitor opening a mail); only ids leave this method.
+        found = {}
+        partners = (
+            self.sudo()
+            .with_context(active_test=False)
+            .search_read([(field_name, "in", values)], [field_name], order="id")
+        )
+        for record in partners:
+            found.setdefault(record[field_name], record["id"])
+        return found

@@ -1,1 +1,11 @@
-from . import test_engagement_score_core, test_event_api, test_event_type, test_system_automation
+from . import test_engagement_score_core
+from . import test_event_api
+from . import test_event_type
+from . import test_event_type_views
+from . import test_list_and_system_events
+from . import test_mailing_trace_events
+from . import test_openapi_contract
+from . import test_scenario_actions
+from . import test_scenario_engine
+from . import test_segment_api
+from . import test_system_automation

@@ -1,4 +1,6 @@
-from odoo.tests import HttpCase, TransactionCase, new_test_user
+from odoo.tests import HttpCase
+from odoo.tests import TransactionCase
+from odoo.tests import new_test_user
 
 
 class MarketingAutomationCommon(TransactionCase):

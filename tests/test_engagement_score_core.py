@@ -1,6 +1,7 @@
 from odoo.tests import tagged
 
-from ..models.res_partner import score_domain, score_matches
+from ..models.res_partner import score_domain
+from ..models.res_partner import score_matches
 from .common import MarketingAutomationCommon
 
 

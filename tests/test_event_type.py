@@ -7,7 +7,8 @@ from odoo import fields
 from odoo.exceptions import ValidationError
 from odoo.tests import tagged
 
-from ..models.marketing_event_type import flatten_structure, structure_example
+from ..models.marketing_event_type import flatten_structure
+from ..models.marketing_event_type import structure_example
 from .common import MarketingAutomationCommon
 
 

@@ -31,7 +31,11 @@ import psycopg2.extras
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tools.dev import MODULE, addons_path_option, drop_database, free_port, odoo_command
+from tools.dev import MODULE
+from tools.dev import addons_path_option
+from tools.dev import drop_database
+from tools.dev import free_port
+from tools.dev import odoo_command
 
 SETUP_SCRIPT = """
 from odoo import api, SUPERUSER_ID
