@@ -16,6 +16,7 @@ from odoo.tests import tagged
 from odoo.tools import mute_logger
 
 from .common import MarketingAutomationCommon
+from .common import MarketingAutomationHttpCommon
 from .scenario_common import ScenarioCommon
 
 RUNNER_LOGGER = "odoo.addons.marketing_event_automation.models.marketing_system_automation_run"
@@ -649,7 +650,6 @@ class TestSystemSchedule(SystemAutomationCommon):
 @tagged("post_install", "-at_install")
 class TestSystemAutomationAccess(SystemAutomationCommon):
     def test_marketing_user_builds_an_automation_in_the_form(self):
-        self.marketing_user.groups_id += self.env.ref("mass_mailing.group_mass_mailing_user")
         with Form(self.Automation.with_user(self.marketing_user)) as form:
             form.name = "Welcome after each import"
             form.event_type_id = self.type_imported
@@ -772,3 +772,23 @@ class TestSystemAutomationScenarios(SystemAutomationCommon, ScenarioCommon):
         self.assertEqual(finished.params["reason"], "stopped")
         self.assertEqual(finished.params["participants"], {"canceled": 1})
         self.assertEqual(finished.company_id, scenario.company_id)
+
+
+@tagged("post_install", "-at_install")
+class TestSystemAutomationTour(MarketingAutomationHttpCommon):
+    def test_marketer_builds_an_automation_in_the_browser(self):
+        system_category = self.env.ref("marketing_event_automation.event_category_system")
+        system_type = self.EventType.create(
+            {"name": "Tour system type", "key": "tour_system", "scope": "system", "category_id": system_category.id}
+        )
+        self.EventType.create({"name": "Tour contact type", "key": "tour_contact", "scope": "contact"})
+        self.start_tour(
+            "/odoo/action-marketing_event_automation.action_marketing_system_automation",
+            "marketing_system_automation_tour",
+            login="mea_marketer",
+        )
+        automation = self.env["marketing.system.automation"].search([("name", "=", "Tour weekly export")])
+        self.assertEqual(automation.event_type_id, system_type)
+        self.assertEqual(automation.job_ids.job_type, "export")
+        self.assertEqual(automation.job_ids.export_kind, "events")
+        self.assertEqual(automation.job_ids.recipient_emails, "tour@example.com")
