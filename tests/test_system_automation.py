@@ -551,6 +551,18 @@ class TestSystemAutomationRetry(SystemAutomationCommon):
         self.assertIn("new@example.com", self.list_new.contact_ids.mapped("email"))
         self.assertEqual(automation.failed_run_count, 0)
 
+    def test_archived_automation_holds_its_runs(self):
+        automation = self.make_automation(
+            self.type_mailing_done, [{"job_type": "send_report", "recipient_emails": "boss@example.com"}]
+        )
+        self.emit_and_dispatch("mailing_done", {"mailing_id": self.welcome.id})
+        automation.active = False
+        self.assertEqual(self.run_automations(), 0)
+        self.assertEqual(automation.run_ids.state, "pending")
+        automation.active = True
+        self.assertEqual(self.run_automations(), 1)
+        self.assertEqual(automation.run_ids.state, "done")
+
     @mute_logger(RUNNER_LOGGER)
     def test_manual_retry_and_attempt_limit(self):
         automation = self.make_automation(self.type_mailing_done, [{"job_type": "send_report"}])

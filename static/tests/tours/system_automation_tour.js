@@ -50,7 +50,7 @@ registry.category("web_tour.tours").add("marketing_system_automation_tour", {
         },
         {
             content: "The job line summarizes its settings",
-            trigger: ".o_field_widget[name=job_ids] .o_data_row:contains(Raw events)",
+            trigger: ".o_field_widget[name=job_ids] .o_data_row:contains(Raw events):contains(tour@example.com)",
         },
         {
             content: "Save the automation",
