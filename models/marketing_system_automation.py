@@ -91,7 +91,13 @@ class MarketingSystemAutomation(models.Model):
                 [("automation_id", "in", self.ids)], ["automation_id", "state"], ["__count"]
             )
         }
-        last_runs = {run.automation_id.id: run for run in Run.search([("automation_id", "in", self.ids)], order="id")}
+        last_run_ids = [
+            last_id
+            for _automation, last_id in Run._read_group(
+                [("automation_id", "in", self.ids)], ["automation_id"], ["id:max"]
+            )
+        ]
+        last_runs = {run.automation_id.id: run for run in Run.browse(last_run_ids)}
         for automation in self:
             automation.run_count = sum(
                 counts.get((automation.id, state), 0) for state in ("pending", "running", "done", "failed")

@@ -398,7 +398,11 @@ class MarketingSystemAutomationJob(models.Model):
                     "contact_list_ids": [fields.Command.set(lists.ids)],
                 }
             )
-        mailing = template.copy(values)
+        # mass_mailing's copy_data forces the template's lists onto the copy:
+        # the audience is written once the copy exists.
+        audience_fields = ("mailing_model_id", "mailing_domain", "contact_list_ids")
+        mailing = template.copy({name: value for name, value in values.items() if name not in audience_fields})
+        mailing.write({name: value for name, value in values.items() if name in audience_fields})
         recipients = mailing._get_remaining_recipients()
         if not recipients:
             mailing.unlink()

@@ -174,6 +174,25 @@ class TestSystemAutomationJobs(SystemAutomationCommon):
         self.assertIn("bob@example.com", sent_to)
         self.assertEqual(self.welcome.state, "draft")
 
+    def test_welcome_mailing_after_a_real_import_into_a_list(self):
+        offers = self.env["mailing.list"].create({"name": "Offers"})
+        automation = self.make_automation(
+            self.type_imported,
+            [{"job_type": "send_mailing", "mailing_template_id": self.welcome.id, "audience": "event_list"}],
+        )
+        self.env["mailing.contact.import"].create(
+            {"mailing_list_ids": [(4, offers.id)], "contact_list": "Zoe <zoe@example.com>\nyan@example.com"}
+        ).action_import()
+        self.Event._cron_dispatch()
+        self.run_automations()
+        run_job = automation.run_ids.run_job_ids
+        self.assertEqual(run_job.state, "done", run_job.message)
+        self.assertEqual(run_job.mailing_id.contact_list_ids, offers)
+        self.assertEqual(
+            sorted(self.env["mailing.contact"].browse(run_job.mailing_id._get_remaining_recipients()).mapped("email")),
+            ["yan@example.com", "zoe@example.com"],
+        )
+
     def test_a_mailing_sent_by_an_automation_does_not_trigger_it_again(self):
         automation = self.make_automation(
             self.type_mailing_done,
