@@ -21,6 +21,11 @@
         "views/marketing_event_type_views.xml",
         "views/marketing_event_views.xml",
         "views/marketing_event_source_views.xml",
+        "views/marketing_scenario_views.xml",
+        "views/marketing_scenario_node_views.xml",
+        "views/marketing_scenario_participant_views.xml",
+        "views/marketing_scenario_step_views.xml",
+        "views/marketing_scenario_test_wizard_views.xml",
         "views/menus.xml",
     ],
     "demo": [

@@ -76,11 +76,19 @@ def json_response(payload, status=200, headers=None):
     return request.make_json_response(payload, headers=list((headers or {}).items()), status=status)
 
 
-def error_response(error, auth_scheme="Bearer"):
+def error_body(code, message, segment=False):
+    body = {"error": {"code": code, "message": message}}
+    # Segment's libraries read the reason of a refusal at the top level; without
+    # it they report an unknown error instead of what was wrong.
+    return dict(body, code=code, message=message) if segment else body
+
+
+def error_response(error, segment=False):
     headers = dict(error.headers)
     if error.status == 401:
-        headers.setdefault("WWW-Authenticate", f'{auth_scheme} realm="marketing_event_automation"')
-    return json_response({"error": {"code": error.code, "message": error.message}}, error.status, headers)
+        scheme = "Basic" if segment else "Bearer"
+        headers.setdefault("WWW-Authenticate", f'{scheme} realm="marketing_event_automation"')
+    return json_response(error_body(error.code, error.message, segment), error.status, headers)
 
 
 def results_response(results, success_status=202, segment=False):
@@ -97,16 +105,14 @@ def results_response(results, success_status=202, segment=False):
         **summary,
         "results": [dict(result, index=index) for index, result in enumerate(results)],
     }
-    if summary["accepted"] or summary["duplicate"] or not results:
-        return json_response(dict(payload, success=True) if segment else payload, success_status)
     if segment:
-        payload["success"] = False
+        payload["success"] = bool(summary["accepted"] or summary["duplicate"] or not results)
+    if summary["accepted"] or summary["duplicate"] or not results:
+        return json_response(payload, success_status)
     if all(result.get("code") == "not_allowed" for result in results):
-        return json_response(dict(payload, error={"code": "forbidden", "message": results[0]["reason"]}), 403)
-    return json_response(
-        dict(payload, error={"code": "rejected", "message": "; ".join(result["reason"] for result in results[:5])}),
-        400,
-    )
+        return json_response(payload | error_body("forbidden", results[0]["reason"], segment), 403)
+    reasons = "; ".join(result["reason"] for result in results[:5])
+    return json_response(payload | error_body("rejected", reasons, segment), 400)
 
 
 def bearer_key():
@@ -176,7 +182,7 @@ class MarketingEventApi(http.Controller):
             Event = request.env["marketing.event"].sudo().with_company(source.company_id)
             results = Event._ingest_segment(source, messages, body.get("context"))
         except ApiError as error:
-            return error_response(error, auth_scheme="Basic")
+            return error_response(error, segment=True)
         return results_response(results, success_status=200, segment=True)
 
     @staticmethod

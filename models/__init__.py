@@ -8,4 +8,8 @@ from . import marketing_event
 from . import marketing_event_category
 from . import marketing_event_source
 from . import marketing_event_type
+from . import marketing_scenario
+from . import marketing_scenario_node
+from . import marketing_scenario_participant
+from . import marketing_scenario_step
 from . import res_partner

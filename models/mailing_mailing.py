@@ -49,3 +49,15 @@ class MailingMailing(models.Model):
                 for mailing in self
             ],
         )
+
+    def _get_seen_list(self):
+        # A scenario sends its mailing again each time a contact runs through
+        # it (entry policy "every time"): earlier sends are no duplicates.
+        if self.env.context.get("marketing_scenario_send"):
+            return []
+        return super()._get_seen_list()
+
+    def _get_seen_list_sms(self):
+        if self.env.context.get("marketing_scenario_send"):
+            return [], []
+        return super()._get_seen_list_sms()

@@ -53,6 +53,15 @@ def segment_event_key(name):
     return re.sub(r"[^a-z0-9_.\-]+", "_", name.strip().lower()).strip("_")[:EVENT_KEY_MAX_LENGTH]
 
 
+def is_encodable(text):
+    """JSON may escape lone surrogates ("\\ud800") that no UTF-8 text, hence no database, can hold."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_json_value(value, path, depth=0):
     """Refuse what PostgreSQL's jsonb cannot hold or what would only do harm."""
     if depth > MAX_PARAMS_DEPTH:
@@ -60,13 +69,15 @@ def check_json_value(value, path, depth=0):
     if isinstance(value, str):
         if "\x00" in value:
             raise EventRejected(f"{path}: contains a NUL character")
+        if not is_encodable(value):
+            raise EventRejected(f"{path}: contains an unpaired UTF-16 surrogate (\\ud800-\\udfff)")
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise EventRejected(f"{path}: is not a finite number")
     elif isinstance(value, dict):
         for name, item in value.items():
-            if "\x00" in name:
-                raise EventRejected(f"{path}: a key contains a NUL character")
+            if "\x00" in name or not is_encodable(name):
+                raise EventRejected(f"{path}: a key contains a NUL character or an unpaired surrogate")
             check_json_value(item, f"{path}.{name}", depth + 1)
     elif isinstance(value, list):
         for position, item in enumerate(value):
@@ -367,7 +378,7 @@ class MarketingEvent(models.Model):
             raise EventRejected("message: must be a JSON object")
         # Measured as Segment's libraries measure it, so that whatever they let
         # through is accepted here too.
-        size = len(json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode())
+        size = len(json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode(errors="surrogatepass"))
         if size > SEGMENT_MAX_MESSAGE_SIZE:
             raise EventRejected(f"message: larger than 32 KB ({size} bytes)", code="too_large")
         call = message.get("type")
@@ -380,6 +391,7 @@ class MarketingEvent(models.Model):
             name = message.get("event")
             if not isinstance(name, str) or not name.strip():
                 raise EventRejected("event: required for a track call, the event name as a string")
+            check_json_value(name, "event")
             params = message.get("properties")
             params_label = "properties"
             traits = context.get("traits")
@@ -743,7 +755,11 @@ class MarketingEvent(models.Model):
 
     def _event_consumers(self):
         """The steps that react to events, in order; other parts of the module extend it."""
-        return []
+        return [self._dispatch_scenarios]
+
+    def _dispatch_scenarios(self, events, results):
+        """Scenarios: exit events, resumed waits, event and score triggers."""
+        self.env["marketing.scenario"]._consume_events(events, results)
 
     def action_retry(self):
         """Send events that failed processing through the dispatcher again."""

@@ -1,5 +1,6 @@
 import json
 import re
+from collections import defaultdict
 from datetime import timedelta
 from functools import lru_cache
 
@@ -9,6 +10,7 @@ import psycopg2
 from odoo import api
 from odoo import fields
 from odoo import models
+from odoo.exceptions import UserError
 from odoo.exceptions import ValidationError
 from odoo.tools import SQL
 from odoo.tools import create_unique_index
@@ -185,6 +187,21 @@ class MarketingEventType(models.Model):
     event_count_24h = fields.Integer(string="24h Volume", compute="_compute_counters_24h")
     error_count_24h = fields.Integer(string="24h Errors", compute="_compute_counters_24h")
     event_count = fields.Integer(string="Events", compute="_compute_event_count")
+    launched_count_24h = fields.Integer(
+        string="24h Launches", compute="_compute_launched_count_24h", help="Scenario entries it caused in the last 24h."
+    )
+    launch_scenario_count = fields.Integer(
+        string="Launches", compute="_compute_scenario_dependencies", search="_search_launch_scenario_count"
+    )
+    stop_scenario_count = fields.Integer(
+        string="Stops", compute="_compute_scenario_dependencies", search="_search_stop_scenario_count"
+    )
+    condition_scenario_count = fields.Integer(
+        string="Conditions", compute="_compute_scenario_dependencies", search="_search_condition_scenario_count"
+    )
+    dependency_count = fields.Integer(
+        string="Dependent Scenarios", compute="_compute_scenario_dependencies", search="_search_dependency_count"
+    )
 
     _sql_constraints = [
         (
@@ -271,6 +288,128 @@ class MarketingEventType(models.Model):
         counts = dict(self.env["marketing.event"]._read_group([("type_id", "in", self.ids)], ["type_id"], ["__count"]))
         for event_type in self:
             event_type.event_count = counts.get(event_type, 0)
+
+    def _compute_launched_count_24h(self):
+        since = fields.Datetime.now() - timedelta(hours=24)
+        counts = dict(
+            self.env["marketing.scenario.participant"]._read_group(
+                [("event_type_id", "in", self.ids), ("entered_at", ">=", since), ("is_test", "=", False)],
+                ["event_type_id"],
+                ["__count"],
+            )
+        )
+        for event_type in self:
+            event_type.launched_count_24h = counts.get(event_type, 0)
+
+    def _dependent_scenarios(self):
+        """{type id: {"launch": scenario ids, "stop": ..., "condition": ...}} for these types (or all when empty)."""
+        Scenario = self.env["marketing.scenario"].with_context(active_test=False)
+        type_ids = self.ids
+        dependencies = defaultdict(lambda: {"launch": set(), "stop": set(), "condition": set()})
+        launch_domain = [("trigger_type", "=", "event")]
+        if type_ids:
+            launch_domain.append(("trigger_event_type_id", "in", type_ids))
+        else:
+            launch_domain.append(("trigger_event_type_id", "!=", False))
+        for scenario in Scenario.search(launch_domain):
+            dependencies[scenario.trigger_event_type_id.id]["launch"].add(scenario.id)
+        stop_domain = [("exit_event_type_ids", "in", type_ids)] if type_ids else [("exit_event_type_ids", "!=", False)]
+        for scenario in Scenario.search(stop_domain):
+            for event_type in scenario.exit_event_type_ids:
+                dependencies[event_type.id]["stop"].add(scenario.id)
+        Node = self.env["marketing.scenario.node"].with_context(active_test=False)
+        node_domain = ["|", ("wait_event_type_id", "!=", False), ("condition_event_type_id", "!=", False)]
+        if type_ids:
+            node_domain = ["|", ("wait_event_type_id", "in", type_ids), ("condition_event_type_id", "in", type_ids)]
+        for node in Node.search(node_domain):
+            for event_type in node.wait_event_type_id | node.condition_event_type_id:
+                dependencies[event_type.id]["condition"].add(node.scenario_id.id)
+        for scenario in Scenario.search(
+            [("objective_event_type_id", "in", type_ids)] if type_ids else [("objective_event_type_id", "!=", False)]
+        ):
+            dependencies[scenario.objective_event_type_id.id]["condition"].add(scenario.id)
+        return dependencies
+
+    def _compute_scenario_dependencies(self):
+        dependencies = self._dependent_scenarios()
+        for event_type in self:
+            found = dependencies.get(event_type.id, {"launch": (), "stop": (), "condition": ()})
+            event_type.launch_scenario_count = len(found["launch"])
+            event_type.stop_scenario_count = len(found["stop"])
+            event_type.condition_scenario_count = len(found["condition"])
+            event_type.dependency_count = len(set().union(*found.values()))
+
+    def _search_by_dependency(self, kind, operator, value):
+        if operator not in ("=", "!=", ">", ">=", "<", "<=") or not isinstance(value, (int, float)):
+            raise UserError(self.env._("Dependency counts can only be compared with numbers."))
+        dependencies = self.browse()._dependent_scenarios()
+        counts = {
+            type_id: len(set().union(*found.values())) if kind == "any" else len(found[kind])
+            for type_id, found in dependencies.items()
+        }
+        compare = {
+            "=": lambda count: count == value,
+            "!=": lambda count: count != value,
+            ">": lambda count: count > value,
+            ">=": lambda count: count >= value,
+            "<": lambda count: count < value,
+            "<=": lambda count: count <= value,
+        }[operator]
+        if compare(0):
+            # Types without any dependency match too: exclude those that do not.
+            return [("id", "not in", [type_id for type_id, count in counts.items() if not compare(count)])]
+        return [("id", "in", [type_id for type_id, count in counts.items() if compare(count)])]
+
+    def _search_launch_scenario_count(self, operator, value):
+        return self._search_by_dependency("launch", operator, value)
+
+    def _search_stop_scenario_count(self, operator, value):
+        return self._search_by_dependency("stop", operator, value)
+
+    def _search_condition_scenario_count(self, operator, value):
+        return self._search_by_dependency("condition", operator, value)
+
+    def _search_dependency_count(self, operator, value):
+        return self._search_by_dependency("any", operator, value)
+
+    def action_view_dependencies(self):
+        self.ensure_one()
+        found = self._dependent_scenarios().get(self.id, {})
+        scenario_ids = sorted(set().union(*found.values())) if found else []
+        return {
+            "type": "ir.actions.act_window",
+            "name": self.env._("Scenarios depending on %(name)s", name=self.name),
+            "res_model": "marketing.scenario",
+            "view_mode": "list,form",
+            "views": [
+                (self.env.ref("marketing_event_automation.marketing_scenario_view_list_dependencies").id, "list"),
+                (False, "form"),
+            ],
+            "domain": [("id", "in", scenario_ids)],
+            "context": {"active_test": False, "create": False},
+            "target": "new",
+        }
+
+    @api.ondelete(at_uninstall=False)
+    def _unlink_except_used_by_running_scenarios(self):
+        dependencies = self._dependent_scenarios()
+        scenario_ids = set()
+        for found in dependencies.values():
+            scenario_ids |= set().union(*found.values())
+        running = (
+            self.env["marketing.scenario"]
+            .browse(scenario_ids)
+            .filtered(lambda scenario: scenario.state in ("running", "paused"))
+        )
+        if running:
+            raise UserError(
+                self.env._(
+                    "%(types)s cannot be deleted: the running scenarios %(scenarios)s depend on it. "
+                    "Stop them or change them first.",
+                    types=", ".join(self.mapped("name")),
+                    scenarios=", ".join(running.mapped("name")),
+                )
+            )
 
     @api.ondelete(at_uninstall=False)
     def _unlink_except_internal(self):

@@ -1,3 +1,5 @@
+import json
+
 import phonenumbers
 
 from odoo import api
@@ -77,6 +79,12 @@ class ResPartner(models.Model):
         help="False while the contact has never been scored: an empty score is not a score of 0.",
     )
     engagement_log_ids = fields.One2many("marketing.engagement.log", "partner_id", string="Score History")
+    marketing_event_params = fields.Json(
+        string="Triggering Event Parameters",
+        compute="_compute_marketing_event_params",
+        help="In scenario emails and SMS: the parameters of the event that made the contact enter "
+        "(e.g. object.marketing_event_params.get('items')).",
+    )
 
     def init(self):
         res = super().init()
@@ -121,6 +129,15 @@ class ResPartner(models.Model):
         if self.env.context.get("import_file") and result.get("ids"):
             self.env["marketing.event"]._emit_contacts_imported(self.browse(result["ids"]))
         return result
+
+    @api.depends_context("marketing_event_params")
+    def _compute_marketing_event_params(self):
+        # The scenario engine renders a batch of messages with the params of
+        # each contact's triggering event in the context, as a JSON string
+        # (context values must stay hashable).
+        params = json.loads(self.env.context.get("marketing_event_params") or "{}")
+        for partner in self:
+            partner.marketing_event_params = params.get(str(partner.id)) or {}
 
     # ------------------------------------------------------------------
     # Engagement score

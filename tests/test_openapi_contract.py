@@ -315,6 +315,9 @@ class TestOpenApiContract(MarketingAutomationHttpCommon):
             '{"userId": "u", "event": "E", "properties": {"n": 1e999}}',
             '{"userId": "u", "event": "E", "properties": ' + "[" * 5000 + "]" * 5000 + "}",
             b"\xff\xfe\x00",
+            '{"event": "x", "contact": {"email": "a@b.be", "name": "\\ud800"}, "params": {"\\udfff": "\\ud800"}}',
+            '{"userId": "u", "event": "Order \\ud800 Completed\\u0000", "traits": {"name": "\\ud800"}}',
+            '{"batch": [{"type": "identify", "userId": "u", "traits": {"name": "\\udc00"}}], "writeKey": "\\ud800"}',
         ]
         url_paths = [
             "/automation/v1/events",

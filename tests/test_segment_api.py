@@ -3,6 +3,7 @@ import gzip
 import json
 
 from segment.analytics import Client as SegmentClient
+from segment.analytics.request import APIError as SegmentApiError
 
 from odoo.tests import tagged
 
@@ -62,16 +63,18 @@ class TestSegmentApi(MarketingAutomationHttpCommon):
         response = self.post_segment("track", dict(message, writeKey=self.write_key), auth=None)
         self.assertEqual(response.status_code, 200, response.text)
         self.assertEqual(self.stored().event_key, "signed_up")
-        bad_cases = {
-            "missing write key": self.post_segment("track", message, auth=None),
-            "unknown or revoked": self.post_segment("track", message, auth="mea_000000000000_nope"),
-            "unknown or revoked ": self.post_segment("track", dict(message, writeKey="nope"), auth=None),
-            "malformed Basic": self.post_segment("track", message, auth=None, headers={"Authorization": "Basic %%%"}),
-        }
-        for reason, response in bad_cases.items():
+        surrogate_key = "mea_\ud800" + "0" * 11 + "_secret"
+        bad_cases = [
+            ("missing write key", self.post_segment("track", message, auth=None)),
+            ("unknown or revoked", self.post_segment("track", message, auth="mea_000000000000_nope")),
+            ("unknown or revoked", self.post_segment("track", dict(message, writeKey="nope"), auth=None)),
+            ("unknown or revoked", self.post_segment("track", dict(message, writeKey=surrogate_key), auth=None)),
+            ("malformed Basic", self.post_segment("track", message, auth=None, headers={"Authorization": "Basic %%%"})),
+        ]
+        for reason, response in bad_cases:
             with self.subTest(reason=reason):
                 self.assertEqual(response.status_code, 401)
-                self.assertIn(reason.strip(), response.json()["error"]["message"])
+                self.assertIn(reason, response.json()["error"]["message"])
                 self.assertTrue(response.headers["WWW-Authenticate"].startswith("Basic"))
         self.assertEqual(len(self.stored()), 1)
 
@@ -256,7 +259,9 @@ class TestSegmentApi(MarketingAutomationHttpCommon):
     def test_unknown_call_is_404(self):
         response = self.post_segment("alias", {"userId": "C-1001", "previousId": "anon-1"})
         self.assertEqual(response.status_code, 404)
-        self.assertIn("/v1/alias", response.json()["error"]["message"])
+        body = response.json()
+        self.assertIn("/v1/alias", body["error"]["message"])
+        self.assertEqual((body["code"], body["message"]), (body["error"]["code"], body["error"]["message"]))
 
     def test_official_segment_sdk_delivers(self):
         errors = []
@@ -282,3 +287,11 @@ class TestSegmentApi(MarketingAutomationHttpCommon):
         )
         self.assertEqual(events[1].params, {"order_id": "77", "total": 10.5})
         self.assertEqual(events[2].params["category"], "Shop")
+
+    def test_official_segment_sdk_sees_refusals(self):
+        client = SegmentClient("mea_000000000000_wrong", host=self.base_url() + "/automation/segment", sync_mode=True)
+        with self.assertRaises(SegmentApiError) as refused:
+            client.track("C-1001", "Order Completed", {"order_id": "78"})
+        self.assertEqual(refused.exception.status, 401)
+        self.assertIn("unknown or revoked write key", refused.exception.message)
+        self.assertFalse(self.stored())

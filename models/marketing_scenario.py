@@ -1,0 +1,653 @@
+import logging
+from collections import defaultdict
+from datetime import datetime
+from datetime import time
+
+import pytz
+from dateutil import rrule
+
+from odoo import api
+from odoo import fields
+from odoo import models
+from odoo.exceptions import UserError
+from odoo.exceptions import ValidationError
+from odoo.tools import SQL
+from odoo.tools.safe_eval import safe_eval
+
+from .params_filter import ParamsFilterError
+from .params_filter import check_params_filter
+from .params_filter import params_match
+from .params_filter import parse_params_filter
+from .res_partner import SCORE_OPERATORS
+from .res_partner import score_matches
+
+_logger = logging.getLogger(__name__)
+
+ENROLL_BATCH_SIZE = 1000
+
+TRIGGER_TYPES = [
+    ("now", "Now"),
+    ("date", "On date"),
+    ("event", "On event"),
+    ("repeat", "Repeat"),
+    ("score", "Engagement score"),
+]
+ENTRY_POLICIES = [
+    ("once", "Once ever"),
+    ("once_at_a_time", "Once at a time"),
+    ("every_time", "Every time"),
+]
+REPEAT_UNITS = [("hours", "Hours"), ("days", "Days"), ("weeks", "Weeks"), ("months", "Months")]
+_RRULE_FREQUENCIES = {"hours": rrule.HOURLY, "days": rrule.DAILY, "weeks": rrule.WEEKLY, "months": rrule.MONTHLY}
+# Changing any of these while contacts run through the scenario would change
+# the meaning of their run half-way.
+TRIGGER_FIELDS = {
+    "trigger_type",
+    "trigger_at",
+    "trigger_event_type_id",
+    "trigger_params_filter",
+    "repeat_interval",
+    "repeat_unit",
+    "repeat_hour",
+    "repeat_start",
+    "repeat_until",
+    "score_operator",
+    "score_threshold",
+}
+
+
+def _tz_selection(_self):
+    return [(tz, tz) for tz in sorted(pytz.all_timezones_set, key=lambda tz: tz if not tz.startswith("Etc/") else "_")]
+
+
+class MarketingScenario(models.Model):
+    _name = "marketing.scenario"
+    _description = "Marketing Scenario"
+    _order = "sequence, id desc"
+
+    name = fields.Char(required=True, translate=True)
+    sequence = fields.Integer(default=10)
+    active = fields.Boolean(default=True)
+    company_id = fields.Many2one("res.company", required=True, index=True, default=lambda self: self.env.company)
+    user_id = fields.Many2one("res.users", string="Responsible", default=lambda self: self.env.user)
+    state = fields.Selection(
+        [("draft", "Draft"), ("running", "Running"), ("paused", "Paused"), ("stopped", "Stopped")],
+        required=True,
+        default="draft",
+        readonly=True,
+        copy=False,
+        index=True,
+    )
+    timezone = fields.Selection(
+        _tz_selection,
+        required=True,
+        default=lambda self: self.env.user.tz or "UTC",
+        help="Times of day (repeat trigger, send windows) are read in this timezone.",
+    )
+
+    # Trigger
+    trigger_type = fields.Selection(TRIGGER_TYPES, string="Trigger", required=True, default="event")
+    trigger_at = fields.Datetime(string="Start At", help="When the audience enters (trigger 'On date').")
+    trigger_event_type_id = fields.Many2one(
+        "marketing.event.type", string="Event Type", ondelete="restrict", index=True, domain=[("scope", "=", "contact")]
+    )
+    trigger_params_filter = fields.Char(
+        string="Parameters Filter",
+        help='Only events whose parameters match, e.g. total > 100 and category == "shoes".',
+    )
+    repeat_interval = fields.Integer(string="Every", default=1)
+    repeat_unit = fields.Selection(REPEAT_UNITS, default="days")
+    repeat_hour = fields.Float(string="At", default=9.0, help="Time of day in the scenario's timezone.")
+    repeat_start = fields.Date(string="From")
+    repeat_until = fields.Date(string="Until")
+    score_operator = fields.Selection(SCORE_OPERATORS, default=">=")
+    score_threshold = fields.Integer()
+    audience_domain = fields.Char(
+        string="Audience", default="[]", help="Only contacts matching this filter enter the scenario."
+    )
+    entry_policy = fields.Selection(ENTRY_POLICIES, required=True, default="once_at_a_time")
+    exit_event_type_ids = fields.Many2many(
+        "marketing.event.type",
+        "marketing_scenario_exit_event_type_rel",
+        "scenario_id",
+        "event_type_id",
+        string="Exit Events",
+        domain=[("scope", "=", "contact")],
+        help="An event of these types takes its contact out of the scenario at once, cancelling its steps.",
+    )
+    objective_event_type_id = fields.Many2one(
+        "marketing.event.type",
+        string="Objective",
+        ondelete="set null",
+        domain=[("scope", "=", "contact")],
+        help="The event the scenario tries to cause, e.g. a purchase.",
+    )
+    objective_days = fields.Integer(string="Objective Within (days)", default=7)
+
+    # Enrollment of audience triggers (now, date, repeat), processed by the schedule cron
+    next_occurrence_at = fields.Datetime(readonly=True, copy=False)
+    enrolling_occurrence_at = fields.Datetime(
+        readonly=True, copy=False, help="The occurrence whose audience is being entered, batch by batch."
+    )
+    started_at = fields.Datetime(readonly=True, copy=False)
+
+    node_ids = fields.One2many("marketing.scenario.node", "scenario_id", string="Nodes")
+    participant_ids = fields.One2many("marketing.scenario.participant", "scenario_id", string="Participants")
+
+    # Statistics (test runs excluded)
+    entered_count = fields.Integer(string="Entered", compute="_compute_statistics")
+    active_count = fields.Integer(string="In Progress", compute="_compute_statistics")
+    completed_count = fields.Integer(string="Completed", compute="_compute_statistics")
+    exited_count = fields.Integer(string="Exited", compute="_compute_statistics")
+    objective_count = fields.Integer(string="Conversions", compute="_compute_statistics")
+    conversion_rate = fields.Float(compute="_compute_statistics", help="Share of entries that reached the objective.")
+    open_rate = fields.Float(compute="_compute_statistics")
+    click_rate = fields.Float(string="Click-through Rate", compute="_compute_statistics")
+    node_count = fields.Integer(compute="_compute_node_count")
+
+    @api.depends("node_ids")
+    def _compute_node_count(self):
+        counts = dict(
+            self.env["marketing.scenario.node"]._read_group(
+                [("scenario_id", "in", self.ids)], ["scenario_id"], ["__count"]
+            )
+        )
+        for scenario in self:
+            scenario.node_count = counts.get(scenario, 0)
+
+    def _compute_statistics(self):
+        counts = defaultdict(int)
+        for scenario, state, count in self.env["marketing.scenario.participant"]._read_group(
+            [("scenario_id", "in", self.ids), ("is_test", "=", False)], ["scenario_id", "state"], ["__count"]
+        ):
+            counts[scenario.id, state] = count
+        objective = self._objective_counts()
+        mail_stats = defaultdict(lambda: {"sent": 0, "opened": 0, "clicked": 0})
+        for node in self.env["marketing.scenario.node"].search(
+            [("scenario_id", "in", self.ids), ("node_type", "=", "email")]
+        ):
+            for name in ("sent", "opened", "clicked"):
+                mail_stats[node.scenario_id.id][name] += node[f"{name}_count"]
+        for scenario in self:
+            entered = sum(counts[scenario.id, state] for state in ("running", "completed", "exited", "canceled"))
+            scenario.entered_count = entered
+            scenario.active_count = counts[scenario.id, "running"]
+            scenario.completed_count = counts[scenario.id, "completed"]
+            scenario.exited_count = counts[scenario.id, "exited"]
+            scenario.objective_count = objective.get(scenario.id, 0)
+            scenario.conversion_rate = 100.0 * scenario.objective_count / entered if entered else 0.0
+            stats = mail_stats[scenario.id]
+            scenario.open_rate = 100.0 * stats["opened"] / stats["sent"] if stats["sent"] else 0.0
+            scenario.click_rate = 100.0 * stats["clicked"] / stats["sent"] if stats["sent"] else 0.0
+
+    def _objective_counts(self):
+        """Entries followed by their objective event within the objective's days, per scenario."""
+        scenarios = self.filtered(lambda scenario: scenario.id and scenario.objective_event_type_id)
+        if not scenarios:
+            return {}
+        self.env["marketing.scenario.participant"].flush_model()
+        self.env["marketing.event"].flush_model(["partner_id", "type_id", "occurred_at"])
+        self.env.cr.execute(
+            SQL(
+                """
+                SELECT p.scenario_id, count(*)
+                  FROM marketing_scenario_participant p
+                  JOIN marketing_scenario s ON s.id = p.scenario_id
+                 WHERE p.scenario_id IN %(ids)s AND NOT p.is_test
+                   AND EXISTS (
+                        SELECT 1 FROM marketing_event e
+                         WHERE e.partner_id = p.partner_id
+                           AND e.type_id = s.objective_event_type_id
+                           AND e.occurred_at >= p.entered_at
+                           AND e.occurred_at <= p.entered_at + make_interval(days => s.objective_days)
+                   )
+                 GROUP BY p.scenario_id
+                """,
+                ids=tuple(scenarios.ids),
+            )
+        )
+        return dict(self.env.cr.fetchall())
+
+    # ------------------------------------------------------------------
+    # Constraints
+    # ------------------------------------------------------------------
+
+    @api.constrains("trigger_type", "trigger_event_type_id", "trigger_params_filter")
+    def _check_trigger_filter(self):
+        for scenario in self:
+            if scenario.trigger_type != "event" or not scenario.trigger_params_filter:
+                continue
+            try:
+                clauses = parse_params_filter(scenario.trigger_params_filter)
+                check_params_filter(clauses, scenario.trigger_event_type_id.params_structure)
+            except ParamsFilterError as error:
+                raise ValidationError(
+                    self.env._("Parameters Filter of %(name)s: %(error)s", name=scenario.name, error=error)
+                ) from error
+
+    @api.constrains("audience_domain")
+    def _check_audience_domain(self):
+        for scenario in self:
+            try:
+                scenario._audience_domain()
+                self.env["res.partner"].search_count(scenario._audience_domain(), limit=1)
+            except Exception as error:
+                raise ValidationError(
+                    self.env._("Audience of %(name)s is not a valid filter: %(error)s", name=scenario.name, error=error)
+                ) from error
+
+    @api.constrains("repeat_interval", "objective_days")
+    def _check_positive(self):
+        for scenario in self:
+            if scenario.trigger_type == "repeat" and scenario.repeat_interval < 1:
+                raise ValidationError(self.env._("Repeat 'Every' must be at least 1."))
+            if scenario.objective_days < 0:
+                raise ValidationError(self.env._("Objective days cannot be negative."))
+
+    def write(self, vals):
+        changed_trigger = TRIGGER_FIELDS & set(vals)
+        if changed_trigger:
+            busy = self.filtered(lambda scenario: scenario.active_count)
+            if busy:
+                raise UserError(
+                    self.env._(
+                        "The trigger of %(names)s cannot change while contacts run through it: "
+                        "stop the scenario or wait for them to finish.",
+                        names=", ".join(busy.mapped("name")),
+                    )
+                )
+        return super().write(vals)
+
+    @api.ondelete(at_uninstall=False)
+    def _unlink_except_running(self):
+        running = self.filtered(lambda scenario: scenario.state in ("running", "paused"))
+        if running:
+            raise UserError(
+                self.env._(
+                    "Stop %(names)s before deleting it: contacts are running through it.",
+                    names=", ".join(running.mapped("name")),
+                )
+            )
+
+    # ------------------------------------------------------------------
+    # Lifecycle
+    # ------------------------------------------------------------------
+
+    def _check_ready(self):
+        """Every problem that prevents starting, as a list of sentences."""
+        self.ensure_one()
+        problems = []
+        if self.trigger_type == "event" and not self.trigger_event_type_id:
+            problems.append(self.env._("Trigger: choose the event type that makes contacts enter."))
+        if self.trigger_type == "date" and not self.trigger_at:
+            problems.append(self.env._("Trigger: choose the date and time the audience enters."))
+        if self.trigger_type == "repeat" and not (self.repeat_interval >= 1 and self.repeat_unit):
+            problems.append(self.env._("Trigger: say how often the audience enters."))
+        if self.trigger_type == "score" and not self.score_operator:
+            problems.append(self.env._("Trigger: choose the score condition."))
+        nodes = self.node_ids
+        if not nodes:
+            problems.append(self.env._("The scenario has no step: add at least one node."))
+        for node in nodes.sorted(lambda node: (node.sequence, node.id)):
+            problems.extend(f"{node.display_name}: {problem}" for problem in node._configuration_problems())
+        return problems
+
+    def action_start(self):
+        for scenario in self:
+            if scenario.state not in ("draft", "paused", "stopped"):
+                continue
+            problems = scenario._check_ready()
+            if problems:
+                raise UserError(
+                    self.env._("%(name)s cannot start:", name=scenario.name) + "\n- " + "\n- ".join(problems)
+                )
+            now = fields.Datetime.now()
+            values = {"state": "running"}
+            if scenario.state in ("draft", "stopped"):
+                values["started_at"] = now
+                values["next_occurrence_at"] = scenario._first_occurrence(now)
+                values["enrolling_occurrence_at"] = False
+            scenario.write(values)
+        self.env.ref("marketing_event_automation.ir_cron_scenario_schedule")._trigger()
+        self.env["marketing.scenario.step"]._wake_advance()
+        return True
+
+    def action_pause(self):
+        self.filtered(lambda scenario: scenario.state == "running").write({"state": "paused"})
+        return True
+
+    def action_resume(self):
+        return self.filtered(lambda scenario: scenario.state == "paused").action_start()
+
+    def action_stop(self):
+        scenarios = self.filtered(lambda scenario: scenario.state in ("running", "paused"))
+        if not scenarios:
+            return True
+        scenarios.write({"state": "stopped", "next_occurrence_at": False, "enrolling_occurrence_at": False})
+        participants = self.env["marketing.scenario.participant"].search(
+            [("scenario_id", "in", scenarios.ids), ("state", "=", "running")]
+        )
+        participants._finish("canceled", self.env._("Scenario stopped"))
+        return True
+
+    def action_draft(self):
+        self.filtered(lambda scenario: scenario.state == "stopped").write({"state": "draft"})
+        return True
+
+    def _first_occurrence(self, now):
+        if self.trigger_type == "now":
+            return now
+        if self.trigger_type == "date":
+            return self.trigger_at
+        if self.trigger_type == "repeat":
+            return self._next_repeat(now, inclusive=True)
+        return False
+
+    def _repeat_rule(self):
+        tz = pytz.timezone(self.timezone or "UTC")
+        start_day = self.repeat_start or fields.Date.context_today(self)
+        hours = int(self.repeat_hour or 0)
+        minutes = round(((self.repeat_hour or 0) - hours) * 60)
+        dtstart = datetime.combine(start_day, time(min(hours, 23), min(minutes, 59)))
+        until = datetime.combine(self.repeat_until, time(23, 59, 59)) if self.repeat_until else None
+        rule = rrule.rrule(
+            _RRULE_FREQUENCIES[self.repeat_unit or "days"],
+            interval=max(self.repeat_interval, 1),
+            dtstart=dtstart,
+            until=until,
+        )
+        return rule, tz
+
+    def _next_repeat(self, after, inclusive=False):
+        """The next occurrence of the repeat trigger after ``after`` (naive UTC), or False."""
+        rule, tz = self._repeat_rule()
+        local_after = pytz.utc.localize(after).astimezone(tz).replace(tzinfo=None)
+        occurrence = rule.after(local_after, inc=inclusive)
+        if not occurrence:
+            return False
+        return tz.localize(occurrence).astimezone(pytz.utc).replace(tzinfo=None)
+
+    # ------------------------------------------------------------------
+    # Enrollment
+    # ------------------------------------------------------------------
+
+    def _audience_domain(self):
+        domain = safe_eval(self.audience_domain or "[]", {"context_today": fields.Date.context_today(self)})
+        return [*domain, ("company_id", "in", [self.company_id.id, False])]
+
+    def _policy_sql(self, alias, partner_column, occurrence_at=None):
+        """The SQL condition 'this contact may enter now', by the entry policy."""
+        existing = SQL(
+            "SELECT 1 FROM marketing_scenario_participant x "
+            "WHERE x.scenario_id = %s AND x.partner_id = %s AND NOT x.is_test",
+            self.id,
+            SQL.identifier(alias, partner_column),
+        )
+        conditions = []
+        if self.entry_policy == "once":
+            conditions.append(SQL("NOT EXISTS (%s)", existing))
+        elif self.entry_policy == "once_at_a_time":
+            conditions.append(SQL("NOT EXISTS (%s AND x.state = 'running')", existing))
+        if occurrence_at:
+            # Whatever the policy, an occurrence enters each contact once.
+            conditions.append(SQL("NOT EXISTS (%s AND x.occurrence_at = %s)", existing, occurrence_at))
+        return SQL(" AND ").join(conditions) if conditions else SQL("TRUE")
+
+    def _enroll_audience_batch(self, occurrence_at, limit=ENROLL_BATCH_SIZE):
+        """Enter the next ``limit`` contacts of the audience for one occurrence; return how many entered.
+
+        One INSERT ... SELECT per batch: an audience of 100k contacts never
+        goes through the ORM one contact at a time.
+        """
+        self.ensure_one()
+        Partner = self.env["res.partner"].with_company(self.company_id)
+        query = Partner._search(self._audience_domain())
+        return self._insert_participants(
+            SQL("SELECT p.id AS partner_id FROM res_partner p WHERE p.id IN %s", query.subselect()),
+            occurrence_at=occurrence_at,
+            limit=limit,
+        )
+
+    def _enroll_partners(self, partner_ids, events=None, test=False):
+        """Enter the given contacts (optionally each with its triggering event); return the participants.
+
+        ``events`` maps partner id -> marketing.event. Audience and entry
+        policy apply, except for test runs.
+        """
+        self.ensure_one()
+        if not partner_ids:
+            return self.env["marketing.scenario.participant"]
+        events = events or {}
+        if test:
+            candidates = list(partner_ids)
+        else:
+            candidates = (
+                self.env["res.partner"]
+                .with_company(self.company_id)
+                ._search([("id", "in", list(partner_ids)), *self._audience_domain()])
+            )
+            candidates = SQL("SELECT p.id AS partner_id FROM res_partner p WHERE p.id IN %s", candidates.subselect())
+        participant_ids = self._insert_participants(candidates, events=events, test=test, return_ids=True)
+        return self.env["marketing.scenario.participant"].browse(participant_ids)
+
+    def _insert_participants(
+        self, candidates, *, occurrence_at=None, events=None, test=False, limit=None, return_ids=False
+    ):
+        """Insert participants for ``candidates`` (SQL selecting partner_id, or ids), then their first steps."""
+        Participant = self.env["marketing.scenario.participant"]
+        Participant.flush_model()
+        self.env["res.partner"].flush_model()
+        now = fields.Datetime.now()
+        uid = self.env.uid
+        events = events or {}
+        if isinstance(candidates, list):
+            candidates = SQL(
+                "SELECT unnest(%s::int[]) AS partner_id",
+                candidates,
+            )
+        policy = SQL("TRUE") if test else self._policy_sql("c", "partner_id", occurrence_at)
+        event_values = SQL(", ").join(
+            SQL("(%s, %s, %s)", partner_id, event.id, event.type_id.id) for partner_id, event in events.items()
+        )
+        event_join = (
+            SQL(
+                "LEFT JOIN (VALUES %s) AS ev (partner_id, event_id, type_id) ON ev.partner_id = c.partner_id",
+                event_values,
+            )
+            if events
+            else SQL(
+                "LEFT JOIN (SELECT NULL::int AS partner_id, NULL::int AS event_id, NULL::int AS type_id) ev ON FALSE"
+            )
+        )
+        self.env.cr.execute(
+            SQL(
+                """
+                INSERT INTO marketing_scenario_participant (
+                    scenario_id, partner_id, company_id, state, entered_at, occurrence_at, is_test,
+                    event_id, event_type_id, event_params, create_uid, create_date, write_uid, write_date
+                )
+                SELECT %(scenario)s, c.partner_id, %(company)s, 'running', %(now)s, %(occurrence)s, %(test)s,
+                       ev.event_id, ev.type_id, e.params, %(uid)s, %(now)s, %(uid)s, %(now)s
+                  FROM (%(candidates)s) c
+                  %(event_join)s
+                  LEFT JOIN marketing_event e ON e.id = ev.event_id
+                 WHERE %(policy)s
+                 ORDER BY c.partner_id
+                 %(limit)s
+                RETURNING id
+                """,
+                scenario=self.id,
+                company=self.company_id.id,
+                now=now,
+                occurrence=occurrence_at,
+                test=bool(test),
+                candidates=candidates,
+                event_join=event_join,
+                policy=policy,
+                uid=uid,
+                limit=SQL("LIMIT %s", limit) if limit else SQL(),
+            )
+        )
+        participant_ids = [row[0] for row in self.env.cr.fetchall()]
+        Participant.invalidate_model()
+        if participant_ids:
+            participants = Participant.browse(participant_ids)
+            roots = self.node_ids.filtered(lambda node: not node.parent_id)
+            self.env["marketing.scenario.step"]._schedule_nodes([(roots, participants)])
+        return participant_ids if return_ids else len(participant_ids)
+
+    # ------------------------------------------------------------------
+    # Crons and event consumption
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _cron_schedule(self, batch_size=ENROLL_BATCH_SIZE):
+        """Enter the audience of due now/date/repeat triggers, one batch per call."""
+        now = fields.Datetime.now()
+        domain = [
+            ("state", "=", "running"),
+            ("trigger_type", "in", ("now", "date", "repeat")),
+            "|",
+            ("enrolling_occurrence_at", "!=", False),
+            ("next_occurrence_at", "<=", now),
+        ]
+        scenario = self.search(domain, limit=1, order="id")
+        done = 0
+        if scenario:
+            done = scenario._schedule_one_batch(now, batch_size)
+        remaining = self.search_count(domain)
+        self.env["ir.cron"]._notify_progress(done=done, remaining=remaining)
+        nexts = self.search([("state", "=", "running"), ("next_occurrence_at", ">", now)]).mapped("next_occurrence_at")
+        if nexts:
+            self.env.ref("marketing_event_automation.ir_cron_scenario_schedule")._trigger(min(nexts))
+        return done
+
+    def _schedule_one_batch(self, now, batch_size):
+        self.ensure_one()
+        # Lock the scenario row: two schedule crons must not enter the same occurrence twice.
+        self.env.cr.execute(SQL("SELECT id FROM marketing_scenario WHERE id = %s FOR UPDATE SKIP LOCKED", self.id))
+        if not self.env.cr.fetchone():
+            return 0
+        if not self.enrolling_occurrence_at:
+            occurrence = self.next_occurrence_at
+            following = self._next_repeat(occurrence) if self.trigger_type == "repeat" else False
+            self.write({"enrolling_occurrence_at": occurrence, "next_occurrence_at": following})
+        entered = self._enroll_audience_batch(self.enrolling_occurrence_at, limit=batch_size)
+        if entered < batch_size:
+            self.write({"enrolling_occurrence_at": False})
+        if entered:
+            self.env["marketing.scenario.step"]._wake_advance()
+        return entered
+
+    @api.model
+    def _consume_events(self, events, results):
+        """React to a batch of events of one type: exits, resumed waits, entries, score triggers."""
+        event_type = events.type_id
+        if len(event_type) != 1 or event_type.scope != "contact":
+            return
+        events = events.filtered("partner_id")
+        if not events:
+            return
+        self._apply_exit_events(events, event_type, results)
+        self.env["marketing.scenario.step"]._resume_waiting(events, event_type, results)
+        scenarios = self.search(
+            [("state", "=", "running"), ("trigger_type", "=", "event"), ("trigger_event_type_id", "=", event_type.id)]
+        )
+        for scenario in scenarios:
+            clauses = parse_params_filter(scenario.trigger_params_filter)
+            matching = events.filtered(
+                lambda event, scenario=scenario, clauses=clauses: (
+                    event.company_id in (scenario.company_id, self.env["res.company"])
+                    and params_match(clauses, event.params)
+                )
+            )
+            scenario._enter_from_events(matching, results)
+        if event_type.key == "score_changed":
+            self._trigger_score_scenarios(events, results)
+
+    def _enter_from_events(self, events, results):
+        self.ensure_one()
+        if not events:
+            return
+        # One entry per contact and batch: the first event of the batch wins.
+        by_partner = {}
+        for event in events.sorted("id"):
+            by_partner.setdefault(event.partner_id.id, event)
+        participants = self._enroll_partners(list(by_partner), events=by_partner)
+        entered = set(participants.mapped("partner_id").ids)
+        for partner_id, event in by_partner.items():
+            if partner_id in entered:
+                results[event.id]["entered"].append(self.name)
+        if participants:
+            self.env["marketing.scenario.step"]._wake_advance()
+
+    def _trigger_score_scenarios(self, events, results):
+        scenarios = self.search([("state", "=", "running"), ("trigger_type", "=", "score")])
+        for scenario in scenarios:
+            crossing = events.filtered(
+                lambda event, scenario=scenario: (
+                    not score_matches(
+                        scenario.score_operator, scenario.score_threshold, (event.params or {}).get("old")
+                    )
+                    and score_matches(
+                        scenario.score_operator, scenario.score_threshold, (event.params or {}).get("new")
+                    )
+                )
+            )
+            scenario._enter_from_events(crossing, results)
+
+    @api.model
+    def _apply_exit_events(self, events, event_type, results):
+        scenarios = self.search([("state", "in", ("running", "paused")), ("exit_event_type_ids", "in", event_type.ids)])
+        if not scenarios:
+            return
+        participants = self.env["marketing.scenario.participant"].search(
+            [
+                ("scenario_id", "in", scenarios.ids),
+                ("partner_id", "in", events.partner_id.ids),
+                ("state", "=", "running"),
+                ("is_test", "=", False),
+            ]
+        )
+        if not participants:
+            return
+        reason = self.env._("Exit event: %(type)s", type=event_type.name)
+        participants._finish("exited", reason)
+        names_by_partner = defaultdict(set)
+        for participant in participants:
+            names_by_partner[participant.partner_id.id].add(participant.scenario_id.name)
+        for event in events:
+            results[event.id]["exited"].extend(sorted(names_by_partner.get(event.partner_id.id, ())))
+
+    # ------------------------------------------------------------------
+    # Views
+    # ------------------------------------------------------------------
+
+    def action_view_participants(self):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id(
+            "marketing_event_automation.action_marketing_scenario_participant"
+        )
+        action["domain"] = [("scenario_id", "=", self.id)]
+        action["context"] = {"default_scenario_id": self.id, "search_default_filter_not_test": 1}
+        return action
+
+    def action_view_nodes(self):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id(
+            "marketing_event_automation.action_marketing_scenario_node"
+        )
+        action["domain"] = [("scenario_id", "=", self.id)]
+        action["context"] = {"default_scenario_id": self.id}
+        return action
+
+    def action_test_run(self):
+        self.ensure_one()
+        return {
+            "type": "ir.actions.act_window",
+            "name": self.env._("Test Run: %(name)s", name=self.name),
+            "res_model": "marketing.scenario.test.wizard",
+            "view_mode": "form",
+            "target": "new",
+            "context": {"default_scenario_id": self.id},
+        }

@@ -1,0 +1,123 @@
+from odoo import api
+from odoo import fields
+from odoo import models
+from odoo.tools import SQL
+from odoo.tools import create_index
+
+PARTICIPANT_STATES = [
+    ("running", "Running"),
+    ("completed", "Completed"),
+    ("exited", "Exited"),
+    ("canceled", "Canceled"),
+]
+
+
+class MarketingScenarioParticipant(models.Model):
+    _name = "marketing.scenario.participant"
+    _description = "Scenario Participant"
+    _order = "entered_at desc, id desc"
+    _rec_name = "partner_id"
+
+    scenario_id = fields.Many2one("marketing.scenario", required=True, ondelete="cascade", index=True, readonly=True)
+    partner_id = fields.Many2one("res.partner", string="Contact", required=True, ondelete="cascade", readonly=True)
+    company_id = fields.Many2one("res.company", related="scenario_id.company_id", store=True, index=True, readonly=True)
+    state = fields.Selection(PARTICIPANT_STATES, required=True, default="running", readonly=True, index=True)
+    entered_at = fields.Datetime(required=True, readonly=True, default=fields.Datetime.now)
+    ended_at = fields.Datetime(readonly=True)
+    end_reason = fields.Char(readonly=True)
+    occurrence_at = fields.Datetime(
+        readonly=True, help="The occurrence of a date or repeat trigger this contact entered with."
+    )
+    event_id = fields.Many2one(
+        "marketing.event", string="Triggering Event", readonly=True, ondelete="set null", index="btree_not_null"
+    )
+    event_type_id = fields.Many2one("marketing.event.type", string="Triggering Event Type", readonly=True, index=True)
+    event_params = fields.Json(
+        string="Event Parameters", readonly=True, help="Parameters of the triggering event, available to templates."
+    )
+    is_test = fields.Boolean(string="Test Run", readonly=True, help="Test runs are left out of the statistics.")
+    step_ids = fields.One2many("marketing.scenario.step", "participant_id", string="Steps")
+    step_count = fields.Integer(compute="_compute_step_count")
+
+    def init(self):
+        create_index(
+            self.env.cr,
+            "marketing_scenario_participant_scenario_partner_idx",
+            self._table,
+            ["scenario_id", "partner_id", "state"],
+        )
+
+    def _compute_step_count(self):
+        counts = dict(
+            self.env["marketing.scenario.step"]._read_group(
+                [("participant_id", "in", self.ids)], ["participant_id"], ["__count"]
+            )
+        )
+        for participant in self:
+            participant.step_count = counts.get(participant, 0)
+
+    def _finish(self, state, reason):
+        """End these runs now: cancel their scheduled steps with ``reason``."""
+        participants = self.filtered(lambda participant: participant.state == "running")
+        if not participants:
+            return
+        now = fields.Datetime.now()
+        Step = self.env["marketing.scenario.step"]
+        Step.flush_model()
+        self.env.cr.execute(
+            SQL(
+                """
+                UPDATE marketing_scenario_step
+                   SET state = 'canceled', result = %(reason)s, processed_at = %(now)s, write_date = %(now)s
+                 WHERE participant_id IN %(ids)s AND state = 'scheduled'
+                """,
+                reason=reason,
+                now=now,
+                ids=tuple(participants.ids),
+            )
+        )
+        Step.invalidate_model()
+        participants.write({"state": state, "ended_at": now, "end_reason": reason})
+        if state == "completed":
+            participants._emit_completed()
+
+    def _complete_if_done(self):
+        """Complete the running participants that have no step left to run."""
+        running = self.filtered(lambda participant: participant.state == "running")
+        if not running:
+            return
+        busy = {
+            participant.id
+            for [participant] in self.env["marketing.scenario.step"]._read_group(
+                [("participant_id", "in", running.ids), ("state", "=", "scheduled")], ["participant_id"]
+            )
+        }
+        done = running.filtered(lambda participant: participant.id not in busy)
+        done._finish("completed", self.env._("All steps done"))
+
+    def _emit_completed(self):
+        self.env["marketing.event"]._emit(
+            "scenario_completed",
+            [
+                {
+                    "partner_id": participant.partner_id.id,
+                    "company_id": participant.company_id.id,
+                    "params": {"scenario_id": participant.scenario_id.id, "scenario": participant.scenario_id.name},
+                }
+                for participant in self
+                if not participant.is_test
+            ],
+        )
+
+    @api.depends("partner_id", "scenario_id")
+    def _compute_display_name(self):
+        for participant in self:
+            participant.display_name = f"{participant.scenario_id.name} / {participant.partner_id.display_name}"
+
+    def action_view_steps(self):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id(
+            "marketing_event_automation.action_marketing_scenario_step"
+        )
+        action["domain"] = [("participant_id", "=", self.id)]
+        return action

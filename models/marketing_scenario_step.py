@@ -1,0 +1,302 @@
+import logging
+from collections import defaultdict
+
+from odoo import api
+from odoo import fields
+from odoo import models
+from odoo.tools import SQL
+from odoo.tools import create_index
+
+from .params_filter import params_match
+from .params_filter import parse_params_filter
+
+_logger = logging.getLogger(__name__)
+
+ADVANCE_BATCH_SIZE = 500
+STEP_STATES = [
+    ("scheduled", "Scheduled"),
+    ("done", "Done"),
+    ("skipped", "Skipped"),
+    ("canceled", "Canceled"),
+    ("error", "Error"),
+]
+STEP_BRANCHES = [("always", "Always"), ("yes", "Yes"), ("no", "No"), ("arm", "Split arm")]
+
+
+class MarketingScenarioStep(models.Model):
+    _name = "marketing.scenario.step"
+    _description = "Scenario Step"
+    _order = "scheduled_at desc, id desc"
+    _rec_name = "node_id"
+
+    participant_id = fields.Many2one(
+        "marketing.scenario.participant", required=True, ondelete="cascade", index=True, readonly=True
+    )
+    node_id = fields.Many2one("marketing.scenario.node", required=True, ondelete="cascade", index=True, readonly=True)
+    scenario_id = fields.Many2one(
+        "marketing.scenario", related="participant_id.scenario_id", store=True, index=True, readonly=True
+    )
+    partner_id = fields.Many2one("res.partner", related="participant_id.partner_id", store=True, readonly=True)
+    company_id = fields.Many2one("res.company", related="participant_id.company_id", store=True, index=True)
+    is_test = fields.Boolean(related="participant_id.is_test", store=True, readonly=True)
+    node_type = fields.Selection(related="node_id.node_type")
+    state = fields.Selection(STEP_STATES, required=True, default="scheduled", readonly=True, index=True)
+    scheduled_at = fields.Datetime(required=True, readonly=True, default=fields.Datetime.now)
+    processed_at = fields.Datetime(readonly=True)
+    branch = fields.Selection(STEP_BRANCHES, readonly=True, help="The way the run went on after this step.")
+    arm_node_id = fields.Many2one(
+        "marketing.scenario.node", string="Split Arm", readonly=True, ondelete="set null", help="The arm a split chose."
+    )
+    result = fields.Text(readonly=True)
+    attempt = fields.Integer(readonly=True, default=0, help="Attempts already made (webhook retries).")
+    trace_id = fields.Many2one(
+        "mailing.trace", string="Mailing Trace", readonly=True, ondelete="set null", index="btree_not_null"
+    )
+    status_code = fields.Integer(string="HTTP Status", readonly=True)
+
+    def init(self):
+        # The advance cron looks only at due scheduled steps: keep that index small.
+        create_index(
+            self.env.cr,
+            "marketing_scenario_step_due_idx",
+            self._table,
+            ["scheduled_at"],
+            where="state = 'scheduled'",
+        )
+        create_index(
+            self.env.cr,
+            "marketing_scenario_step_node_state_idx",
+            self._table,
+            ["node_id", "state"],
+        )
+
+    # ------------------------------------------------------------------
+    # Scheduling
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _schedule_nodes(self, node_participants):
+        """Insert the steps of ``[(nodes, participants)]`` in one statement.
+
+        Each node computes its participants' due times in one go (waits read
+        the contacts' dates in bulk), so the number of queries does not grow
+        with the number of participants.
+        """
+        rows = []
+        now = fields.Datetime.now()
+        for nodes, participants in node_participants:
+            for node in nodes:
+                if not participants:
+                    continue
+                due = node._due_dates(participants, now)
+                rows.extend((participant.id, node.id, due[participant.id]) for participant in participants)
+        self._insert_steps(rows)
+
+    @api.model
+    def _insert_steps(self, rows):
+        """Insert scheduled steps (participant id, node id, scheduled_at) with one statement."""
+        if not rows:
+            return
+        self.env["marketing.scenario.participant"].flush_model()
+        self.flush_model()
+        uid = self.env.uid
+        now = fields.Datetime.now()
+        self.env.cr.execute(
+            SQL(
+                """
+                INSERT INTO marketing_scenario_step (
+                    participant_id, node_id, scheduled_at, state, attempt, scenario_id, partner_id, company_id,
+                    is_test, create_uid, create_date, write_uid, write_date
+                )
+                SELECT r.participant_id, r.node_id, r.scheduled_at, 'scheduled', 0, p.scenario_id, p.partner_id,
+                       p.company_id, p.is_test, %(uid)s, %(now)s, %(uid)s, %(now)s
+                  FROM (VALUES %(rows)s) AS r (participant_id, node_id, scheduled_at)
+                  JOIN marketing_scenario_participant p ON p.id = r.participant_id
+                """,
+                rows=SQL(", ").join(SQL("(%s::int, %s::int, %s::timestamp)", *row) for row in rows),
+                uid=uid,
+                now=now,
+            )
+        )
+        self.invalidate_model()
+        self.env["marketing.scenario.participant"].invalidate_model(["step_ids"])
+
+    @api.model
+    def _wake_advance(self, at=None):
+        # sudo: whoever enrolls contacts (an API request, a marketer) may wake
+        # the engine without the right to manage crons.
+        self.env.ref("marketing_event_automation.ir_cron_scenario_advance").sudo()._trigger(at)
+
+    # ------------------------------------------------------------------
+    # Advance cron
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _cron_advance(self, batch_size=ADVANCE_BATCH_SIZE):
+        """Run one batch of due steps; the cron runner commits it and calls again while some remain."""
+        self.flush_model()
+        self.env["marketing.scenario"].flush_model(["state"])
+        now = fields.Datetime.now()
+        # SKIP LOCKED: concurrent cron workers take disjoint batches, and the
+        # state test rejects a step another worker finished meanwhile: a step
+        # never runs twice.
+        self.env.cr.execute(
+            SQL(
+                """
+                SELECT s.id
+                  FROM marketing_scenario_step s
+                  JOIN marketing_scenario sc ON sc.id = s.scenario_id
+                 WHERE s.state = 'scheduled' AND s.scheduled_at <= %(now)s AND NOT s.is_test
+                   AND sc.state = 'running'
+                 ORDER BY s.scheduled_at, s.id
+                 LIMIT %(limit)s
+                   FOR UPDATE OF s SKIP LOCKED
+                """,
+                now=now,
+                limit=batch_size,
+            )
+        )
+        steps = self.browse([row[0] for row in self.env.cr.fetchall()])
+        if steps:
+            steps._execute()
+        remaining, next_due = self._due_summary(now)
+        self.env["ir.cron"]._notify_progress(done=len(steps), remaining=remaining)
+        if next_due and next_due > now:
+            self._wake_advance(next_due)
+        return len(steps)
+
+    @api.model
+    def _due_summary(self, now):
+        self.flush_model()
+        self.env.cr.execute(
+            SQL(
+                """
+                SELECT count(*) FILTER (WHERE s.scheduled_at <= %(now)s),
+                       min(s.scheduled_at) FILTER (WHERE s.scheduled_at > %(now)s)
+                  FROM marketing_scenario_step s
+                  JOIN marketing_scenario sc ON sc.id = s.scenario_id
+                 WHERE s.state = 'scheduled' AND NOT s.is_test AND sc.state = 'running'
+                """,
+                now=now,
+            )
+        )
+        return self.env.cr.fetchone()
+
+    def _execute(self):
+        """Run these steps: one handler call per node, then their children in one insert.
+
+        A handler that raises marks its steps as error with the message and
+        rolls back what it did (savepoint); the other nodes of the batch go on.
+        """
+        outcomes = {}
+        for node, node_steps in self.grouped("node_id").items():
+            try:
+                with self.env.cr.savepoint():
+                    outcomes.update(node._run_steps(node_steps))
+            except Exception as error:  # any handler failure is recorded on its steps
+                _logger.warning("Scenario node %s failed on %s steps", node.id, len(node_steps), exc_info=True)
+                message = self.env._("%(node)s failed: %(error)s", node=node.display_name, error=error)
+                outcomes.update({step_id: {"state": "error", "result": message} for step_id in node_steps.ids})
+        self._apply_outcomes(outcomes)
+
+    def _apply_outcomes(self, outcomes):
+        """Store each step's outcome with one statement, schedule the children, finish what ended."""
+        now = fields.Datetime.now()
+        values = []
+        for step in self:
+            outcome = outcomes.get(step.id) or {"state": "error", "result": self.env._("The handler gave no result.")}
+            values.append(
+                SQL(
+                    "(%s::int, %s::varchar, %s::varchar, %s::int, %s::text, %s::int, %s::int, %s::timestamp, %s::int)",
+                    step.id,
+                    "scheduled" if outcome["state"] == "retry" else outcome["state"],
+                    outcome.get("branch") if outcome["state"] in ("done", "skipped") else None,
+                    outcome.get("arm_node_id"),
+                    outcome.get("result"),
+                    outcome.get("trace_id"),
+                    outcome.get("status_code"),
+                    outcome.get("scheduled_at") or step.scheduled_at,
+                    step.attempt + (1 if outcome["state"] == "retry" or outcome.get("attempted") else 0),
+                )
+            )
+        self.flush_model()
+        self.env.cr.execute(
+            SQL(
+                """
+                UPDATE marketing_scenario_step s
+                   SET state = v.state, branch = v.branch, arm_node_id = v.arm, result = v.result,
+                       trace_id = COALESCE(v.trace_id, s.trace_id),
+                       status_code = COALESCE(v.status_code, s.status_code),
+                       scheduled_at = v.scheduled_at, attempt = v.attempt,
+                       processed_at = CASE WHEN v.state = 'scheduled' THEN NULL ELSE %(now)s END,
+                       write_date = %(now)s, write_uid = %(uid)s
+                  FROM (VALUES %(values)s)
+                       AS v (id, state, branch, arm, result, trace_id, status_code, scheduled_at, attempt)
+                 WHERE s.id = v.id
+                """,
+                values=SQL(", ").join(values),
+                now=now,
+                uid=self.env.uid,
+            )
+        )
+        self.invalidate_recordset()
+        finished = self.filtered(lambda step: outcomes.get(step.id, {}).get("state") in ("done", "skipped"))
+        exits = finished.filtered(lambda step: outcomes[step.id].get("exit"))
+        schedule = defaultdict(lambda: self.env["marketing.scenario.participant"])
+        for step in finished - exits:
+            outcome = outcomes[step.id]
+            for child in step.node_id._children_for(outcome.get("branch") or "always", outcome.get("arm_node_id")):
+                schedule[child] |= step.participant_id
+        self._schedule_nodes([(child, participants) for child, participants in schedule.items()])
+        if exits:
+            exits.participant_id._finish("exited", self.env._("Exit node reached"))
+        self.participant_id._complete_if_done()
+
+    # ------------------------------------------------------------------
+    # Waiting for events
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _resume_waiting(self, events, event_type, results):
+        """Send participants waiting for this event type down their 'yes' branch."""
+        steps = self.search(
+            [
+                ("state", "=", "scheduled"),
+                ("node_id.node_type", "=", "wait_event"),
+                ("node_id.wait_event_type_id", "=", event_type.id),
+                ("partner_id", "in", events.partner_id.ids),
+                ("scenario_id.state", "=", "running"),
+                ("is_test", "=", False),
+            ]
+        )
+        if not steps:
+            return
+        # Lock them like the advance cron does: a step the cron is running now is skipped.
+        self.env.cr.execute(
+            SQL(
+                "SELECT id FROM marketing_scenario_step WHERE id IN %s AND state = 'scheduled' FOR UPDATE SKIP LOCKED",
+                tuple(steps.ids),
+            )
+        )
+        steps = self.browse([row[0] for row in self.env.cr.fetchall()])
+        events_by_partner = events.grouped("partner_id")
+        outcomes, resumed = {}, defaultdict(list)
+        filters = {}
+        for step in steps:
+            node = step.node_id
+            if node.id not in filters:
+                filters[node.id] = parse_params_filter(node.wait_event_filter)
+            for event in events_by_partner.get(step.partner_id, ()):
+                if event.occurred_at >= step.participant_id.entered_at and params_match(filters[node.id], event.params):
+                    outcomes[step.id] = {
+                        "state": "done",
+                        "branch": "yes",
+                        "result": self.env._("%(type)s received", type=event_type.name),
+                    }
+                    resumed[event.id].append(step.scenario_id.name)
+                    break
+        if outcomes:
+            self.browse(list(outcomes))._apply_outcomes(outcomes)
+            for event_id, names in resumed.items():
+                results[event_id]["resumed"].extend(names)
+            self._wake_advance()

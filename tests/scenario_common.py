@@ -1,0 +1,81 @@
+from freezegun import freeze_time
+
+from odoo import fields
+
+from .common import MarketingAutomationCommon
+
+
+class ScenarioCommon(MarketingAutomationCommon):
+    """Fixtures and helpers to build scenarios and drive the engine's crons."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.Scenario = cls.env["marketing.scenario"]
+        cls.Node = cls.env["marketing.scenario.node"]
+        cls.Step = cls.env["marketing.scenario.step"]
+        cls.Participant = cls.env["marketing.scenario.participant"]
+        cls.tag_vip = cls.env["res.partner.category"].create({"name": "VIP"})
+        cls.tag_lost = cls.env["res.partner.category"].create({"name": "Lost cart"})
+        cls.bob = cls.env["res.partner"].create({"name": "Bob Buyer", "email": "bob@example.com"})
+
+    def create_scenario(self, **values):
+        return self.Scenario.create(
+            {
+                "name": "Test scenario",
+                "trigger_type": "event",
+                "trigger_event_type_id": self.type_cart.id,
+                "timezone": "UTC",
+                **values,
+            }
+        )
+
+    def add_node(self, scenario, node_type, parent=None, **values):
+        return self.Node.create(
+            {"scenario_id": scenario.id, "node_type": node_type, "parent_id": parent.id if parent else False, **values}
+        )
+
+    def emit(self, event_type, partner, params=None, occurred_at=None):
+        """Store one event like the API does and return it (not dispatched yet)."""
+        [event_id] = self.Event._insert_events(
+            [
+                {
+                    "type": event_type,
+                    "key": event_type.key,
+                    "partner_id": partner.id,
+                    "company_id": self.company.id,
+                    "params": params or {},
+                    "occurred_at": occurred_at,
+                }
+            ]
+        )
+        return self.Event.browse(event_id)
+
+    def dispatch(self):
+        while self.Event._cron_dispatch():
+            pass
+
+    def advance(self):
+        """Run the advance cron until nothing is due now."""
+        total = 0
+        while count := self.Step._cron_advance():
+            total += count
+        return total
+
+    def advance_at(self, moment):
+        with freeze_time(moment):
+            return self.advance()
+
+    def steps_of(self, participant, node=None):
+        steps = participant.step_ids
+        if node:
+            steps = steps.filtered(lambda step: step.node_id == node)
+        return steps.sorted("id")
+
+    def participant_of(self, scenario, partner):
+        return self.Participant.search(
+            [("scenario_id", "=", scenario.id), ("partner_id", "=", partner.id)], order="id desc", limit=1
+        )
+
+    def now(self):
+        return fields.Datetime.now()

@@ -1,0 +1,324 @@
+from datetime import datetime
+from datetime import timedelta
+
+from freezegun import freeze_time
+
+from odoo.exceptions import UserError
+from odoo.exceptions import ValidationError
+from odoo.tests import tagged
+from odoo.tools import mute_logger
+
+from .scenario_common import ScenarioCommon
+
+T0 = datetime(2026, 11, 2, 10, 0, 0)
+
+
+@tagged("post_install", "-at_install")
+class TestScenarioEngine(ScenarioCommon):
+    def test_event_trigger_with_params_filter_enters_and_runs_actions(self):
+        scenario = self.create_scenario(trigger_params_filter="total > 100")
+        tag = self.add_node(scenario, "tag_add", tag_ids=[(6, 0, self.tag_vip.ids)])
+        scenario.action_start()
+        with freeze_time(T0):
+            big = self.emit(self.type_cart, self.partner, {"total": 150.0, "items": [{"sku": "A"}]})
+            small = self.emit(self.type_cart, self.bob, {"total": 20.0, "items": [{"sku": "B"}]})
+            self.dispatch()
+            self.assertEqual(big.processing_result, {"entered": ["Test scenario"]})
+            self.assertFalse(small.processing_result)
+            participant = self.participant_of(scenario, self.partner)
+            self.assertEqual(participant.event_id, big)
+            self.assertEqual(participant.event_params["total"], 150.0)
+            self.assertFalse(self.participant_of(scenario, self.bob))
+            self.advance()
+        self.assertIn(self.tag_vip, self.partner.category_id)
+        step = self.steps_of(participant, tag)
+        self.assertEqual((step.state, step.result), ("done", "VIP"))
+        self.assertEqual(participant.state, "completed")
+        self.assertEqual(scenario.completed_count, 1)
+        completed = self.Event.search(
+            [("type_id.key", "=", "scenario_completed"), ("partner_id", "=", self.partner.id)]
+        )
+        self.assertEqual(completed.params["scenario_id"], scenario.id)
+
+    def test_params_filter_is_checked_against_the_learned_structure(self):
+        self.emit(self.type_cart, self.partner, {"total": 10.0, "items": [{"sku": "A"}], "category": "shoes"})
+        with self.assertRaisesRegex(ValidationError, "total: is a number"):
+            self.create_scenario(trigger_params_filter='total > "abc"')
+        with self.assertRaisesRegex(ValidationError, "no such parameter"):
+            self.create_scenario(trigger_params_filter="missing == 1")
+        with self.assertRaisesRegex(ValidationError, "operator value"):
+            self.create_scenario(trigger_params_filter="total >> 1")
+        scenario = self.create_scenario(trigger_params_filter='category == "shoes" and items[].sku == "A"')
+        self.assertTrue(scenario)
+
+    def test_entry_policies(self):
+        expectations = {"once": 1, "once_at_a_time": 2, "every_time": 3}
+        for policy, expected in expectations.items():
+            with self.subTest(policy=policy):
+                scenario = self.create_scenario(name=policy, entry_policy=policy)
+                self.add_node(scenario, "wait", wait_amount=1, wait_unit="days")
+                scenario.action_start()
+                with freeze_time(T0):
+                    # Two carts while the first run waits, a third after it completed.
+                    self.emit(self.type_cart, self.partner, {"total": 1, "items": []})
+                    self.dispatch()
+                    self.emit(self.type_cart, self.partner, {"total": 2, "items": []})
+                    self.dispatch()
+                self.advance_at(T0 + timedelta(days=2))
+                with freeze_time(T0 + timedelta(days=2)):
+                    self.emit(self.type_cart, self.partner, {"total": 3, "items": []})
+                    self.dispatch()
+                count = self.Participant.search_count([("scenario_id", "=", scenario.id)])
+                self.assertEqual(count, expected)
+                scenario.action_stop()
+
+    def test_audience_filter_applies_to_event_triggers(self):
+        scenario = self.create_scenario(audience_domain="[('email', 'ilike', 'bob@')]")
+        self.add_node(scenario, "tag_add", tag_ids=[(6, 0, self.tag_vip.ids)])
+        scenario.action_start()
+        self.emit(self.type_cart, self.partner, {"total": 1, "items": []})
+        self.emit(self.type_cart, self.bob, {"total": 1, "items": []})
+        self.dispatch()
+        self.assertEqual(scenario.participant_ids.partner_id, self.bob)
+
+    def test_wait_then_condition_branches(self):
+        scenario = self.create_scenario()
+        wait = self.add_node(scenario, "wait", wait_amount=2, wait_unit="hours")
+        condition = self.add_node(
+            scenario, "condition", wait, condition_type="domain", condition_domain="[('email', 'ilike', 'alice')]"
+        )
+        yes = self.add_node(scenario, "tag_add", condition, branch="yes", tag_ids=[(6, 0, self.tag_vip.ids)])
+        no = self.add_node(scenario, "tag_add", condition, branch="no", tag_ids=[(6, 0, self.tag_lost.ids)])
+        scenario.action_start()
+        with freeze_time(T0):
+            self.emit(self.type_cart, self.partner, {"total": 1, "items": []})
+            self.emit(self.type_cart, self.bob, {"total": 1, "items": []})
+            self.dispatch()
+            self.assertEqual(self.advance(), 0, "the wait is not over")
+        alice_run = self.participant_of(scenario, self.partner)
+        wait_step = self.steps_of(alice_run, wait)
+        self.assertEqual(wait_step.scheduled_at, T0 + timedelta(hours=2))
+        self.assertEqual(self.advance_at(T0 + timedelta(hours=1, minutes=59)), 0)
+        self.advance_at(T0 + timedelta(hours=2))
+        self.assertIn(self.tag_vip, self.partner.category_id)
+        self.assertNotIn(self.tag_lost, self.partner.category_id)
+        self.assertIn(self.tag_lost, self.bob.category_id)
+        self.assertEqual(self.steps_of(alice_run, condition).branch, "yes")
+        self.assertFalse(self.steps_of(alice_run, no))
+        self.assertEqual(yes.processed_count, 1)
+        self.assertEqual(no.processed_count, 1)
+        self.assertEqual(condition.processed_count, 2)
+
+    def test_wait_until_date_field_rolls_over_yearly_inside_send_window(self):
+        scenario = self.create_scenario(timezone="Europe/Brussels")
+        field = self.env["ir.model.fields"].create(
+            {
+                "model_id": self.env["ir.model"]._get_id("res.partner"),
+                "name": "x_birthday",
+                "ttype": "date",
+                "field_description": "Birthday",
+            }
+        )
+        wait = self.add_node(
+            scenario,
+            "wait",
+            wait_mode="field",
+            wait_field_id=field.id,
+            wait_yearly=True,
+            window_enabled=True,
+            window_start=9.0,
+            window_end=18.0,
+            window_timezone="scenario",
+        )
+        self.partner.x_birthday = "1990-03-15"
+        scenario.action_start()
+        with freeze_time(T0):
+            self.emit(self.type_cart, self.partner, {"total": 1, "items": []})
+            self.dispatch()
+        step = self.steps_of(self.participant_of(scenario, self.partner), wait)
+        # 15 March 2027, 09:00 in Brussels (UTC+1) is 08:00 UTC.
+        self.assertEqual(step.scheduled_at, datetime(2027, 3, 15, 8, 0))
+
+    def test_send_window_in_contact_timezone(self):
+        scenario = self.create_scenario()
+        wait = self.add_node(
+            scenario, "wait", wait_amount=1, wait_unit="hours", window_enabled=True, window_start=9, window_end=18
+        )
+        self.partner.tz = "America/New_York"
+        scenario.action_start()
+        with freeze_time(datetime(2026, 11, 2, 22, 30)):  # 17:30 in New York: due at 18:30, outside
+            self.emit(self.type_cart, self.partner, {"total": 1, "items": []})
+            self.dispatch()
+        step = self.steps_of(self.participant_of(scenario, self.partner), wait)
+        self.assertEqual(step.scheduled_at, datetime(2026, 11, 3, 14, 0), "09:00 next day in New York (UTC-5)")
+
+    def test_split_arms_follow_weights_and_count(self):
+        scenario = self.create_scenario(entry_policy="every_time")
+        split = self.add_node(scenario, "split")
+        arm_a = self.add_node(
+            scenario, "tag_add", split, branch="arm", split_weight=100, tag_ids=[(6, 0, self.tag_vip.ids)]
+        )
+        arm_b = self.add_node(
+            scenario, "tag_add", split, branch="arm", split_weight=1, tag_ids=[(6, 0, self.tag_lost.ids)]
+        )
+        scenario.action_start()
+        partners = self.env["res.partner"].create([{"name": f"P{i}", "email": f"p{i}@example.com"} for i in range(30)])
+        for partner in partners:
+            self.emit(self.type_cart, partner, {"total": 1, "items": []})
+        self.dispatch()
+        self.advance()
+        self.assertEqual(arm_a.processed_count + arm_b.processed_count, 30)
+        self.assertGreater(arm_a.processed_count, arm_b.processed_count)
+        steps = self.Step.search([("node_id", "=", split.id)])
+        self.assertEqual(set(steps.mapped("branch")), {"arm"})
+        self.assertTrue(all(step.arm_node_id in arm_a | arm_b for step in steps))
+
+    def test_exit_event_cancels_scheduled_steps(self):
+        scenario = self.create_scenario(exit_event_type_ids=[(6, 0, self.type_purchase.ids)])
+        wait = self.add_node(scenario, "wait", wait_amount=1, wait_unit="days")
+        self.add_node(scenario, "tag_add", wait, tag_ids=[(6, 0, self.tag_vip.ids)])
+        scenario.action_start()
+        self.emit(self.type_cart, self.partner, {"total": 1, "items": []})
+        self.dispatch()
+        purchase = self.emit(self.type_purchase, self.partner, {"total": 1})
+        self.dispatch()
+        self.assertEqual(purchase.processing_result, {"exited": ["Test scenario"]})
+        participant = self.participant_of(scenario, self.partner)
+        self.assertEqual(participant.state, "exited")
+        self.assertIn("Test purchase", participant.end_reason)
+        self.assertEqual(self.steps_of(participant, wait).state, "canceled")
+        self.advance_at(self.now() + timedelta(days=2))
+        self.assertNotIn(self.tag_vip, self.partner.category_id)
+        self.assertEqual(scenario.exited_count, 1)
+
+    def test_exit_node_ends_parallel_branches(self):
+        scenario = self.create_scenario()
+        self.add_node(scenario, "wait", wait_amount=1, wait_unit="days")
+        self.add_node(scenario, "exit")
+        scenario.action_start()
+        self.emit(self.type_cart, self.partner, {"total": 1, "items": []})
+        self.dispatch()
+        self.advance()
+        participant = self.participant_of(scenario, self.partner)
+        self.assertEqual(participant.state, "exited")
+        self.assertEqual(sorted(participant.step_ids.mapped("state")), ["canceled", "done"])
+
+    def test_lifecycle_start_lists_every_problem(self):
+        scenario = self.create_scenario(trigger_event_type_id=False)
+        self.add_node(scenario, "tag_add")
+        self.add_node(scenario, "score")
+        with self.assertRaises(UserError) as caught:
+            scenario.action_start()
+        message = str(caught.exception)
+        self.assertIn("choose the event type", message)
+        self.assertIn("choose the tags", message)
+        self.assertIn("give the points", message)
+        self.assertEqual(scenario.state, "draft")
+
+    def test_pause_stops_entries_and_steps_and_allows_editing(self):
+        scenario = self.create_scenario()
+        wait = self.add_node(scenario, "wait", wait_amount=1, wait_unit="hours")
+        tag = self.add_node(scenario, "tag_add", wait, tag_ids=[(6, 0, self.tag_vip.ids)])
+        scenario.action_start()
+        with freeze_time(T0):
+            self.emit(self.type_cart, self.partner, {"total": 1, "items": []})
+            self.dispatch()
+        with self.assertRaisesRegex(UserError, "Pause"):
+            tag.write({"tag_ids": [(6, 0, self.tag_lost.ids)]})
+        scenario.action_pause()
+        with freeze_time(T0):
+            self.emit(self.type_cart, self.bob, {"total": 1, "items": []})
+            self.dispatch()
+        self.assertFalse(self.participant_of(scenario, self.bob), "no entry while paused")
+        self.assertEqual(self.advance_at(T0 + timedelta(hours=2)), 0, "no step runs while paused")
+        tag.write({"tag_ids": [(6, 0, self.tag_lost.ids)]})
+        with self.assertRaisesRegex(UserError, "archive"):
+            wait.unlink()
+        scenario.action_resume()
+        self.assertEqual(scenario.state, "running")
+        self.advance_at(T0 + timedelta(hours=2))
+        self.assertIn(self.tag_lost, self.partner.category_id, "the edited node ran")
+        self.assertEqual(self.participant_of(scenario, self.partner).state, "completed")
+
+    def test_archiving_a_node_cancels_its_steps_with_reason(self):
+        scenario = self.create_scenario()
+        wait = self.add_node(scenario, "wait", wait_amount=1, wait_unit="hours")
+        self.add_node(scenario, "tag_add", wait, tag_ids=[(6, 0, self.tag_vip.ids)])
+        scenario.action_start()
+        self.emit(self.type_cart, self.partner, {"total": 1, "items": []})
+        self.dispatch()
+        scenario.action_pause()
+        wait.action_archive()
+        participant = self.participant_of(scenario, self.partner)
+        step = self.steps_of(participant, wait)
+        self.assertEqual((step.state, step.result), ("canceled", "Node archived"))
+        self.assertEqual(participant.state, "completed", "no orphan: nothing left to run")
+
+    def test_trigger_cannot_change_while_participants_run(self):
+        scenario = self.create_scenario()
+        self.add_node(scenario, "wait", wait_amount=1, wait_unit="days")
+        scenario.action_start()
+        self.emit(self.type_cart, self.partner, {"total": 1, "items": []})
+        self.dispatch()
+        scenario.action_pause()
+        with self.assertRaisesRegex(UserError, "trigger"):
+            scenario.trigger_event_type_id = self.type_purchase
+        scenario.name = "Renamed"  # other fields stay editable
+
+    def test_stop_cancels_every_scheduled_step(self):
+        scenario = self.create_scenario()
+        self.add_node(scenario, "wait", wait_amount=1, wait_unit="days")
+        scenario.action_start()
+        self.emit(self.type_cart, self.partner, {"total": 1, "items": []})
+        self.emit(self.type_cart, self.bob, {"total": 1, "items": []})
+        self.dispatch()
+        scenario.action_stop()
+        self.assertEqual(set(scenario.participant_ids.mapped("state")), {"canceled"})
+        self.assertEqual(set(scenario.participant_ids.step_ids.mapped("state")), {"canceled"})
+        self.assertEqual(scenario.state, "stopped")
+
+    def test_handler_error_marks_steps_and_batch_proceeds(self):
+        scenario = self.create_scenario()
+        failing = self.add_node(
+            scenario,
+            "field_update",
+            field_id=self.env["ir.model.fields"]._get("res.partner", "ref").id,
+            field_value="X",
+        )
+        tag = self.add_node(scenario, "tag_add", tag_ids=[(6, 0, self.tag_vip.ids)])
+        scenario.action_start()
+        self.emit(self.type_cart, self.partner, {"total": 1, "items": []})
+        self.dispatch()
+        # A field the database refuses: the handler raises, its savepoint rolls back.
+        self.env.cr.execute("ALTER TABLE res_partner ADD CONSTRAINT mea_test_ref CHECK (ref IS DISTINCT FROM 'X')")
+        with mute_logger("odoo.addons.marketing_event_automation.models.marketing_scenario_step", "odoo.sql_db"):
+            self.advance()
+        participant = self.participant_of(scenario, self.partner)
+        error_step = self.steps_of(participant, failing)
+        self.assertEqual(error_step.state, "error")
+        self.assertIn("mea_test_ref", error_step.result)
+        self.assertEqual(self.steps_of(participant, tag).state, "done")
+        self.assertIn(self.tag_vip, self.partner.category_id)
+        self.assertFalse(self.partner.ref)
+        self.assertEqual(failing.error_count, 1)
+        self.assertFalse(self.Step.search_count([("participant_id", "=", participant.id), ("state", "=", "scheduled")]))
+
+    def test_now_trigger_enters_audience_in_batches(self):
+        partners = self.env["res.partner"].create(
+            [{"name": f"Audience {i}", "email": f"aud{i}@example.org", "ref": "AUD"} for i in range(25)]
+        )
+        scenario = self.create_scenario(
+            trigger_type="now", trigger_event_type_id=False, audience_domain="[('ref', '=', 'AUD')]"
+        )
+        self.add_node(scenario, "tag_add", tag_ids=[(6, 0, self.tag_vip.ids)])
+        scenario.action_start()
+        batches = 0
+        while self.Scenario._cron_schedule(batch_size=10):
+            batches += 1
+        self.assertEqual(batches, 3)
+        self.assertEqual(scenario.participant_ids.partner_id, partners)
+        self.assertFalse(scenario.enrolling_occurrence_at)
+        self.assertFalse(scenario.next_occurrence_at)
+        self.advance()
+        self.assertTrue(all(self.tag_vip in partner.category_id for partner in partners))
+        self.assertEqual(self.Scenario._cron_schedule(), 0, "a 'now' trigger enters its audience once")
