@@ -169,6 +169,8 @@ class TestScenarioEngine(ScenarioCommon):
         self.advance()
         self.assertEqual(arm_a.processed_count + arm_b.processed_count, 30)
         self.assertGreater(arm_a.processed_count, arm_b.processed_count)
+        self.assertAlmostEqual(arm_a.arm_share + arm_b.arm_share, 100.0)
+        self.assertEqual(arm_a.arm_share, 100.0 * arm_a.processed_count / 30)
         steps = self.Step.search([("node_id", "=", split.id)])
         self.assertEqual(set(steps.mapped("branch")), {"arm"})
         self.assertTrue(all(step.arm_node_id in arm_a | arm_b for step in steps))

@@ -238,3 +238,22 @@ class TestScenarioTriggers(ScenarioCommon):
         self.assertFalse(self.Scenario.with_user(other_user).search([("id", "=", scenario.id)]))
         self.assertFalse(self.Step.with_user(other_user).search([("scenario_id", "=", scenario.id)]))
         self.assertEqual(participant.step_ids.company_id, self.company)
+
+    def test_views_open_for_a_marketing_user(self):
+        for model in (
+            "marketing.scenario",
+            "marketing.scenario.node",
+            "marketing.scenario.participant",
+            "marketing.scenario.step",
+        ):
+            with self.subTest(model=model):
+                views = self.env[model].with_user(self.marketing_user).get_views([(False, "list"), (False, "form")])
+                self.assertIn("form", views["views"])
+        wizard_views = (
+            self.env["marketing.scenario.test.wizard"].with_user(self.marketing_user).get_views([(False, "form")])
+        )
+        self.assertIn("step_ids", wizard_views["views"]["form"]["arch"])
+        menu = self.env.ref("marketing_event_automation.menu_marketing_scenario")
+        self.assertEqual(menu.parent_id, self.env.ref("marketing_event_automation.menu_marketing_automation_root"))
+        siblings = menu.parent_id.child_id.sorted("sequence")
+        self.assertEqual(siblings[0], menu, "Scenarios comes first")
