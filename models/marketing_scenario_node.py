@@ -382,8 +382,10 @@ class MarketingScenarioNode(models.Model):
     @api.ondelete(at_uninstall=False)
     def _unlink_except_scheduled(self):
         self._check_editable()
+        # Deleting a node deletes the nodes after it (and their steps): none may hold a scheduled step.
+        subtree = self.with_context(active_test=False).search([("id", "child_of", self.ids)])
         busy = self.env["marketing.scenario.step"].search_count(
-            [("node_id", "in", self.ids), ("state", "=", "scheduled")], limit=1
+            [("node_id", "in", subtree.ids), ("state", "=", "scheduled")], limit=1
         )
         if busy:
             raise UserError(

@@ -98,6 +98,10 @@ class TestScenarioEngine(ScenarioCommon):
         alice_run = self.participant_of(scenario, self.partner)
         wait_step = self.steps_of(alice_run, wait)
         self.assertEqual(wait_step.scheduled_at, T0 + timedelta(hours=2))
+        advance_cron = self.env.ref("marketing_event_automation.ir_cron_scenario_advance")
+        wake_ups = self.env["ir.cron.trigger"].search([("cron_id", "=", advance_cron.id)]).mapped("call_at")
+        self.assertIn(T0, wake_ups, "entering contacts wakes the advance cron")
+        self.assertIn(T0 + timedelta(hours=2), wake_ups, "the advance cron wakes itself at the next due step")
         self.assertEqual(self.advance_at(T0 + timedelta(hours=1, minutes=59)), 0)
         self.advance_at(T0 + timedelta(hours=2))
         self.assertIn(self.tag_vip, self.partner.category_id)
@@ -236,6 +240,12 @@ class TestScenarioEngine(ScenarioCommon):
         tag.write({"tag_ids": [(6, 0, self.tag_lost.ids)]})
         with self.assertRaisesRegex(UserError, "archive"):
             wait.unlink()
+        root = self.add_node(scenario, "wait", wait_amount=1, wait_unit="hours")
+        wait.parent_id = root
+        with self.assertRaisesRegex(UserError, "archive"):
+            root.unlink()  # it would delete the wait after it, and its scheduled step
+        wait.parent_id = False
+        root.unlink()
         scenario.action_resume()
         self.assertEqual(scenario.state, "running")
         self.advance_at(T0 + timedelta(hours=2))
