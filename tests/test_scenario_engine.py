@@ -334,3 +334,32 @@ class TestScenarioEngine(ScenarioCommon):
         self.advance()
         self.assertTrue(all(self.tag_vip in partner.category_id for partner in partners))
         self.assertEqual(self.Scenario._cron_schedule(), 0, "a 'now' trigger enters its audience once")
+
+    def test_a_locked_contact_reschedules_the_steps(self):
+        # A committed contact, locked by another transaction as a concurrent
+        # score change would: the handler cannot take its row in time.
+        admin_partner = self.env.ref("base.partner_admin")
+        scenario = self.create_scenario()
+        score = self.add_node(scenario, "score", score_delta=1, score_reason="lock")
+        scenario.action_start()
+        with freeze_time(T0):
+            self.emit(self.type_cart, admin_partner, {"total": 1, "items": []})
+            self.dispatch()
+        self.env.cr.execute("SHOW lock_timeout")
+        [previous_timeout] = self.env.cr.fetchone()
+        with self.registry.cursor() as other:
+            other.execute("SET LOCAL lock_timeout = '2s'")
+            other.execute("SELECT id FROM res_partner WHERE id = %s FOR NO KEY UPDATE NOWAIT", [admin_partner.id])
+            self.env.cr.execute("SET LOCAL lock_timeout = '200ms'")
+            try:
+                with freeze_time(T0), mute_logger("odoo.sql_db"):
+                    self.advance()
+            finally:
+                self.env.cr.execute("SELECT set_config('lock_timeout', %s, true)", [previous_timeout])
+            other.rollback()
+        step = self.Step.search([("node_id", "=", score.id)])
+        self.assertEqual((step.state, step.result), ("scheduled", "Concurrent update, retried"))
+        self.assertEqual(step.scheduled_at, T0 + timedelta(seconds=60))
+        self.advance_at(T0 + timedelta(seconds=60))
+        self.assertEqual(step.state, "done")
+        self.assertEqual(admin_partner.engagement_score, 1)
