@@ -494,6 +494,8 @@ class MarketingScenario(models.Model):
             participants = Participant.browse(participant_ids)
             roots = self.node_ids.filtered(lambda node: not node.parent_id)
             self.env["marketing.scenario.step"]._schedule_nodes([(roots, participants)])
+            if not roots:
+                participants._complete_if_done()
         return participant_ids if return_ids else len(participant_ids)
 
     # ------------------------------------------------------------------

@@ -182,7 +182,9 @@ class ResPartner(models.Model):
         )
         changes = {partner_id: (before, after) for partner_id, before, after in self.env.cr.fetchall()}
         self.invalidate_model(["engagement_score", "engagement_score_set"])
-        origin_ref_value = f"{origin_ref._name},{origin_ref.id}" if origin_ref else False
+        # A record, not its "model,id" string: the string would cost an
+        # existence query per log line.
+        origin_ref_value = origin_ref or False
         # sudo: the log is written on behalf of the caller, who already had the
         # right to change the score (a rule, a scenario, a marketing user).
         self.env["marketing.engagement.log"].sudo().create(

@@ -5,6 +5,9 @@ from . import test_event_type_views
 from . import test_list_and_system_events
 from . import test_mailing_trace_events
 from . import test_openapi_contract
+from . import test_scenario_abandoned_cart
 from . import test_scenario_actions
 from . import test_scenario_engine
+from . import test_scenario_performance
+from . import test_scenario_triggers
 from . import test_segment_api
