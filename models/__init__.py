@@ -12,4 +12,10 @@ from . import marketing_scenario
 from . import marketing_scenario_node
 from . import marketing_scenario_participant
 from . import marketing_scenario_step
+from . import marketing_system_automation
+from . import marketing_system_automation_job
+from . import marketing_system_automation_run
+from . import marketing_system_automation_run_job
+from . import marketing_system_schedule
+from . import params_filter
 from . import res_partner

@@ -755,11 +755,15 @@ class MarketingEvent(models.Model):
 
     def _event_consumers(self):
         """The steps that react to events, in order; other parts of the module extend it."""
-        return [self._dispatch_scenarios]
+        return [self._dispatch_scenarios, self._trigger_system_automations]
 
     def _dispatch_scenarios(self, events, results):
         """Scenarios: exit events, resumed waits, event and score triggers."""
         self.env["marketing.scenario"]._consume_events(events, results)
+
+    def _trigger_system_automations(self, events, results):
+        """System (S) events start the system automations listening to them."""
+        self.env["marketing.system.automation"]._trigger_for_events(events, results)
 
     def action_retry(self):
         """Send events that failed processing through the dispatcher again."""

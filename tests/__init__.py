@@ -11,3 +11,4 @@ from . import test_scenario_engine
 from . import test_scenario_performance
 from . import test_scenario_triggers
 from . import test_segment_api
+from . import test_system_automation
