@@ -17,5 +17,4 @@ from . import marketing_system_automation_job
 from . import marketing_system_automation_run
 from . import marketing_system_automation_run_job
 from . import marketing_system_schedule
-from . import params_filter
 from . import res_partner
