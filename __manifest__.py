@@ -21,8 +21,16 @@
         "views/marketing_event_type_views.xml",
         "views/marketing_event_views.xml",
         "views/marketing_event_source_views.xml",
+        "views/marketing_engagement_log_views.xml",
+        "views/marketing_engagement_rule_views.xml",
+        "views/marketing_engagement_adjust_wizard_views.xml",
+        "views/res_partner_views.xml",
+        "views/res_config_settings_views.xml",
         "views/menus.xml",
     ],
+    "assets": {
+        "web.assets_tests": ["marketing_event_automation/static/tests/tours/*.js"],
+    },
     "demo": [
         "demo/marketing_event_demo.xml",
     ],

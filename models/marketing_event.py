@@ -6,6 +6,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 
 from odoo import api, fields, models, tools
+from odoo.service.model import PG_CONCURRENCY_EXCEPTIONS_TO_RETRY
 from odoo.tools import SQL, create_index
 
 from .marketing_event_type import EVENT_KEY_MAX_LENGTH, EVENT_KEY_PATTERN, flatten_structure
@@ -570,6 +571,12 @@ class MarketingEvent(models.Model):
                 try:
                     with self.env.cr.savepoint():
                         consumer(events, results)
+                except PG_CONCURRENCY_EXCEPTIONS_TO_RETRY:
+                    # Another transaction changed the same rows (two workers
+                    # scoring one contact): nothing is wrong with the events.
+                    # Roll the whole batch back; it stays pending and is
+                    # dispatched again with a fresh snapshot.
+                    raise
                 except Exception as error:
                     _logger.warning("Processing %s events failed in %s", len(events), consumer.__name__, exc_info=True)
                     message = self.env._("%(step)s failed: %(error)s", step=consumer.__name__, error=error)
@@ -604,7 +611,11 @@ class MarketingEvent(models.Model):
 
     def _event_consumers(self):
         """The steps that react to events, in order; other parts of the module extend it."""
-        return []
+        return [self._apply_score_rules]
+
+    def _apply_score_rules(self, events, results):
+        """Score rules: change the contacts' engagement scores as the rules of these events' types say."""
+        self.env["marketing.engagement.rule"]._apply_to_events(events, results)
 
     def action_retry(self):
         """Send events that failed processing through the dispatcher again."""

@@ -1,1 +1,1 @@
-from . import marketing_event_source_key_wizard
+from . import marketing_engagement_adjust_wizard, marketing_event_source_key_wizard
