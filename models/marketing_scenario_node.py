@@ -24,7 +24,6 @@ from odoo.tools import SQL
 from odoo.tools.safe_eval import safe_eval
 
 from .params_filter import ParamsFilterError
-from .params_filter import check_params_filter
 from .params_filter import params_match
 from .params_filter import parse_params_filter
 from .res_partner import SCORE_OPERATORS
@@ -324,8 +323,7 @@ class MarketingScenarioNode(models.Model):
                 ("condition_event_filter", "condition_event_type_id"),
             ):
                 try:
-                    clauses = parse_params_filter(node[field_name])
-                    check_params_filter(clauses, node[type_field].params_structure)
+                    parse_params_filter(node[field_name], node[type_field].params_structure)
                 except ParamsFilterError as error:
                     raise ValidationError(
                         self.env._(
@@ -647,7 +645,7 @@ class MarketingScenarioNode(models.Model):
             ],
             ["partner_id", "occurred_at", "params"],
         )
-        clauses = parse_params_filter(self.condition_event_filter)
+        clauses = parse_params_filter(self.condition_event_filter, self.condition_event_type_id.params_structure)
         by_partner = defaultdict(list)
         for event in events:
             by_partner[event["partner_id"][0]].append(event)

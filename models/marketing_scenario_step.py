@@ -309,7 +309,7 @@ class MarketingScenarioStep(models.Model):
         for step in steps:
             node = step.node_id
             if node.id not in filters:
-                filters[node.id] = parse_params_filter(node.wait_event_filter)
+                filters[node.id] = parse_params_filter(node.wait_event_filter, node.wait_event_type_id.params_structure)
             for event in events_by_partner.get(step.partner_id, ()):
                 if event.occurred_at >= step.participant_id.entered_at and params_match(filters[node.id], event.params):
                     outcomes[step.id] = {
