@@ -31,13 +31,18 @@
         "views/marketing_scenario_participant_views.xml",
         "views/marketing_scenario_step_views.xml",
         "views/marketing_scenario_test_wizard_views.xml",
+        "views/marketing_engagement_log_views.xml",
+        "views/marketing_engagement_rule_views.xml",
+        "views/marketing_engagement_adjust_wizard_views.xml",
+        "views/res_partner_views.xml",
+        "views/res_config_settings_views.xml",
         "views/menus.xml",
-    ],
-    "demo": [
-        "demo/marketing_event_demo.xml",
     ],
     "assets": {
         "web.assets_tests": ["marketing_event_automation/static/tests/tours/*.js"],
     },
+    "demo": [
+        "demo/marketing_event_demo.xml",
+    ],
     "application": True,
 }

@@ -4,6 +4,7 @@ from . import mailing_mailing
 from . import mailing_subscription
 from . import mailing_trace
 from . import marketing_engagement_log
+from . import marketing_engagement_rule
 from . import marketing_event
 from . import marketing_event_category
 from . import marketing_event_source
@@ -17,4 +18,6 @@ from . import marketing_system_automation_job
 from . import marketing_system_automation_run
 from . import marketing_system_automation_run_job
 from . import marketing_system_schedule
+from . import res_company
+from . import res_config_settings
 from . import res_partner

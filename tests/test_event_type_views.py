@@ -31,7 +31,7 @@ class TestEventTypeTour(MarketingAutomationHttpCommon):
         self.start_tour(
             "/odoo/action-marketing_event_automation.action_marketing_event_type",
             "marketing_event_types_tour",
-            login="admin",
+            login="mea_manager",  # a marketing administrator, not a superuser
         )
         tour_purchase.invalidate_recordset()
         self.assertTrue(tour_purchase.use_for_segmentation, "the switch of the row saved the type")

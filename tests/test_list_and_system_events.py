@@ -74,6 +74,25 @@ class TestListSubscriptionEvents(InternalEventsMixin, MarketingAutomationCommon)
         self.assertEqual(subscribed.partner_id, self.partner)
         self.assertEqual(subscribed.params["list_name"], "Launch")
 
+    def test_emission_is_batched(self):
+        partners = self.env["res.partner"].create(
+            [{"name": f"Reader {index}", "email": f"reader{index}@example.com"} for index in range(12)]
+        )
+        contacts = self.env["mailing.contact"].create(
+            [{"name": partner.name, "email": partner.email} for partner in partners]
+        )
+        query_counts = []
+        for mailing_list, batch in ((self.offers, contacts[:2]), (self.events_list, contacts[2:])):
+            self.env.flush_all()
+            self.env.invalidate_all()
+            queries_before = self.env.cr.sql_log_count
+            mailing_list.write({"contact_ids": [(4, contact.id) for contact in batch]})
+            self.env.flush_all()
+            query_counts.append(self.env.cr.sql_log_count - queries_before)
+        self.assertEqual(len(self.events("list_subscribed").filtered(lambda event: event.partner_id in partners)), 12)
+        self.assertGreater(query_counts[0], 0)
+        self.assertEqual(query_counts[0], query_counts[1], "5 times more contacts, the same number of queries")
+
     def test_unsubscribe_link_logs_the_opt_out(self):
         self.env["mailing.contact"].create(
             {"name": "Alice", "email": "alice@example.com", "list_ids": [(4, self.newsletter.id)]}

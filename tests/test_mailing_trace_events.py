@@ -133,6 +133,17 @@ class TestEmailTraceEvents(InternalEventsMixin, MarketingAutomationCommon, MassM
         self.assertEqual(sent.partner_id, self.bob, "the stranger matches no contact and is skipped")
         self.assertEqual(sent.params["model"], "mailing.contact")
 
+    def test_traces_on_other_documents_are_about_their_partner(self):
+        mailing = self.env["mailing.mailing"].create(
+            {"subject": "Users", "mailing_model_id": self.env["ir.model"]._get("res.users").id}
+        )
+        trace = self._create_sent_traces(mailing, self.marketing_user)
+        sent = self.events("email_sent", self.marketing_user.partner_id)
+        self.assertEqual(len(sent), 1)
+        self.assertEqual(sent.params["model"], "res.users")
+        self.assertEqual(sent.params["res_id"], self.marketing_user.id)
+        self.assertEqual(sent.params["trace_id"], trace.id)
+
     def test_emission_is_batched(self):
         partners = self.env["res.partner"].create(
             [{"name": f"Reader {index}", "email": f"reader{index}@example.com"} for index in range(12)]
@@ -157,6 +168,7 @@ class TestEmailTraceEvents(InternalEventsMixin, MarketingAutomationCommon, MassM
         large_queries = self.env.cr.sql_log_count - queries_before
         self.assertEqual(len(self.events("email_opened").filtered(lambda event: event.partner_id in partners)), 12)
         self.assertEqual(len(self.events("email_clicked").filtered(lambda event: event.partner_id in partners)), 12)
+        self.assertGreater(small_queries, 0)
         self.assertEqual(large_queries, small_queries, "5 times more traces, the same number of queries")
 
 
@@ -208,3 +220,28 @@ class TestSmsTraceEvents(InternalEventsMixin, MarketingAutomationCommon, MassSMS
         self.assertEqual(len(bounced), 1)
         self.assertEqual(bounced.params["failure_type"], "sms_invalid_destination")
         self.assertEqual(bounced.idempotency_key, f"trace-{erin_trace.id}-bounced")
+
+    def test_sms_to_a_mailing_contact_is_about_the_contact_with_that_number(self):
+        mailing_contact = self.env["mailing.contact"].create({"name": "Dave on the list", "mobile": "0456 01 02 03"})
+        mailing = self.env["mailing.mailing"].create(
+            {
+                "subject": "List SMS",
+                "mailing_type": "sms",
+                "body_plaintext": "Hello",
+                "mailing_model_id": self.env["ir.model"]._get("mailing.contact").id,
+            }
+        )
+        self.env["mailing.trace"].create(
+            {
+                "trace_type": "sms",
+                "mass_mailing_id": mailing.id,
+                "model": "mailing.contact",
+                "res_id": mailing_contact.id,
+                "sms_number": "+32456010203",
+                "trace_status": "pending",
+            }
+        )
+        sent = self.events("sms_sent")
+        self.assertEqual(sent.partner_id, self.dave)
+        self.assertEqual(sent.params["model"], "mailing.contact")
+        self.assertFalse(sent.params["delivered"])

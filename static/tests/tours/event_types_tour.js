@@ -104,6 +104,24 @@ registry.category("web_tour.tours").add("marketing_event_types_tour", {
             trigger: "body:not(:has(.modal))",
         },
         {
+            content: "Open the purchase type's form",
+            trigger: `${row("tour_purchase")} td[name=name]`,
+            run: "click",
+        },
+        {
+            content: "The form shows the learned structure in its own tab",
+            trigger: ".o_form_view .o_notebook a:contains(Learned Structure)",
+            run: "click",
+        },
+        {
+            trigger: ".o_form_view .o_field_widget[name=params_structure_paths]:contains(items[].quantity: integer)",
+        },
+        {
+            content: "Back to the list",
+            trigger: ".o_breadcrumb .breadcrumb-item a:contains(Event Types)",
+            run: "click",
+        },
+        {
             content: "Open the event history of the purchase type",
             trigger: `${row("tour_purchase")} button[name=action_view_events]`,
             run: "click",
