@@ -6,7 +6,7 @@
     "author": "marketing_event_automation developers",
     "website": "https://github.com/marketing-event-automation/marketing_event_automation",
     "license": "LGPL-3",
-    "depends": ["mass_mailing", "mass_mailing_sms", "contacts", "phone_validation"],
+    "depends": ["mass_mailing", "mass_mailing_sms", "contacts", "phone_validation", "base_import"],
     "external_dependencies": {
         "python": ["jsonschema", "python-dateutil", "requests", "phonenumbers"],
     },
@@ -31,5 +31,8 @@
     "demo": [
         "demo/marketing_event_demo.xml",
     ],
+    "assets": {
+        "web.assets_tests": ["marketing_event_automation/static/tests/tours/*.js"],
+    },
     "application": True,
 }

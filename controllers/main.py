@@ -37,9 +37,11 @@ def read_json_body(max_size):
         raise ApiError(415, "unsupported_media_type", f"Content-Type: expected application/json, got {content_type}")
     # Without a Content-Length (chunked upload) werkzeug stops reading at
     # max_content_length, so no body larger than the limit is ever buffered.
+    # The body stays cached: Odoo replays the whole request after a
+    # serialization failure, and the replay must read the same body again.
     httprequest.max_content_length = max_size
     try:
-        raw = httprequest.get_data(cache=False)
+        raw = httprequest.get_data()
     except RequestEntityTooLarge as error:
         raise ApiError(413, "payload_too_large", f"body: larger than {max_size} bytes") from error
     if len(raw) > max_size:
@@ -74,33 +76,43 @@ def json_response(payload, status=200, headers=None):
     return request.make_json_response(payload, headers=list((headers or {}).items()), status=status)
 
 
-def error_response(error):
+def error_body(code, message, segment=False):
+    body = {"error": {"code": code, "message": message}}
+    # Segment's libraries read the reason of a refusal at the top level; without
+    # it they report an unknown error instead of what was wrong.
+    return dict(body, code=code, message=message) if segment else body
+
+
+def error_response(error, segment=False):
     headers = dict(error.headers)
     if error.status == 401:
-        headers.setdefault("WWW-Authenticate", 'Bearer realm="marketing_event_automation"')
-    return json_response({"error": {"code": error.code, "message": error.message}}, error.status, headers)
+        scheme = "Basic" if segment else "Bearer"
+        headers.setdefault("WWW-Authenticate", f'{scheme} realm="marketing_event_automation"')
+    return json_response(error_body(error.code, error.message, segment), error.status, headers)
 
 
-def results_response(results, success_status=202, extra=None):
-    """Answer a batch: 2xx if anything was stored, else the status of the rejections."""
+def results_response(results, success_status=202, segment=False):
+    """Answer a batch: 2xx if anything was stored, else the status of the rejections.
+
+    Segment answers also carry Segment's own ``success`` flag.
+    """
     summary = {
         "accepted": sum(result["status"] == "accepted" for result in results),
         "duplicate": sum(result["status"] == "duplicate" for result in results),
         "rejected": sum(result["status"] == "rejected" for result in results),
     }
     payload = {
-        **(extra or {}),
         **summary,
         "results": [dict(result, index=index) for index, result in enumerate(results)],
     }
+    if segment:
+        payload["success"] = bool(summary["accepted"] or summary["duplicate"] or not results)
     if summary["accepted"] or summary["duplicate"] or not results:
         return json_response(payload, success_status)
     if all(result.get("code") == "not_allowed" for result in results):
-        return json_response(dict(payload, error={"code": "forbidden", "message": results[0]["reason"]}), 403)
-    return json_response(
-        dict(payload, error={"code": "rejected", "message": "; ".join(result["reason"] for result in results[:5])}),
-        400,
-    )
+        return json_response(payload | error_body("forbidden", results[0]["reason"], segment), 403)
+    reasons = "; ".join(result["reason"] for result in results[:5])
+    return json_response(payload | error_body("rejected", reasons, segment), 400)
 
 
 def bearer_key():
@@ -165,12 +177,13 @@ class MarketingEventApi(http.Controller):
                 if not isinstance(messages, list) or not messages:
                     raise ApiError(400, "invalid_body", "batch: must be a non-empty array of messages")
             else:
-                messages = [dict(body, type=body.get("type") or call)]
+                # The path says which call it is, as on Segment's own API.
+                messages = [dict(body, type=call)]
             Event = request.env["marketing.event"].sudo().with_company(source.company_id)
             results = Event._ingest_segment(source, messages, body.get("context"))
         except ApiError as error:
-            return error_response(error)
-        return results_response(results, success_status=200, extra={"success": True})
+            return error_response(error, segment=True)
+        return results_response(results, success_status=200, segment=True)
 
     @staticmethod
     def _segment_write_key(body):

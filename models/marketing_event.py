@@ -10,7 +10,6 @@ from datetime import timezone
 from odoo import api
 from odoo import fields
 from odoo import models
-from odoo import tools
 from odoo.tools import SQL
 from odoo.tools import create_index
 
@@ -24,6 +23,7 @@ IDEMPOTENCY_KEY_MAX_LENGTH = 200
 MAX_PARAMS_DEPTH = 20
 SEGMENT_MAX_MESSAGE_SIZE = 32 * 1024
 DISPATCH_BATCH_SIZE = 1000
+PARAMS_SUMMARY_LENGTH = 160
 # A client clock may run a little ahead; an event dated further in the future
 # or before this floor is a bug on the sender's side.
 MAX_CLOCK_SKEW = timedelta(hours=24)
@@ -53,6 +53,15 @@ def segment_event_key(name):
     return re.sub(r"[^a-z0-9_.\-]+", "_", name.strip().lower()).strip("_")[:EVENT_KEY_MAX_LENGTH]
 
 
+def is_encodable(text):
+    """JSON may escape lone surrogates ("\\ud800") that no UTF-8 text, hence no database, can hold."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_json_value(value, path, depth=0):
     """Refuse what PostgreSQL's jsonb cannot hold or what would only do harm."""
     if depth > MAX_PARAMS_DEPTH:
@@ -60,17 +69,27 @@ def check_json_value(value, path, depth=0):
     if isinstance(value, str):
         if "\x00" in value:
             raise EventRejected(f"{path}: contains a NUL character")
+        if not is_encodable(value):
+            raise EventRejected(f"{path}: contains an unpaired UTF-16 surrogate (\\ud800-\\udfff)")
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise EventRejected(f"{path}: is not a finite number")
     elif isinstance(value, dict):
         for name, item in value.items():
-            if "\x00" in name:
-                raise EventRejected(f"{path}: a key contains a NUL character")
+            if "\x00" in name or not is_encodable(name):
+                raise EventRejected(f"{path}: a key contains a NUL character or an unpaired surrogate")
             check_json_value(item, f"{path}.{name}", depth + 1)
     elif isinstance(value, list):
         for position, item in enumerate(value):
             check_json_value(item, f"{path}[{position}]", depth + 1)
+
+
+def relabel(reason, labels):
+    """Name the field of a rejection as the sender wrote it: 'params.total: ...' -> 'properties.total: ...'."""
+    for native, own in sorted((labels or {}).items(), key=lambda item: -len(item[0])):
+        if reason.startswith(native) and reason[len(native) : len(native) + 1] in ("", ".", "[", ":"):
+            return own + reason[len(native) :]
+    return reason
 
 
 def parse_timestamp(value, field_name="timestamp"):
@@ -94,7 +113,39 @@ def parse_timestamp(value, field_name="timestamp"):
         raise EventRejected(f"{field_name}: before {OLDEST_TIMESTAMP.date().isoformat()}")
     if moment > datetime.utcnow() + MAX_CLOCK_SKEW:
         raise EventRejected(f"{field_name}: more than 24 hours in the future")
-    return moment
+    # Odoo datetimes have whole seconds; Segment's libraries send milliseconds.
+    return moment.replace(microsecond=0)
+
+
+def params_leaves(value, path=""):
+    """Yield ``(path, text)`` for every scalar of decoded params: ``items[0].sku``, ``A``."""
+    if isinstance(value, dict):
+        if not value and path:
+            yield path, "{}"
+        for name in sorted(value):
+            yield from params_leaves(value[name], f"{path}.{name}" if path else str(name))
+    elif isinstance(value, list):
+        if not value:
+            yield path, "[]"
+        for position, item in enumerate(value):
+            yield from params_leaves(item, f"{path}[{position}]")
+    else:
+        yield path, json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+
+
+def params_summary(params):
+    """One line for lists: ``total: 59.9 · items: [{"sku":"SHOE-1"}]``, cut at PARAMS_SUMMARY_LENGTH."""
+    parts = []
+    for name in sorted(params):
+        value = params[name]
+        text = (
+            value
+            if isinstance(value, str)
+            else json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        )
+        parts.append(f"{name}: {text}")
+    summary = " · ".join(parts)
+    return summary if len(summary) <= PARAMS_SUMMARY_LENGTH else summary[: PARAMS_SUMMARY_LENGTH - 1] + "…"
 
 
 class MarketingEvent(models.Model):
@@ -121,7 +172,9 @@ class MarketingEvent(models.Model):
         readonly=True, help="The sender's event id: a retried event with the same id is stored once."
     )
     params = fields.Json(string="Parameters", readonly=True)
-    params_display = fields.Text(string="Parameters (readable)", compute="_compute_params_display")
+    params_display = fields.Text(string="Parameters (JSON)", compute="_compute_params_display")
+    params_summary = fields.Char(string="Parameters", compute="_compute_params_display")
+    params_readable = fields.Text(string="Parameter Values", compute="_compute_params_display")
     occurred_at = fields.Datetime(readonly=True, required=True, default=fields.Datetime.now)
     received_at = fields.Datetime(readonly=True, required=True, default=fields.Datetime.now)
     processed_at = fields.Datetime(readonly=True)
@@ -153,7 +206,10 @@ class MarketingEvent(models.Model):
     @api.depends("params")
     def _compute_params_display(self):
         for event in self:
-            event.params_display = json.dumps(event.params or {}, indent=2, ensure_ascii=False, sort_keys=True)
+            params = event.params or {}
+            event.params_display = json.dumps(params, indent=2, ensure_ascii=False, sort_keys=True)
+            event.params_summary = params_summary(params)
+            event.params_readable = "\n".join(f"{path}: {value}" for path, value in params_leaves(params))
 
     @api.depends("processing_result", "state", "error_message")
     def _compute_processing_summary(self):
@@ -241,9 +297,10 @@ class MarketingEvent(models.Model):
                     raise EventRejected(f"event: the type {event['key']!r} is inactive")
                 errors = event_type._params_errors(event["params"])
                 if errors:
-                    rejected_rows.append((event_type, event, "; ".join(errors)))
+                    reason = "; ".join(relabel(error, event.get("labels")) for error in errors)
+                    rejected_rows.append((event_type, event, reason))
                     rejected_positions.append(position)
-                    results[position] = {"status": "rejected", "reason": "; ".join(errors), "code": "invalid_params"}
+                    results[position] = {"status": "rejected", "reason": reason, "code": "invalid_params"}
                     continue
             except EventRejected as rejection:
                 results[position] = {"status": "rejected", "reason": rejection.reason, "code": rejection.code}
@@ -261,7 +318,8 @@ class MarketingEvent(models.Model):
             if event_type.scope == "contact":
                 partner_id = next(partner_iterator)
                 if isinstance(partner_id, EventRejected):
-                    results[position] = {"status": "rejected", "reason": partner_id.reason, "code": partner_id.code}
+                    reason = relabel(partner_id.reason, event.get("labels"))
+                    results[position] = {"status": "rejected", "reason": reason, "code": partner_id.code}
                     continue
             rows.append((event_type, event, partner_id))
             row_positions.append(position)
@@ -281,11 +339,12 @@ class MarketingEvent(models.Model):
                 for event_type, event, partner_id in rows
             ]
         )
-        for position, event_id in zip(row_positions, stored):
+        for position, event_id, (_event_type, event, _partner_id) in zip(row_positions, stored, rows):
             if event_id:
                 results[position] = {"status": "accepted", "id": event_id}
             else:
-                results[position] = {"status": "duplicate", "reason": "event_id: already received"}
+                field_name = relabel("event_id", event.get("labels"))
+                results[position] = {"status": "duplicate", "reason": f"{field_name}: already received"}
         if rejected_rows:
             rejected_ids = self._insert_events(
                 [
@@ -310,63 +369,94 @@ class MarketingEvent(models.Model):
 
     @api.model
     def _normalize_segment_message(self, message):
-        """Map one Segment message (track, identify, page, screen) onto a native event."""
+        """Map one Segment message (track, identify, page, screen) onto a native event.
+
+        Rejections name the fields as Segment wrote them (``properties.total``,
+        ``messageId``), not as the native API does.
+        """
         if not isinstance(message, dict):
             raise EventRejected("message: must be a JSON object")
-        if len(json.dumps(message)) > SEGMENT_MAX_MESSAGE_SIZE:
-            raise EventRejected("message: larger than 32 KB")
+        # Measured as Segment's libraries measure it, so that whatever they let
+        # through is accepted here too.
+        size = len(json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode(errors="surrogatepass"))
+        if size > SEGMENT_MAX_MESSAGE_SIZE:
+            raise EventRejected(f"message: larger than 32 KB ({size} bytes)", code="too_large")
         call = message.get("type")
-        context = message.get("context") if isinstance(message.get("context"), dict) else {}
+        context = message.get("context")
+        if context is not None and not isinstance(context, dict):
+            raise EventRejected("context: must be a JSON object")
+        context = context or {}
+        traits_label = "context.traits"
         if call == "track":
             name = message.get("event")
             if not isinstance(name, str) or not name.strip():
                 raise EventRejected("event: required for a track call, the event name as a string")
+            check_json_value(name, "event")
             params = message.get("properties")
-            if params is None:
-                params = {}
-            if not isinstance(params, dict):
-                raise EventRejected("properties: must be a JSON object")
+            params_label = "properties"
             traits = context.get("traits")
         elif call in ("page", "screen"):
             name = "Page Viewed" if call == "page" else "Screen Viewed"
-            properties = message.get("properties") or {}
-            if not isinstance(properties, dict):
-                raise EventRejected("properties: must be a JSON object")
-            params = dict(properties)
-            for field_name in ("name", "category"):
-                if isinstance(message.get(field_name), str):
-                    params.setdefault(field_name, message[field_name])
+            params = message.get("properties")
+            params_label = "properties"
+            if isinstance(params, dict):
+                params = dict(params)
+                for field_name in ("name", "category"):
+                    if isinstance(message.get(field_name), str):
+                        params.setdefault(field_name, message[field_name])
             traits = context.get("traits")
         elif call == "identify":
             name = "Identify"
-            traits = message.get("traits") or context.get("traits") or {}
-            if not isinstance(traits, dict):
-                raise EventRejected("traits: must be a JSON object")
-            params = traits
+            traits = message.get("traits")
+            traits_label = "traits"
+            if traits is None:
+                traits, traits_label = context.get("traits"), "context.traits"
+            params, params_label = traits, traits_label
+        elif call is None:
+            raise EventRejected("type: required, one of track, identify, page, screen")
         else:
             raise EventRejected(f"type: {call!r} messages are not supported (use track, identify, page or screen)")
+        if traits is not None and not isinstance(traits, dict):
+            raise EventRejected(f"{traits_label}: must be a JSON object")
+        traits = traits or {}
         key = segment_event_key(name)
         if not key:
             raise EventRejected("event: needs at least one Latin letter or digit")
-        traits = traits if isinstance(traits, dict) else {}
         contact = {"external_id": message.get("userId")}
-        for field_name, trait_names in (("email", ("email",)), ("phone", ("phone",)), ("name", ("name",))):
-            for trait_name in trait_names:
-                if isinstance(traits.get(trait_name), str):
-                    contact[field_name] = traits[trait_name]
+        for field_name in ("email", "phone", "name"):
+            if traits.get(field_name) not in (None, ""):
+                contact[field_name] = traits[field_name]
         if "name" not in contact and (traits.get("firstName") or traits.get("lastName")):
             contact["name"] = " ".join(
-                str(traits[part]) for part in ("firstName", "lastName") if isinstance(traits.get(part), str)
+                traits[part].strip() for part in ("firstName", "lastName") if isinstance(traits.get(part), str)
             )
-        return self._normalize_native_event(
-            {
-                "event": key,
-                "event_id": message.get("messageId"),
-                "timestamp": message.get("timestamp") or message.get("originalTimestamp"),
-                "contact": {name: value for name, value in contact.items() if value is not None},
-                "params": params,
-            }
-        ) | {"name": name.strip()[:EVENT_KEY_MAX_LENGTH], "segment_call": call}
+        if not any(contact.get(field_name) not in (None, "") for field_name in ("external_id", "email", "phone")):
+            raise EventRejected(
+                f"userId: required to find the contact: an anonymousId alone is not enough, "
+                f"send userId or {traits_label}.email or {traits_label}.phone",
+                code="unknown_contact",
+            )
+        labels = {
+            "event_id": "messageId",
+            "params": params_label,
+            "contact.external_id": "userId",
+            "contact.email": f"{traits_label}.email",
+            "contact.phone": f"{traits_label}.phone",
+            "contact.name": f"{traits_label}.name",
+        }
+        try:
+            event = self._normalize_native_event(
+                {
+                    "event": key,
+                    "event_id": message.get("messageId"),
+                    "timestamp": message.get("timestamp") or message.get("originalTimestamp"),
+                    "contact": {name: value for name, value in contact.items() if value is not None},
+                    "params": params,
+                }
+            )
+        except EventRejected as rejection:
+            raise EventRejected(relabel(rejection.reason, labels), rejection.code) from rejection
+        return event | {"name": name.strip()[:EVENT_KEY_MAX_LENGTH], "segment_call": call, "labels": labels}
 
     @api.model
     def _ingest_segment(self, source, messages, batch_context=None):
@@ -374,42 +464,47 @@ class MarketingEvent(models.Model):
         normalized = {}
 
         def normalizer(message):
+            original = message
             if isinstance(message, dict) and isinstance(batch_context, dict) and not message.get("context"):
                 message = dict(message, context=batch_context)
-            normalized[id(message)] = event = self._normalize_segment_message(message)
+            normalized[id(original)] = event = self._normalize_segment_message(message)
             return event
 
         results = self._ingest(source, messages, normalizer=normalizer)
-        identified = self.browse(
-            [
-                result["id"]
-                for result, message in zip(results, messages)
-                if result["status"] == "accepted" and isinstance(message, dict) and message.get("type") == "identify"
-            ]
-        )
-        identified._update_contacts_from_traits()
+        identified = {
+            result["id"]: normalized[id(message)]["contact"]
+            for result, message in zip(results, messages)
+            if result["status"] == "accepted" and normalized.get(id(message), {}).get("segment_call") == "identify"
+        }
+        self.browse(list(identified))._update_contacts_from_traits(identified)
         return results
 
-    def _update_contacts_from_traits(self):
-        """Write the name, email and phone an identify call gave to its contact."""
+    def _update_contacts_from_traits(self, contacts_by_event_id):
+        """Write the name, email, phone and external id an identify call gave to its contact.
+
+        Contacts are written one by one because each gets its own values and
+        the ORM keeps the normalized email and sanitized phone in step; only
+        contacts that really change are written.
+        """
+        Partner = self.env["res.partner"]
         for event in self.filtered("partner_id"):
-            traits = event.params or {}
+            contact = contacts_by_event_id.get(event.id) or {}
+            partner = event.partner_id
             values = {}
-            name = traits.get("name") or " ".join(
-                str(traits[part]) for part in ("firstName", "lastName") if isinstance(traits.get(part), str)
-            )
-            if isinstance(name, str) and name.strip() and name.strip() != event.partner_id.name:
-                values["name"] = name.strip()[:256]
-            email = tools.email_normalize(traits.get("email")) if isinstance(traits.get("email"), str) else None
-            if email and email != event.partner_id.email_normalized:
+            name = contact.get("name")
+            if name and name != partner.name:
+                values["name"] = name
+            email = contact.get("email")
+            if email and email != partner.email_normalized:
                 values["email"] = email
-            phone = traits.get("phone")
-            if isinstance(phone, str):
-                phone = self.env["res.partner"]._marketing_phone_e164(phone, event.company_id.country_id)
-                if phone and phone != event.partner_id.phone_sanitized:
+            if contact.get("phone"):
+                phone = Partner._marketing_phone_e164(contact["phone"], event.company_id.country_id)
+                if phone and phone != partner.phone_sanitized:
                     values["phone"] = phone
+            if contact.get("external_id") and not partner.marketing_external_id:
+                values["marketing_external_id"] = contact["external_id"]
             if values:
-                event.partner_id.write(values)
+                partner.write(values)
 
     @api.model
     def _resolve_event_types(self, source, names_by_key):
@@ -417,12 +512,21 @@ class MarketingEvent(models.Model):
         EventType = self.env["marketing.event.type"]
         types_by_key = EventType._get_by_keys(names_by_key, source.company_id)
         unknown = sorted(names_by_key.keys() - types_by_key.keys())
-        if unknown and source.unknown_type_policy == "register":
+        if not unknown:
+            return types_by_key
+        if not source.allow_all_types:
+            # A type registered now could not be among the source's allowed
+            # types: refuse it without leaving a new type behind.
+            for key in unknown:
+                types_by_key[key] = EventRejected(
+                    f"event: the type {key!r} is not allowed for this source", code="not_allowed"
+                )
+        elif source.unknown_type_policy == "register":
             registered = EventType._register_unknown_keys(
                 {key: names_by_key[key] for key in unknown}, source.company_id
             )
             types_by_key.update({event_type.key: event_type for event_type in registered})
-        elif unknown:
+        else:
             for key in unknown:
                 types_by_key[key] = EventRejected(f"event: unknown event type {key!r}", code="unknown_type")
         return types_by_key
@@ -530,6 +634,45 @@ class MarketingEvent(models.Model):
                 }
                 for event in events
             ]
+        )
+
+    @api.model
+    def _emit_contacts_imported(self, records, mailing_lists=None):
+        """Log one system event for a batch of imported contacts or mailing contacts.
+
+        ``records`` are the batch's records, created or updated (an import
+        updates the rows it matches by external id); the records created in
+        this transaction count as created. ``mailing_lists`` defaults to the
+        lists the imported mailing contacts belong to.
+        """
+        if not records:
+            return []
+        now = self.env.cr.now()
+        # sudo: counting and naming what the importing user just wrote.
+        records = records.sudo()
+        created = records.filtered(lambda record: record.create_date == now)
+        if mailing_lists is None:
+            mailing_lists = records.list_ids if "list_ids" in records._fields else self.env["mailing.list"]
+        mailing_lists = mailing_lists.sudo()
+        return self._emit(
+            "contacts_imported",
+            [
+                {
+                    "partner_id": None,
+                    "company_id": self.env.company.id,
+                    "params": {
+                        "model": records._name,
+                        "count": len(created),
+                        "updated": len(records) - len(created),
+                        "record_ids": created.ids,
+                        "list_id": mailing_lists.id if len(mailing_lists) == 1 else None,
+                        "list_name": mailing_lists.name if len(mailing_lists) == 1 else None,
+                        "list_ids": mailing_lists.ids,
+                        "list_names": mailing_lists.mapped("name"),
+                        "user_id": self.env.uid,
+                    },
+                }
+            ],
         )
 
     # ------------------------------------------------------------------

@@ -125,7 +125,7 @@ class MarketingEventSource(models.Model):
     @api.model
     def _authenticate(self, write_key):
         """Return the active source owning ``write_key``, or an empty recordset."""
-        if not write_key or not isinstance(write_key, str) or len(write_key) > 200:
+        if not write_key or not isinstance(write_key, str) or len(write_key) > 200 or not write_key.isascii():
             return self.browse()
         prefix, _sep, rest = write_key.partition("_")
         key_id, _sep, secret = rest.partition("_")

@@ -121,6 +121,15 @@ class ResPartner(models.Model):
         )
         return partners
 
+    @api.model
+    def load(self, fields, data):
+        result = super().load(fields, data)
+        # base_import loads each batch of a file with import_file set: one
+        # contacts_imported event per batch, next to each contact's contact_created.
+        if self.env.context.get("import_file") and result.get("ids"):
+            self.env["marketing.event"]._emit_contacts_imported(self.browse(result["ids"]))
+        return result
+
     @api.depends_context("marketing_event_params")
     def _compute_marketing_event_params(self):
         # The scenario engine renders a batch of messages with the params of
@@ -334,3 +343,29 @@ class ResPartner(models.Model):
             "marketing_external_id": contact.get("external_id"),
             "company_id": company.id,
         }
+
+    # ------------------------------------------------------------------
+    # Contact lookup for internal events
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _marketing_partner_ids_by(self, field_name, values):
+        """Map each value of ``field_name`` (email_normalized, phone_sanitized) to a contact id.
+
+        One query for the whole batch. Several contacts may share an address:
+        the oldest one wins, as in the API's contact resolution.
+        """
+        values = list({value for value in values if value})
+        if not values:
+            return {}
+        # sudo: internal events are logged whatever the triggering user may
+        # read (a portal visitor opening a mail); only ids leave this method.
+        found = {}
+        partners = (
+            self.sudo()
+            .with_context(active_test=False)
+            .search_read([(field_name, "in", values)], [field_name], order="id")
+        )
+        for record in partners:
+            found.setdefault(record[field_name], record["id"])
+        return found

@@ -1,4 +1,6 @@
 #!/usr/bin/env python3
+# pylint: disable=print-used
+# (a command-line tool: its output is for the person who runs it)
 """The README's two commands: ``run`` (demo server) and ``test`` (full test run).
 
 Both work from any clone folder name: the addon is exposed to Odoo as
@@ -106,6 +108,13 @@ def free_port():
 
 
 def odoo_command(*args):
+    """Odoo's own launcher when the installation has one: multi-worker mode re-executes
+    ``sys.argv[0]`` to start its gevent worker, which a ``python -c`` launch cannot do."""
+    import odoo  # noqa: PLC0415
+
+    launcher = Path(odoo.__file__).resolve().parent.parent / "odoo-bin"
+    if launcher.is_file():
+        return [sys.executable, str(launcher), *args]
     return [sys.executable, "-c", "import odoo.cli; odoo.cli.main()", *args]
 
 

@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+# pylint: disable=print-used
+"""Ingestion benchmark: the native batch API against PostgreSQL's own insert speed.
+
+    python3 tools/bench_ingest.py [--events 50000] [--batch 500] [--runs 3] [--clients 4]
+
+It creates a benchmark database with the module (no demo data), starts Odoo with
+``--workers=2`` (crons off, so only ingestion is measured), posts N events in
+batches to ``/automation/v1/events`` from several client threads, with a mix of
+cart_abandoned / purchase / signup events and one third unknown contacts. In the
+same run it measures the *limit*: the same rows inserted straight into the
+``marketing_event`` table with ``psycopg2.extras.execute_values`` (batches of the
+same size, commit per batch). It prints events/s, p50/p95 request latency, and
+ingestion/limit, per run and as medians. The database is dropped at the end
+unless ``--keep-db`` is given.
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extras
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tools.dev import MODULE
+from tools.dev import addons_path_option
+from tools.dev import drop_database
+from tools.dev import free_port
+from tools.dev import odoo_command
+
+SETUP_SCRIPT = """
+from odoo import api, SUPERUSER_ID
+from odoo.modules.registry import Registry
+from odoo.tools import config
+config.parse_config(["-d", {db!r}, {addons!r}])
+registry = Registry({db!r})
+with registry.cursor() as cr:
+    env = api.Environment(cr, SUPERUSER_ID, {{"tracking_disable": True}})
+    env.company.country_id = env.ref("base.be")
+    source = env["marketing.event.source"].create({{"name": "Benchmark shop"}})
+    key = source._generate_write_key()
+    env["marketing.event.type"].create([
+        {{"name": "Cart abandoned", "key": "cart_abandoned"}},
+        {{"name": "Purchase", "key": "purchase"}},
+        {{"name": "Signup", "key": "signup"}},
+    ])
+    env["res.partner"].with_context(marketing_event_mute=True).create([
+        {{"name": f"Known {{i}}", "email": f"known{{i}}@bench.example"}} for i in range({known})
+    ])
+    cr.commit()
+    print("WRITE_KEY=" + key + " SOURCE_ID=" + str(source.id))
+"""
+
+
+def make_events(count, known, run_tag):
+    kinds = ("cart_abandoned", "purchase", "signup")
+    events = []
+    for index in range(count):
+        kind = kinds[index % 3]
+        if index % 3 == 2:
+            contact = {"email": f"new-{run_tag}-{index}@bench.example", "name": f"New {index}"}
+        else:
+            contact = {"email": f"known{index % known}@bench.example"}
+        params = {"total": round(10 + index % 90 * 1.5, 2), "currency": "EUR"}
+        if kind == "cart_abandoned":
+            params["items"] = [{"sku": f"SKU-{index % 40}", "quantity": 1 + index % 3, "price": 9.9}]
+        events.append(
+            {
+                "event": kind,
+                "event_id": f"{run_tag}-{index}",
+                "timestamp": "2026-11-24T10:00:00Z",
+                "contact": contact,
+                "params": params,
+            }
+        )
+    return events
+
+
+def post_batches(base_url, write_key, events, batch_size, clients):
+    batches = [events[i : i + batch_size] for i in range(0, len(events), batch_size)]
+    latencies, accepted = [], []
+    lock = threading.Lock()
+    local = threading.local()
+
+    def send(batch):
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        started = time.perf_counter()
+        response = session.post(
+            f"{base_url}/automation/v1/events",
+            data=json.dumps({"events": batch}),
+            headers={"Authorization": f"Bearer {write_key}", "Content-Type": "application/json"},
+            timeout=120,
+        )
+        elapsed = time.perf_counter() - started
+        if response.status_code != 202:
+            raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
+        with lock:
+            latencies.append(elapsed)
+            accepted.append(response.json()["accepted"])
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        list(pool.map(send, batches))
+    wall = time.perf_counter() - started
+    return sum(accepted), wall, latencies
+
+
+def direct_insert(db_name, source_id, type_ids, events, *, batch_size, run_tag):
+    """The limit: the same rows straight into the table, as fast as psycopg2 goes."""
+    connection = psycopg2.connect(dbname=db_name)
+    cursor = connection.cursor()
+    cursor.execute("SELECT email_normalized, id FROM res_partner WHERE email_normalized IS NOT NULL")
+    partner_by_email = dict(cursor.fetchall())
+    fallback_partner = next(iter(partner_by_email.values()))
+    rows = [
+        (
+            type_ids[event["event"]],
+            event["event"],
+            partner_by_email.get(event["contact"]["email"], fallback_partner),
+            source_id,
+            f"direct-{run_tag}-{event['event_id']}",
+            json.dumps(event["params"]),
+        )
+        for event in events
+    ]
+    started = time.perf_counter()
+    for offset in range(0, len(rows), batch_size):
+        psycopg2.extras.execute_values(
+            cursor,
+            """
+            INSERT INTO marketing_event (
+                type_id, event_key, partner_id, source_id, idempotency_key, params,
+                occurred_at, received_at, state, create_uid, create_date, write_uid, write_date
+            )
+            VALUES %s
+            ON CONFLICT DO NOTHING
+            """,
+            rows[offset : offset + batch_size],
+            template="(%s, %s, %s, %s, %s, %s::jsonb, now() at time zone 'utc', now() at time zone 'utc', "
+            "'pending', 1, now() at time zone 'utc', 1, now() at time zone 'utc')",
+            page_size=batch_size,
+        )
+        connection.commit()
+    wall = time.perf_counter() - started
+    connection.close()
+    return len(rows) / wall
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=50000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients")
+    parser.add_argument("--known", type=int, default=10000, help="contacts that exist before the run")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--keep-db", action="store_true")
+    options = parser.parse_args()
+
+    db_name = f"mea_bench_{uuid.uuid4().hex[:8]}"
+    addons = addons_path_option()
+    port = free_port()
+    print(f"Preparing benchmark database {db_name} ...", flush=True)
+    subprocess.run(
+        odoo_command(
+            "-d", db_name, addons, "-i", MODULE, "--without-demo=all", "--stop-after-init", "--log-level=warn"
+        ),
+        check=True,
+    )
+    setup = subprocess.run(
+        [sys.executable, "-c", SETUP_SCRIPT.format(db=db_name, addons=addons, known=options.known)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    line = next(line for line in setup.stdout.splitlines() if line.startswith("WRITE_KEY="))
+    write_key = line.split()[0].split("=", 1)[1]
+    source_id = int(line.split()[1].split("=", 1)[1])
+    connection = psycopg2.connect(dbname=db_name)
+    cursor = connection.cursor()
+    cursor.execute("SELECT key, id FROM marketing_event_type WHERE key IN ('cart_abandoned', 'purchase', 'signup')")
+    type_ids = dict(cursor.fetchall())
+    connection.close()
+
+    server = subprocess.Popen(
+        odoo_command(
+            "-d",
+            db_name,
+            addons,
+            f"--http-port={port}",
+            f"--workers={options.workers}",
+            "--max-cron-threads=0",
+            "--log-level=warn",
+            f"--db-filter=^{db_name}$",
+            "--limit-time-real=600",
+            "--limit-time-cpu=600",
+        ),
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        for _attempt in range(120):
+            try:
+                if requests.get(f"{base_url}/web/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(1)
+        else:
+            raise RuntimeError("Odoo did not start")
+        # Warm up the workers (registry load, routing map) outside the measure.
+        post_batches(base_url, write_key, make_events(options.batch * 4, options.known, "warmup"), options.batch, 4)
+
+        rows = []
+        for run in range(1, options.runs + 1):
+            tag = f"r{run}-{uuid.uuid4().hex[:6]}"
+            events = make_events(options.events, options.known, tag)
+            accepted, wall, latencies = post_batches(base_url, write_key, events, options.batch, options.clients)
+            api_rate = accepted / wall
+            limit_rate = direct_insert(db_name, source_id, type_ids, events, batch_size=options.batch, run_tag=tag)
+            row = {
+                "run": run,
+                "accepted": accepted,
+                "api_events_per_s": api_rate,
+                "p50_ms": percentile(latencies, 0.50) * 1000,
+                "p95_ms": percentile(latencies, 0.95) * 1000,
+                "limit_rows_per_s": limit_rate,
+                "ratio": api_rate / limit_rate,
+            }
+            rows.append(row)
+            print(
+                f"run {run}: {accepted} accepted in {wall:.1f}s = {api_rate:,.0f} events/s "
+                f"(p50 {row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms per {options.batch}-event request); "
+                f"direct insert {limit_rate:,.0f} rows/s; ingestion/limit = {row['ratio']:.1%}",
+                flush=True,
+            )
+        print()
+        print(
+            f"MEDIANS over {len(rows)} runs of {options.events} events, batches of {options.batch}, "
+            f"{options.clients} clients, {options.workers} workers:"
+        )
+        for key, label in (
+            ("api_events_per_s", "native batch API, events/s"),
+            ("p50_ms", "request latency p50, ms"),
+            ("p95_ms", "request latency p95, ms"),
+            ("limit_rows_per_s", "direct execute_values insert (limit), rows/s"),
+            ("ratio", "ingestion / limit"),
+        ):
+            value = statistics.median(row[key] for row in rows)
+            print(f"  {label:48s} {value:>12.3f}" if key == "ratio" else f"  {label:48s} {value:>12,.0f}")
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        if not options.keep_db:
+            drop_database(db_name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
