@@ -213,9 +213,13 @@ class TestScenarioEngine(ScenarioCommon):
         scenario = self.create_scenario(trigger_event_type_id=False)
         self.add_node(scenario, "tag_add")
         self.add_node(scenario, "score")
+        other_branch_email = self.add_node(scenario, "email")
+        self.add_node(scenario, "condition", condition_type="email", condition_node_id=other_branch_email.id)
         with self.assertRaises(UserError) as caught:
             scenario.action_start()
         message = str(caught.exception)
+        self.assertIn("the message node must come before this condition", message)
+        self.assertIn("the mailing needs a subject and a body", message)
         self.assertIn("choose the event type", message)
         self.assertIn("choose the tags", message)
         self.assertIn("give the points", message)
