@@ -37,7 +37,8 @@ with registry.cursor() as cr:
     env = api.Environment(cr, SUPERUSER_ID, {{"tracking_disable": True}})
     cr.execute(
         "INSERT INTO res_partner (name, email, email_normalized, ref, active, type, is_company,"
-        " create_date, write_date) SELECT 'Bench ' || g, 'bench' || g || '@bench.example', 'bench' || g || '@bench.example', %s, TRUE,"
+        " create_date, write_date)"
+        " SELECT 'Bench ' || g, 'bench' || g || '@bench.example', 'bench' || g || '@bench.example', %s, TRUE,"
         " 'contact', FALSE, now(), now() FROM generate_series(1, %s) g",
         [tag, {contacts}],
     )
