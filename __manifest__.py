@@ -18,6 +18,11 @@
         "data/marketing_event_type_data.xml",
         "data/ir_cron_data.xml",
         "views/marketing_event_category_views.xml",
+        "views/marketing_system_schedule_views.xml",
+        "views/marketing_system_automation_job_views.xml",
+        "views/marketing_system_automation_run_job_views.xml",
+        "views/marketing_system_automation_run_views.xml",
+        "views/marketing_system_automation_views.xml",
         "views/marketing_event_type_views.xml",
         "views/marketing_event_views.xml",
         "views/marketing_event_source_views.xml",
@@ -26,13 +31,18 @@
         "views/marketing_scenario_participant_views.xml",
         "views/marketing_scenario_step_views.xml",
         "views/marketing_scenario_test_wizard_views.xml",
+        "views/marketing_engagement_log_views.xml",
+        "views/marketing_engagement_rule_views.xml",
+        "views/marketing_engagement_adjust_wizard_views.xml",
+        "views/res_partner_views.xml",
+        "views/res_config_settings_views.xml",
         "views/menus.xml",
-    ],
-    "demo": [
-        "demo/marketing_event_demo.xml",
     ],
     "assets": {
         "web.assets_tests": ["marketing_event_automation/static/tests/tours/*.js"],
     },
+    "demo": [
+        "demo/marketing_event_demo.xml",
+    ],
     "application": True,
 }

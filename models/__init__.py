@@ -4,6 +4,7 @@ from . import mailing_mailing
 from . import mailing_subscription
 from . import mailing_trace
 from . import marketing_engagement_log
+from . import marketing_engagement_rule
 from . import marketing_event
 from . import marketing_event_category
 from . import marketing_event_source
@@ -12,4 +13,11 @@ from . import marketing_scenario
 from . import marketing_scenario_node
 from . import marketing_scenario_participant
 from . import marketing_scenario_step
+from . import marketing_system_automation
+from . import marketing_system_automation_job
+from . import marketing_system_automation_run
+from . import marketing_system_automation_run_job
+from . import marketing_system_schedule
+from . import res_company
+from . import res_config_settings
 from . import res_partner

@@ -13,7 +13,7 @@ SCORE_ORIGINS = [
 class MarketingEngagementLog(models.Model):
     _name = "marketing.engagement.log"
     _description = "Engagement Score Change"
-    _order = "create_date desc, id desc"
+    _order = "changed_at desc, id desc"
     _rec_name = "reason"
 
     partner_id = fields.Many2one("res.partner", string="Contact", required=True, ondelete="cascade", index=True)
@@ -28,6 +28,10 @@ class MarketingEngagementLog(models.Model):
         help="The rule, scenario node or event behind the change.",
     )
     company_id = fields.Many2one(related="partner_id.company_id", store=True, index=True)
+    # When the change happened, in application time: score windows ("at most
+    # once every N days", decay) are measured on it. create_date is the
+    # database transaction's start, which a long batch or a test clock skews.
+    changed_at = fields.Datetime(string="When", required=True, readonly=True, default=fields.Datetime.now, index=True)
 
     def _selection_origin_ref(self):
         return [

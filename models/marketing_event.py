@@ -10,6 +10,7 @@ from datetime import timezone
 from odoo import api
 from odoo import fields
 from odoo import models
+from odoo.service.model import PG_CONCURRENCY_EXCEPTIONS_TO_RETRY
 from odoo.tools import SQL
 from odoo.tools import create_index
 
@@ -721,6 +722,12 @@ class MarketingEvent(models.Model):
                 try:
                     with self.env.cr.savepoint():
                         consumer(events, results)
+                except PG_CONCURRENCY_EXCEPTIONS_TO_RETRY:
+                    # Another transaction changed the same rows (two workers
+                    # scoring one contact): nothing is wrong with the events.
+                    # Roll the whole batch back; it stays pending and is
+                    # dispatched again with a fresh snapshot.
+                    raise
                 except Exception as error:
                     _logger.warning("Processing %s events failed in %s", len(events), consumer.__name__, exc_info=True)
                     message = self.env._("%(step)s failed: %(error)s", step=consumer.__name__, error=error)
@@ -755,11 +762,19 @@ class MarketingEvent(models.Model):
 
     def _event_consumers(self):
         """The steps that react to events, in order; other parts of the module extend it."""
-        return [self._dispatch_scenarios]
+        return [self._apply_score_rules, self._dispatch_scenarios, self._trigger_system_automations]
+
+    def _apply_score_rules(self, events, results):
+        """Score rules: change the contacts' engagement scores as the rules of these events' types say."""
+        self.env["marketing.engagement.rule"]._apply_to_events(events, results)
 
     def _dispatch_scenarios(self, events, results):
         """Scenarios: exit events, resumed waits, event and score triggers."""
         self.env["marketing.scenario"]._consume_events(events, results)
+
+    def _trigger_system_automations(self, events, results):
+        """System (S) events start the system automations listening to them."""
+        self.env["marketing.system.automation"]._trigger_for_events(events, results)
 
     def action_retry(self):
         """Send events that failed processing through the dispatcher again."""

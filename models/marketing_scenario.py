@@ -15,7 +15,6 @@ from odoo.tools import SQL
 from odoo.tools.safe_eval import safe_eval
 
 from .params_filter import ParamsFilterError
-from .params_filter import check_params_filter
 from .params_filter import params_match
 from .params_filter import parse_params_filter
 from .res_partner import SCORE_OPERATORS
@@ -218,8 +217,7 @@ class MarketingScenario(models.Model):
             if scenario.trigger_type != "event" or not scenario.trigger_params_filter:
                 continue
             try:
-                clauses = parse_params_filter(scenario.trigger_params_filter)
-                check_params_filter(clauses, scenario.trigger_event_type_id.params_structure)
+                parse_params_filter(scenario.trigger_params_filter, scenario.trigger_event_type_id.params_structure)
             except ParamsFilterError as error:
                 raise ValidationError(
                     self.env._("Parameters Filter of %(name)s: %(error)s", name=scenario.name, error=error)
@@ -494,6 +492,8 @@ class MarketingScenario(models.Model):
             participants = Participant.browse(participant_ids)
             roots = self.node_ids.filtered(lambda node: not node.parent_id)
             self.env["marketing.scenario.step"]._schedule_nodes([(roots, participants)])
+            if not roots:
+                participants._complete_if_done()
         return participant_ids if return_ids else len(participant_ids)
 
     # ------------------------------------------------------------------
@@ -554,7 +554,9 @@ class MarketingScenario(models.Model):
             [("state", "=", "running"), ("trigger_type", "=", "event"), ("trigger_event_type_id", "=", event_type.id)]
         )
         for scenario in scenarios:
-            clauses = parse_params_filter(scenario.trigger_params_filter)
+            clauses = parse_params_filter(
+                scenario.trigger_params_filter, scenario.trigger_event_type_id.params_structure
+            )
             matching = events.filtered(
                 lambda event, scenario=scenario, clauses=clauses: (
                     event.company_id in (scenario.company_id, self.env["res.company"])

@@ -24,7 +24,6 @@ from odoo.tools import SQL
 from odoo.tools.safe_eval import safe_eval
 
 from .params_filter import ParamsFilterError
-from .params_filter import check_params_filter
 from .params_filter import params_match
 from .params_filter import parse_params_filter
 from .res_partner import SCORE_OPERATORS
@@ -192,6 +191,9 @@ class MarketingScenarioNode(models.Model):
     skipped_count = fields.Integer(string="Skipped", compute="_compute_statistics")
     canceled_count = fields.Integer(string="Canceled", compute="_compute_statistics")
     skipped_reasons = fields.Text(compute="_compute_statistics")
+    arm_share = fields.Float(
+        string="Arm Share (%)", compute="_compute_statistics", help="Share of the split's contacts sent down this arm."
+    )
     drop_off_rate = fields.Float(
         string="Drop-off (%)", compute="_compute_statistics", help="Contacts of the previous node that never got here."
     )
@@ -245,6 +247,16 @@ class MarketingScenarioNode(models.Model):
                 )
             )
             mail = {row[0]: row[1:] for row in self.env.cr.fetchall()}
+        arm_counts, split_totals = defaultdict(int), defaultdict(int)
+        split_ids = [node.parent_id.id for node in self if node.branch == "arm" and node.parent_id.id]
+        if split_ids:
+            for split, arm, count in self.env["marketing.scenario.step"]._read_group(
+                [("node_id", "in", split_ids), ("is_test", "=", False), ("arm_node_id", "!=", False)],
+                ["node_id", "arm_node_id"],
+                ["__count"],
+            ):
+                arm_counts[arm.id] += count
+                split_totals[split.id] += count
         reached = {}
         for node in self:
             reached[node.id] = sum(
@@ -268,6 +280,8 @@ class MarketingScenarioNode(models.Model):
             else:
                 parent_done = 0
             node.drop_off_rate = 100.0 * max(parent_done - reached[node.id], 0) / parent_done if parent_done else 0.0
+            split_total = split_totals.get(node.parent_id.id)
+            node.arm_share = 100.0 * arm_counts.get(node.id, 0) / split_total if split_total else 0.0
 
     # ------------------------------------------------------------------
     # Constraints and editing rules
@@ -309,8 +323,7 @@ class MarketingScenarioNode(models.Model):
                 ("condition_event_filter", "condition_event_type_id"),
             ):
                 try:
-                    clauses = parse_params_filter(node[field_name])
-                    check_params_filter(clauses, node[type_field].params_structure)
+                    parse_params_filter(node[field_name], node[type_field].params_structure)
                 except ParamsFilterError as error:
                     raise ValidationError(
                         self.env._(
@@ -367,8 +380,10 @@ class MarketingScenarioNode(models.Model):
     @api.ondelete(at_uninstall=False)
     def _unlink_except_scheduled(self):
         self._check_editable()
+        # Deleting a node deletes the nodes after it (and their steps): none may hold a scheduled step.
+        subtree = self.with_context(active_test=False).search([("id", "child_of", self.ids)])
         busy = self.env["marketing.scenario.step"].search_count(
-            [("node_id", "in", self.ids), ("state", "=", "scheduled")], limit=1
+            [("node_id", "in", subtree.ids), ("state", "=", "scheduled")], limit=1
         )
         if busy:
             raise UserError(
@@ -630,7 +645,7 @@ class MarketingScenarioNode(models.Model):
             ],
             ["partner_id", "occurred_at", "params"],
         )
-        clauses = parse_params_filter(self.condition_event_filter)
+        clauses = parse_params_filter(self.condition_event_filter, self.condition_event_type_id.params_structure)
         by_partner = defaultdict(list)
         for event in events:
             by_partner[event["partner_id"][0]].append(event)

@@ -1,5 +1,8 @@
 import logging
 from collections import defaultdict
+from datetime import timedelta
+
+import psycopg2
 
 from odoo import api
 from odoo import fields
@@ -13,6 +16,12 @@ from .params_filter import parse_params_filter
 _logger = logging.getLogger(__name__)
 
 ADVANCE_BATCH_SIZE = 500
+TRANSIENT_ERRORS = (
+    psycopg2.errors.SerializationFailure,
+    psycopg2.errors.DeadlockDetected,
+    psycopg2.errors.LockNotAvailable,
+)
+TRANSIENT_RETRY_SECONDS = 60
 STEP_STATES = [
     ("scheduled", "Scheduled"),
     ("done", "Done"),
@@ -193,6 +202,21 @@ class MarketingScenarioStep(models.Model):
             try:
                 with self.env.cr.savepoint():
                     outcomes.update(node._run_steps(node_steps))
+            except TRANSIENT_ERRORS as error:
+                # Another transaction changed the same rows (a contact's score, a
+                # list): nothing is wrong with the steps, run them again shortly.
+                _logger.info("Scenario node %s met a concurrent update, retrying: %s", node.id, error)
+                retry_at = fields.Datetime.now() + timedelta(seconds=TRANSIENT_RETRY_SECONDS)
+                outcomes.update(
+                    {
+                        step_id: {
+                            "state": "retry",
+                            "result": self.env._("Concurrent update, retried"),
+                            "scheduled_at": retry_at,
+                        }
+                        for step_id in node_steps.ids
+                    }
+                )
             except Exception as error:  # any handler failure is recorded on its steps
                 _logger.warning("Scenario node %s failed on %s steps", node.id, len(node_steps), exc_info=True)
                 message = self.env._("%(node)s failed: %(error)s", node=node.display_name, error=error)
@@ -285,7 +309,7 @@ class MarketingScenarioStep(models.Model):
         for step in steps:
             node = step.node_id
             if node.id not in filters:
-                filters[node.id] = parse_params_filter(node.wait_event_filter)
+                filters[node.id] = parse_params_filter(node.wait_event_filter, node.wait_event_type_id.params_structure)
             for event in events_by_partner.get(step.partner_id, ()):
                 if event.occurred_at >= step.participant_id.entered_at and params_match(filters[node.id], event.params):
                     outcomes[step.id] = {

@@ -1,4 +1,5 @@
 import json
+from datetime import timedelta
 
 import phonenumbers
 
@@ -6,6 +7,7 @@ from odoo import api
 from odoo import fields
 from odoo import models
 from odoo import tools
+from odoo.exceptions import AccessError
 from odoo.tools import SQL
 from odoo.tools import create_index
 
@@ -24,6 +26,30 @@ SCORE_OPERATORS = [
     ("empty", "is empty"),
     ("not_empty", "is not empty"),
 ]
+
+# Score bands of the contact list and kanban ("hot", "cold" filters).
+HOT_SCORE = 50
+COLD_SCORE = 10
+SCORE_BANDS = [
+    ("none", "Never scored"),
+    ("cold", "Cold"),
+    ("warm", "Warm"),
+    ("hot", "Hot"),
+]
+# Events Odoo logs about a contact rather than things the contact did: they do
+# not count as activity for the decay (decay itself emits score_changed).
+DECAY_IGNORED_EVENT_KEYS = ("score_changed", "email_sent", "sms_sent", "scenario_completed")
+DECAY_BATCH_SIZE = 1000
+
+
+def score_band(score, score_set):
+    if not score_set:
+        return "none"
+    if score >= HOT_SCORE:
+        return "hot"
+    if score < COLD_SCORE:
+        return "cold"
+    return "warm"
 
 
 def score_matches(operator, threshold, score):
@@ -78,6 +104,14 @@ class ResPartner(models.Model):
         copy=False,
         help="False while the contact has never been scored: an empty score is not a score of 0.",
     )
+    engagement_score_band = fields.Selection(
+        SCORE_BANDS,
+        string="Engagement",
+        compute="_compute_engagement_score_band",
+        store=True,
+        index=True,
+        help=f"Hot from {HOT_SCORE} points, cold under {COLD_SCORE}, warm in between.",
+    )
     engagement_log_ids = fields.One2many("marketing.engagement.log", "partner_id", string="Score History")
     marketing_event_params = fields.Json(
         string="Triggering Event Parameters",
@@ -85,6 +119,8 @@ class ResPartner(models.Model):
         help="In scenario emails and SMS: the parameters of the event that made the contact enter "
         "(e.g. object.marketing_event_params.get('items')).",
     )
+
+    engagement_log_count = fields.Integer(string="Score Changes", compute="_compute_engagement_log_count")
 
     def init(self):
         res = super().init()
@@ -105,8 +141,23 @@ class ResPartner(models.Model):
         )
         return res
 
+    @api.depends("engagement_score", "engagement_score_set")
+    def _compute_engagement_score_band(self):
+        for partner in self:
+            partner.engagement_score_band = score_band(partner.engagement_score, partner.engagement_score_set)
+
+    def _compute_engagement_log_count(self):
+        counts = dict(
+            self.env["marketing.engagement.log"]._read_group(
+                [("partner_id", "in", self.ids)], ["partner_id"], ["__count"]
+            )
+        )
+        for partner in self:
+            partner.engagement_log_count = counts.get(partner._origin, 0)
+
     @api.model_create_multi
     def create(self, vals_list):
+        scores = [self._marketing_pop_score_values(vals) for vals in vals_list]
         partners = super().create(vals_list)
         self.env["marketing.event"]._emit(
             "contact_created",
@@ -118,6 +169,9 @@ class ResPartner(models.Model):
                 }
                 for partner in partners
             ],
+        )
+        self._marketing_set_scores(
+            {partner.id: score for partner, score in zip(partners, scores) if score is not None}, created=True
         )
         return partners
 
@@ -139,23 +193,84 @@ class ResPartner(models.Model):
         for partner in self:
             partner.marketing_event_params = params.get(str(partner.id)) or {}
 
+    def write(self, vals):
+        score = self._marketing_pop_score_values(vals)
+        res = super().write(vals)
+        if score is not None:
+            self._marketing_set_scores(dict.fromkeys(self.ids, score))
+        return res
+
     # ------------------------------------------------------------------
     # Engagement score
     # ------------------------------------------------------------------
+
+    @api.model
+    def _marketing_pop_score_values(self, vals):
+        """Take the score out of create/write values: it only changes through logged score changes.
+
+        Returns the score asked for, or None. Marketing users may set it (an
+        import, a mass edit); the difference is then logged like any change.
+        """
+        if not {"engagement_score", "engagement_score_set", "engagement_score_band"} & vals.keys():
+            return None
+        score = vals.pop("engagement_score", None)
+        vals.pop("engagement_score_set", None)
+        vals.pop("engagement_score_band", None)
+        if not self.env.su and not self.env.user.has_group(
+            "marketing_event_automation.group_marketing_automation_user"
+        ):
+            raise AccessError(self.env._("Engagement Score: only marketing automation users may change it."))
+        return score
+
+    def _marketing_set_scores(self, scores, created=False):
+        """Bring contacts to the given scores ({partner id: score}) through logged changes."""
+        if not scores:
+            return
+        partners = self.browse(list(scores))
+        current = {} if created else {partner.id: partner.engagement_score for partner in partners}
+        deltas = {partner_id: score - current.get(partner_id, 0) for partner_id, score in scores.items()}
+        imported = bool(self.env.context.get("import_file"))
+        self._marketing_change_score(
+            deltas,
+            self.env._("Imported score") if imported else self.env._("Score set by %(user)s", user=self.env.user.name),
+            "import" if imported else "manual",
+            origin_ref=self.env.user,
+        )
+
+    def action_view_engagement_history(self):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id(
+            "marketing_event_automation.action_marketing_engagement_log"
+        )
+        action["domain"] = [("partner_id", "=", self.id)]
+        action["context"] = {"default_partner_id": self.id}
+        action["display_name"] = self.env._("Score History: %(name)s", name=self.display_name)
+        return action
+
+    def action_open_engagement_adjust(self):
+        action = self.env["ir.actions.act_window"]._for_xml_id(
+            "marketing_event_automation.action_marketing_engagement_adjust_wizard"
+        )
+        action["context"] = {"active_model": self._name, "active_ids": self.ids}
+        return action
 
     @api.model
     def _marketing_change_score(self, deltas, reason, origin, origin_ref=None):
         """Add ``deltas`` ({partner id: points}) to the scores, atomically, and log each change.
 
         One UPDATE adds every delta in the database itself, so concurrent
-        changes (cron workers, the API, a manual change) never lose one: each
-        increment applies to the value the previous one committed. Returns
+        changes (cron workers, the API, a manual change) never lose one.
+        Odoo's transactions are REPEATABLE READ: when another transaction
+        committed a change to the same contact since this one started, the
+        UPDATE raises a serialization failure instead of overwriting it, and
+        the whole transaction is retried (Odoo retries requests itself; the
+        event dispatcher leaves its batch pending for the next run). Returns
         {partner id: (score before or None, score after)}.
         """
         deltas = {partner_id: delta for partner_id, delta in deltas.items() if delta}
         if not deltas:
             return {}
-        self.flush_model(["engagement_score", "engagement_score_set"])
+        self.flush_model(["engagement_score", "engagement_score_set", "engagement_score_band"])
         self.env.cr.execute(
             SQL(
                 """
@@ -172,33 +287,46 @@ class ResPartner(models.Model):
                      )
                 UPDATE res_partner p
                    SET engagement_score = COALESCE(p.engagement_score, 0) + delta.points,
-                       engagement_score_set = TRUE
+                       engagement_score_set = TRUE,
+                       engagement_score_band = CASE
+                           WHEN COALESCE(p.engagement_score, 0) + delta.points >= %s THEN 'hot'
+                           WHEN COALESCE(p.engagement_score, 0) + delta.points < %s THEN 'cold'
+                           ELSE 'warm'
+                       END
                   FROM delta, previous
                  WHERE p.id = delta.id AND previous.id = p.id
              RETURNING p.id, previous.score, p.engagement_score
                 """,
                 SQL(", ").join(SQL("(%s, %s)", partner_id, delta) for partner_id, delta in deltas.items()),
+                HOT_SCORE,
+                COLD_SCORE,
             )
         )
         changes = {partner_id: (before, after) for partner_id, before, after in self.env.cr.fetchall()}
-        self.invalidate_model(["engagement_score", "engagement_score_set"])
-        origin_ref_value = f"{origin_ref._name},{origin_ref.id}" if origin_ref else False
+        self.invalidate_model(["engagement_score", "engagement_score_set", "engagement_score_band"])
         # sudo: the log is written on behalf of the caller, who already had the
         # right to change the score (a rule, a scenario, a marketing user).
-        self.env["marketing.engagement.log"].sudo().create(
-            [
-                {
-                    "partner_id": partner_id,
-                    "delta": deltas[partner_id],
-                    "score_before": before,
-                    "score": after,
-                    "reason": reason,
-                    "origin": origin,
-                    "origin_ref": origin_ref_value,
-                }
-                for partner_id, (before, after) in changes.items()
-            ]
+        logs = (
+            self.env["marketing.engagement.log"]
+            .sudo()
+            .create(
+                [
+                    {
+                        "partner_id": partner_id,
+                        "delta": deltas[partner_id],
+                        "score_before": before,
+                        "score": after,
+                        "reason": reason,
+                        "origin": origin,
+                    }
+                    for partner_id, (before, after) in changes.items()
+                ]
+            )
         )
+        if origin_ref:
+            # Written once for all rows: in create, a reference costs an
+            # existence check per row.
+            logs.write({"origin_ref": f"{origin_ref._name},{origin_ref.id}"})
         self.env["marketing.event"]._emit(
             "score_changed",
             [
@@ -216,6 +344,85 @@ class ResPartner(models.Model):
             ],
         )
         return changes
+
+    @api.model
+    def _cron_marketing_score_decay(self, batch_size=DECAY_BATCH_SIZE):
+        """Take points from contacts without activity, one batch per call; the cron runner calls again.
+
+        Each company with decay enabled decays its own contacts; contacts
+        shared between companies follow the settings of the company the cron
+        runs in. A contact decays once per window of inactivity and never
+        below 0.
+        """
+        companies = self.env["res.company"].search([("engagement_decay_enabled", "=", True)])
+        done = remaining = 0
+        for company in companies:
+            candidates = self._marketing_decay_candidates(company, batch_size - done)
+            if candidates:
+                self._marketing_change_score(
+                    {partner_id: -min(company.engagement_decay_points, score) for partner_id, score in candidates},
+                    self.env._(
+                        "Decay: %(days)s days without activity",
+                        days=company.engagement_decay_days,
+                    ),
+                    "decay",
+                )
+                done += len(candidates)
+            remaining += self._marketing_decay_candidates(company, count=True)
+            if done >= batch_size:
+                break
+        self.env["ir.cron"]._notify_progress(done=done, remaining=remaining)
+        return done
+
+    @api.model
+    def _marketing_decay_candidates(self, company, limit=None, count=False):
+        """[(partner id, score)] of ``company``'s contacts due for decay (or their number with ``count``).
+
+        Due: scored above 0, created and without any activity event for the
+        company's number of days, and not decayed within that time.
+        """
+        if company.engagement_decay_points <= 0 or company.engagement_decay_days <= 0 or limit == 0:
+            return 0 if count else []
+        self.flush_model(["engagement_score", "engagement_score_set", "company_id", "create_date"])
+        self.env["marketing.event"].flush_model(["partner_id", "type_id", "occurred_at"])
+        self.env["marketing.engagement.log"].flush_model(["partner_id", "origin", "changed_at"])
+        inactive_since = fields.Datetime.now() - timedelta(days=company.engagement_decay_days)
+        # Contacts without a company follow the settings of the cron's company.
+        shares_contacts = company == self.env.company
+        self.env.cr.execute(
+            SQL(
+                """
+                SELECT %s
+                  FROM res_partner p
+                 WHERE p.engagement_score_set AND p.engagement_score > 0
+                   AND p.active
+                   AND (p.company_id = %s OR (%s AND p.company_id IS NULL))
+                   AND p.create_date < %s
+                   AND NOT EXISTS (
+                        SELECT 1
+                          FROM marketing_event e
+                         WHERE e.partner_id = p.id
+                           AND e.occurred_at >= %s
+                           AND e.type_id NOT IN (SELECT id FROM marketing_event_type WHERE key IN %s)
+                   )
+                   AND NOT EXISTS (
+                        SELECT 1
+                          FROM marketing_engagement_log l
+                         WHERE l.partner_id = p.id AND l.origin = 'decay' AND l.changed_at > %s
+                   )
+                %s
+                """,
+                SQL("count(*)") if count else SQL("p.id, p.engagement_score"),
+                company.id,
+                shares_contacts,
+                inactive_since,
+                inactive_since,
+                DECAY_IGNORED_EVENT_KEYS,
+                inactive_since,
+                SQL("") if count else SQL("ORDER BY p.id LIMIT %s", limit),
+            )
+        )
+        return self.env.cr.fetchone()[0] if count else self.env.cr.fetchall()
 
     # ------------------------------------------------------------------
     # Contact resolution for the event API

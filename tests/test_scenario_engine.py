@@ -98,6 +98,10 @@ class TestScenarioEngine(ScenarioCommon):
         alice_run = self.participant_of(scenario, self.partner)
         wait_step = self.steps_of(alice_run, wait)
         self.assertEqual(wait_step.scheduled_at, T0 + timedelta(hours=2))
+        advance_cron = self.env.ref("marketing_event_automation.ir_cron_scenario_advance")
+        wake_ups = self.env["ir.cron.trigger"].search([("cron_id", "=", advance_cron.id)]).mapped("call_at")
+        self.assertIn(T0, wake_ups, "entering contacts wakes the advance cron")
+        self.assertIn(T0 + timedelta(hours=2), wake_ups, "the advance cron wakes itself at the next due step")
         self.assertEqual(self.advance_at(T0 + timedelta(hours=1, minutes=59)), 0)
         self.advance_at(T0 + timedelta(hours=2))
         self.assertIn(self.tag_vip, self.partner.category_id)
@@ -169,6 +173,8 @@ class TestScenarioEngine(ScenarioCommon):
         self.advance()
         self.assertEqual(arm_a.processed_count + arm_b.processed_count, 30)
         self.assertGreater(arm_a.processed_count, arm_b.processed_count)
+        self.assertAlmostEqual(arm_a.arm_share + arm_b.arm_share, 100.0)
+        self.assertEqual(arm_a.arm_share, 100.0 * arm_a.processed_count / 30)
         steps = self.Step.search([("node_id", "=", split.id)])
         self.assertEqual(set(steps.mapped("branch")), {"arm"})
         self.assertTrue(all(step.arm_node_id in arm_a | arm_b for step in steps))
@@ -234,6 +240,12 @@ class TestScenarioEngine(ScenarioCommon):
         tag.write({"tag_ids": [(6, 0, self.tag_lost.ids)]})
         with self.assertRaisesRegex(UserError, "archive"):
             wait.unlink()
+        root = self.add_node(scenario, "wait", wait_amount=1, wait_unit="hours")
+        wait.parent_id = root
+        with self.assertRaisesRegex(UserError, "archive"):
+            root.unlink()  # it would delete the wait after it, and its scheduled step
+        wait.parent_id = False
+        root.unlink()
         scenario.action_resume()
         self.assertEqual(scenario.state, "running")
         self.advance_at(T0 + timedelta(hours=2))
@@ -322,3 +334,32 @@ class TestScenarioEngine(ScenarioCommon):
         self.advance()
         self.assertTrue(all(self.tag_vip in partner.category_id for partner in partners))
         self.assertEqual(self.Scenario._cron_schedule(), 0, "a 'now' trigger enters its audience once")
+
+    def test_a_locked_contact_reschedules_the_steps(self):
+        # A committed contact, locked by another transaction as a concurrent
+        # score change would: the handler cannot take its row in time.
+        admin_partner = self.env.ref("base.partner_admin")
+        scenario = self.create_scenario()
+        score = self.add_node(scenario, "score", score_delta=1, score_reason="lock")
+        scenario.action_start()
+        with freeze_time(T0):
+            self.emit(self.type_cart, admin_partner, {"total": 1, "items": []})
+            self.dispatch()
+        self.env.cr.execute("SHOW lock_timeout")
+        [previous_timeout] = self.env.cr.fetchone()
+        with self.registry.cursor() as other:
+            other.execute("SET LOCAL lock_timeout = '2s'")
+            other.execute("SELECT id FROM res_partner WHERE id = %s FOR NO KEY UPDATE NOWAIT", [admin_partner.id])
+            self.env.cr.execute("SET LOCAL lock_timeout = '200ms'")
+            try:
+                with freeze_time(T0), mute_logger("odoo.sql_db"):
+                    self.advance()
+            finally:
+                self.env.cr.execute("SELECT set_config('lock_timeout', %s, true)", [previous_timeout])
+            other.rollback()
+        step = self.Step.search([("node_id", "=", score.id)])
+        self.assertEqual((step.state, step.result), ("scheduled", "Concurrent update, retried"))
+        self.assertEqual(step.scheduled_at, T0 + timedelta(seconds=60))
+        self.advance_at(T0 + timedelta(seconds=60))
+        self.assertEqual(step.state, "done")
+        self.assertEqual(admin_partner.engagement_score, 1)

@@ -1,0 +1,31 @@
+from odoo import api
+from odoo import fields
+from odoo import models
+from odoo.exceptions import ValidationError
+
+
+class ResCompany(models.Model):
+    _inherit = "res.company"
+
+    engagement_decay_enabled = fields.Boolean(
+        string="Engagement Score Decay",
+        help="Take points from contacts who show no activity for a while.",
+    )
+    engagement_decay_points = fields.Integer(
+        string="Decay Points",
+        default=5,
+        help="Points taken at each decay; a score never decays below 0.",
+    )
+    engagement_decay_days = fields.Integer(
+        string="Decay After (Days)",
+        default=30,
+        help="Days without any event from the contact before a decay, and between two decays.",
+    )
+
+    @api.constrains("engagement_decay_enabled", "engagement_decay_points", "engagement_decay_days")
+    def _check_engagement_decay(self):
+        for company in self.filtered("engagement_decay_enabled"):
+            if company.engagement_decay_points <= 0:
+                raise ValidationError(self.env._("Decay Points: give a number of points above 0."))
+            if company.engagement_decay_days <= 0:
+                raise ValidationError(self.env._("Decay After (Days): give a number of days above 0."))

@@ -1,0 +1,10 @@
+from odoo import fields
+from odoo import models
+
+
+class ResConfigSettings(models.TransientModel):
+    _inherit = "res.config.settings"
+
+    engagement_decay_enabled = fields.Boolean(related="company_id.engagement_decay_enabled", readonly=False)
+    engagement_decay_points = fields.Integer(related="company_id.engagement_decay_points", readonly=False)
+    engagement_decay_days = fields.Integer(related="company_id.engagement_decay_days", readonly=False)

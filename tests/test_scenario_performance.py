@@ -1,0 +1,188 @@
+import threading
+
+import psycopg2
+
+from odoo import SUPERUSER_ID
+from odoo import api
+from odoo.addons.mail.tests.common import MockEmail
+from odoo.api import Transaction
+from odoo.tests import TransactionCase
+from odoo.tests import tagged
+from odoo.tools import mute_logger
+
+from .scenario_common import ScenarioCommon
+
+CACHE_SLACK = 2
+
+
+@tagged("post_install", "-at_install")
+class TestScenarioQueryCount(ScenarioCommon, MockEmail):
+    """Handlers take a node's whole batch at once: queries do not grow with the batch."""
+
+    def build(self, size, label):
+        partners = self.env["res.partner"].create(
+            [{"name": f"{label} {i}", "email": f"{label}{i}@example.org"} for i in range(size)]
+        )
+        mailing_list = self.env["mailing.list"].create({"name": f"List {label}"})
+        scenario = self.create_scenario(name=label, trigger_type="now", trigger_event_type_id=False)
+        self.add_node(scenario, "tag_add", tag_ids=[(6, 0, self.tag_vip.ids)])
+        self.add_node(scenario, "score", score_delta=1, score_reason="perf")
+        condition = self.add_node(
+            scenario, "condition", condition_type="domain", condition_domain="[('email', 'ilike', '0@')]"
+        )
+        email = self.add_node(scenario, "email", condition, branch="yes")
+        email.mailing_id.write({"subject": "Hi", "body_html": "<p>Hello <t t-out='object.name'/></p>"})
+        self.add_node(scenario, "list_add", condition, branch="no", mailing_list_id=mailing_list.id)
+        self.add_node(scenario, "wait", condition, branch="no", wait_amount=1, wait_unit="hours")
+        scenario.action_start()
+        scenario._enroll_partners(partners.ids)
+        self.env.flush_all()
+        self.env.invalidate_all()
+        return scenario
+
+    def run_advance(self):
+        with self.mock_mail_gateway():
+            return self.advance()
+
+    def test_advance_queries_do_not_grow_with_batch_size(self):
+        # Warm the caches (ir.model, templates, registry lookups) with a first run.
+        self.build(3, "warm")
+        self.run_advance()
+        scenario_10 = self.build(10, "ten")
+        before = self.cr.sql_log_count
+        self.assertEqual(self.run_advance(), 10 * 4)
+        queries_10 = self.cr.sql_log_count - before
+        self.assertLess(queries_10, 400)
+        scenario_100 = self.build(100, "hundred")
+        # Ten times the contacts, the same queries: only a couple of cache
+        # misses (users, ormcache) may differ from one run to the other.
+        with self.assertQueryCount(queries_10 + CACHE_SLACK):
+            self.assertEqual(self.run_advance(), 100 * 4)
+        self.assertEqual(scenario_10.completed_count, 1, "the one contact who got the email")
+        self.assertEqual(scenario_100.active_count, 90, "the others wait an hour")
+
+    def test_dispatch_queries_do_not_grow_with_batch_size(self):
+        scenario = self.create_scenario()
+        self.add_node(scenario, "wait", wait_amount=1, wait_unit="hours")
+        scenario.action_start()
+        counts = []
+        for size in (10, 100):
+            partners = self.env["res.partner"].create(
+                [{"name": f"D{size}-{i}", "email": f"d{size}-{i}@example.org"} for i in range(size)]
+            )
+            self.dispatch()  # the contact_created events
+            self.Event._insert_events(
+                [
+                    {
+                        "type": self.type_cart,
+                        "key": self.type_cart.key,
+                        "partner_id": partner.id,
+                        "params": {"total": 1},
+                    }
+                    for partner in partners
+                ]
+            )
+            self.env.flush_all()
+            self.env.invalidate_all()
+            before = self.cr.sql_log_count
+            self.Event._cron_dispatch()
+            counts.append(self.cr.sql_log_count - before)
+        self.assertEqual(len(scenario.participant_ids), 110)
+        self.assertEqual(counts[0], counts[1], f"dispatch queries at 10 and 100 events: {counts}")
+
+
+@tagged("post_install", "-at_install")
+class TestScenarioConcurrency(TransactionCase):
+    """Two advance crons on the same due steps, each with its own database transaction."""
+
+    SIZE = 30
+
+    def setUp(self):
+        super().setUp()
+        with self.registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {"tracking_disable": True})
+            cr.execute("SELECT COALESCE(max(id), 0) FROM ir_cron_trigger")
+            self.max_trigger_id = cr.fetchone()[0]
+            partners = env["res.partner"].create(
+                [{"name": f"Concurrent {i}", "email": f"concurrent{i}@example.org"} for i in range(self.SIZE)]
+            )
+            scenario = env["marketing.scenario"].create(
+                {"name": "Concurrency", "trigger_type": "now", "timezone": "UTC", "entry_policy": "every_time"}
+            )
+            node = env["marketing.scenario.node"].create({"scenario_id": scenario.id, "node_type": "email"})
+            node.mailing_id.write({"subject": "Once", "body_html": "<p>Only once</p>"})
+            scenario.write({"state": "running"})
+            scenario._enroll_partners(partners.ids)
+            self.ids = {
+                "partners": partners.ids,
+                "scenario": scenario.id,
+                "mailing": node.mailing_id.id,
+            }
+        self.addCleanup(self.cleanup)
+
+    def cleanup(self):
+        with self.registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            mails = env["mail.mail"].search([("mailing_id", "=", self.ids["mailing"])])
+            messages = mails.mail_message_id
+            env["mailing.trace"].search([("mass_mailing_id", "=", self.ids["mailing"])]).unlink()
+            mails.unlink()
+            messages.unlink()
+            scenario = env["marketing.scenario"].browse(self.ids["scenario"])
+            scenario.write({"state": "stopped"})
+            scenario.node_ids.write({"mailing_id": False})
+            scenario.unlink()
+            env["mailing.mailing"].browse(self.ids["mailing"]).unlink()
+            env["res.partner"].browse(self.ids["partners"]).unlink()
+            cr.execute("DELETE FROM ir_cron_trigger WHERE id > %s", [self.max_trigger_id])
+
+    def test_a_step_never_runs_twice(self):
+        barrier = threading.Barrier(2)
+        processed = [0, 0]
+        errors = []
+
+        def worker(index):
+            try:
+                barrier.wait(timeout=10)
+                while True:
+                    try:
+                        with self.registry.cursor() as cr:
+                            # The registry is given, not looked up: the test runner holds
+                            # the registry lock while the post-install tests run.
+                            cr.transaction = Transaction(self.registry)
+                            env = api.Environment(cr, SUPERUSER_ID, {})
+                            count = env["marketing.scenario.step"]._cron_advance(batch_size=4)
+                    except psycopg2.errors.SerializationFailure:
+                        continue  # the cron runner retries such a batch; the other worker took it
+                    if not count:
+                        break
+                    processed[index] += count
+            except Exception as error:  # noqa: BLE001 - reported by the main thread
+                errors.append(error)
+
+        threads = [threading.Thread(target=worker, args=(index,)) for index in range(2)]
+        # Serialization failures between the workers are expected (and retried):
+        # PostgreSQL reports them, the cron runner would replay the batch.
+        with mute_logger("odoo.sql_db"):
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=120)
+        self.assertFalse(errors)
+        self.assertEqual(sum(processed), self.SIZE, f"steps per worker: {processed}")
+        with self.registry.cursor() as cr:
+            cr.execute(
+                "SELECT count(*), count(DISTINCT res_id) FROM mailing_trace WHERE mass_mailing_id = %s",
+                [self.ids["mailing"]],
+            )
+            self.assertEqual(cr.fetchone(), (self.SIZE, self.SIZE), "one email per contact")
+            cr.execute(
+                "SELECT count(*) FROM mail_mail WHERE mailing_id = %s",
+                [self.ids["mailing"]],
+            )
+            self.assertEqual(cr.fetchone()[0], self.SIZE)
+            cr.execute(
+                "SELECT state, count(*) FROM marketing_scenario_step WHERE scenario_id = %s GROUP BY state",
+                [self.ids["scenario"]],
+            )
+            self.assertEqual(dict(cr.fetchall()), {"done": self.SIZE})
