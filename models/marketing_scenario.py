@@ -360,7 +360,55 @@ class MarketingScenario(models.Model):
             [("scenario_id", "in", scenarios.ids), ("state", "=", "running")]
         )
         participants._finish("canceled", self.env._("Scenario stopped"))
+        scenarios._emit_finished("stopped")
         return True
+
+    def _emit_finished_if_done(self):
+        """A one-shot run (now, date) is complete once its audience entered and nobody runs any more."""
+        candidates = self.filtered(
+            lambda scenario: (
+                scenario.state == "running"
+                and scenario.trigger_type in ("now", "date")
+                and not scenario.next_occurrence_at
+                and not scenario.enrolling_occurrence_at
+            )
+        )
+        if not candidates:
+            return
+        busy = {
+            scenario.id
+            for [scenario] in self.env["marketing.scenario.participant"]._read_group(
+                [("scenario_id", "in", candidates.ids), ("state", "=", "running")], ["scenario_id"]
+            )
+        }
+        candidates.filtered(lambda scenario: scenario.id not in busy)._emit_finished("completed")
+
+    def _emit_finished(self, reason):
+        """Log the system event 'scenario_finished' once per run, with its participants by state."""
+        if not self:
+            return
+        counts = defaultdict(dict)
+        for scenario, state, count in self.env["marketing.scenario.participant"]._read_group(
+            [("scenario_id", "in", self.ids), ("is_test", "=", False)], ["scenario_id", "state"], ["__count"]
+        ):
+            counts[scenario.id][state] = count
+        self.env["marketing.event"]._emit(
+            "scenario_finished",
+            [
+                {
+                    "company_id": scenario.company_id.id,
+                    # One event per run: a run that completes and is stopped afterwards is logged once.
+                    "idempotency_key": f"scenario_finished:{scenario.id}:{scenario.started_at or ''}",
+                    "params": {
+                        "scenario_id": scenario.id,
+                        "scenario_name": scenario.name,
+                        "reason": reason,
+                        "participants": counts[scenario.id],
+                    },
+                }
+                for scenario in self
+            ],
+        )
 
     def action_draft(self):
         self.filtered(lambda scenario: scenario.state == "stopped").write({"state": "draft"})

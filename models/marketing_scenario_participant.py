@@ -80,6 +80,7 @@ class MarketingScenarioParticipant(models.Model):
         participants.write({"state": state, "ended_at": now, "end_reason": reason})
         if state == "completed":
             participants._emit_completed()
+            participants.scenario_id._emit_finished_if_done()
 
     def _complete_if_done(self):
         """Complete the running participants that have no step left to run."""

@@ -1,109 +1,11 @@
-import json
-
 from odoo import api
 from odoo import fields
 from odoo import models
 from odoo.exceptions import ValidationError
 
-PARAMS_OPERATORS = ("=", "!=", ">", ">=", "<", "<=", "in", "not in", "contains", "set", "not set")
-_MISSING = object()
-
-
-def params_value(params, path):
-    """The value at a dotted ``path`` of an event's params (``order.total``), or _MISSING."""
-    value = params
-    for part in (path or "").split("."):
-        if isinstance(value, dict) and part in value:
-            value = value[part]
-        elif isinstance(value, list) and part.lstrip("-").isdigit() and -len(value) <= int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return _MISSING
-    return value
-
-
-def _compare(operator, actual, expected):
-    if operator == "=":
-        return actual == expected
-    if operator == "!=":
-        return actual != expected
-    if operator == "in":
-        return isinstance(expected, list) and actual in expected
-    if operator == "not in":
-        return isinstance(expected, list) and actual not in expected
-    if operator == "contains":
-        if isinstance(actual, (list, str)):
-            return expected in actual if isinstance(actual, list) else str(expected) in actual
-        return False
-    # Ordering compares numbers with numbers and strings with strings only:
-    # 5 > "4" means nothing and must not match by accident.
-    numbers = (int, float)
-    comparable = (
-        isinstance(actual, numbers)
-        and isinstance(expected, numbers)
-        and not isinstance(actual, bool)
-        and not isinstance(expected, bool)
-    ) or (isinstance(actual, str) and isinstance(expected, str))
-    if not comparable:
-        return False
-    return {
-        ">": actual > expected,
-        ">=": actual >= expected,
-        "<": actual < expected,
-        "<=": actual <= expected,
-    }[operator]
-
-
-def params_match(params, conditions):
-    """True when every ``{path, operator, value}`` condition holds on ``params``.
-
-    A missing path matches only ``not set`` (and ``!=``/``not in``, which
-    are about the value not being that one).
-    """
-    for condition in conditions or ():
-        operator = condition.get("operator", "=")
-        actual = params_value(params or {}, condition.get("path", ""))
-        if operator == "set":
-            matched = actual is not _MISSING and actual is not None
-        elif operator == "not set":
-            matched = actual is _MISSING or actual is None
-        elif actual is _MISSING:
-            matched = operator in ("!=", "not in")
-        else:
-            matched = _compare(operator, actual, condition.get("value"))
-        if not matched:
-            return False
-    return True
-
-
-def parse_params_filter(text):
-    """Decode and check a params filter; raise ValueError naming the problem."""
-    if not (text or "").strip():
-        return []
-    try:
-        conditions = json.loads(text)
-    except ValueError as error:
-        raise ValueError(f"not valid JSON ({error})") from error
-    if isinstance(conditions, dict):
-        conditions = [conditions]
-    if not isinstance(conditions, list):
-        raise ValueError("must be a list of {path, operator, value} objects")
-    for position, condition in enumerate(conditions):
-        if not isinstance(condition, dict):
-            raise ValueError(f"condition {position + 1}: must be an object")
-        if not isinstance(condition.get("path"), str) or not condition["path"].strip():
-            raise ValueError(f"condition {position + 1}: 'path' is required, e.g. \"list_id\"")
-        operator = condition.get("operator", "=")
-        if operator not in PARAMS_OPERATORS:
-            raise ValueError(
-                f"condition {position + 1}: unknown operator {operator!r} (use {', '.join(PARAMS_OPERATORS)})"
-            )
-        if operator in ("in", "not in") and not isinstance(condition.get("value"), list):
-            raise ValueError(f"condition {position + 1}: '{operator}' needs a list as value")
-        unknown = set(condition) - {"path", "operator", "value"}
-        if unknown:
-            raise ValueError(f"condition {position + 1}: unknown key(s) {', '.join(sorted(unknown))}")
-    return conditions
+from .params_filter import ParamsFilterError
+from .params_filter import params_match
+from .params_filter import parse_params_filter
 
 
 class MarketingSystemAutomation(models.Model):
@@ -134,10 +36,10 @@ class MarketingSystemAutomation(models.Model):
         ondelete="restrict",
         help="For the 'Schedule fired' event: react to this schedule only.",
     )
-    params_filter = fields.Text(
+    params_filter = fields.Char(
         string="Parameters Filter",
-        help="Optional conditions on the event parameters, all of which must hold, as JSON: "
-        '[{"path": "list_id", "operator": "=", "value": 7}]. Operators: ' + ", ".join(PARAMS_OPERATORS) + ".",
+        help="Optional conditions on the event parameters, all of which must hold: "
+        "list_id == 7 and count > 100 (operators ==, != , >, >=, <, <=, contains; dotted paths).",
     )
     description = fields.Text(translate=True)
     job_ids = fields.One2many("marketing.system.automation.job", "automation_id", string="Jobs", copy=True)
@@ -163,12 +65,12 @@ class MarketingSystemAutomation(models.Model):
                     )
                 )
 
-    @api.constrains("params_filter")
+    @api.constrains("params_filter", "event_type_id")
     def _check_params_filter(self):
         for automation in self:
             try:
-                parse_params_filter(automation.params_filter)
-            except ValueError as error:
+                parse_params_filter(automation.params_filter, automation.event_type_id.params_structure)
+            except ParamsFilterError as error:
                 raise ValidationError(
                     self.env._("Parameters Filter of %(name)s: %(reason)s", name=automation.name, reason=error)
                 ) from error
@@ -187,7 +89,13 @@ class MarketingSystemAutomation(models.Model):
                 [("automation_id", "in", self.ids)], ["automation_id", "state"], ["__count"]
             )
         }
-        last_runs = {run.automation_id.id: run for run in Run.search([("automation_id", "in", self.ids)], order="id")}
+        last_run_ids = [
+            last_id
+            for _automation, last_id in Run._read_group(
+                [("automation_id", "in", self.ids)], ["automation_id"], ["id:max"]
+            )
+        ]
+        last_runs = {run.automation_id.id: run for run in Run.browse(last_run_ids)}
         for automation in self:
             automation.run_count = sum(
                 counts.get((automation.id, state), 0) for state in ("pending", "running", "done", "failed")
@@ -209,10 +117,10 @@ class MarketingSystemAutomation(models.Model):
         if self.schedule_id and params.get("schedule_id") != self.schedule_id.id:
             return False
         try:
-            conditions = parse_params_filter(self.params_filter)
-        except ValueError:
+            clauses = parse_params_filter(self.params_filter, self.event_type_id.params_structure)
+        except ParamsFilterError:
             return False
-        return params_match(params, conditions)
+        return params_match(clauses, params)
 
     @api.model
     def _trigger_for_events(self, events, results):
@@ -230,10 +138,27 @@ class MarketingSystemAutomation(models.Model):
             (run.automation_id.id, run.event_id.id)
             for run in Run.search([("automation_id", "in", automations.ids), ("event_id", "in", system_events.ids)])
         }
+        # A mailing sent by an automation must not start that same automation
+        # when it finishes: "on mailing done, send a mailing" would loop forever.
+        mailing_ids = {
+            event.params.get("mailing_id")
+            for event in system_events
+            if isinstance(event.params, dict) and isinstance(event.params.get("mailing_id"), int)
+        }
+        own_mailings = set()
+        if mailing_ids:
+            own_mailings = {
+                (run_job.run_id.automation_id.id, run_job.mailing_id.id)
+                for run_job in self.env["marketing.system.automation.run.job"]
+                .sudo()
+                .search([("mailing_id", "in", list(mailing_ids))])
+            }
         vals_list, triggered = [], []
         for event in system_events:
             for automation in automations:
                 if (automation.id, event.id) in existing or not automation._matches(event):
+                    continue
+                if (automation.id, (event.params or {}).get("mailing_id")) in own_mailings:
                     continue
                 vals_list.append(
                     {

@@ -398,7 +398,11 @@ class MarketingSystemAutomationJob(models.Model):
                     "contact_list_ids": [fields.Command.set(lists.ids)],
                 }
             )
-        mailing = template.copy(values)
+        # mass_mailing's copy_data forces the template's lists onto the copy:
+        # the audience is written once the copy exists.
+        audience_fields = ("mailing_model_id", "mailing_domain", "contact_list_ids")
+        mailing = template.copy({name: value for name, value in values.items() if name not in audience_fields})
+        mailing.write({name: value for name, value in values.items() if name in audience_fields})
         recipients = mailing._get_remaining_recipients()
         if not recipients:
             mailing.unlink()
@@ -509,14 +513,21 @@ class MarketingSystemAutomationJob(models.Model):
     def _export_participants(self, run_job):
         (Participant,) = self._scenario_models("marketing.scenario.participant")
         Step = self.env.get("marketing.scenario.step")
-        participants = Participant.search(self._event_scenario_domain(run_job, Participant, "scenario_id"), order="id")
+        domain = self._event_scenario_domain(run_job, Participant, "scenario_id")
+        if "is_test" in Participant._fields:
+            domain.append(("is_test", "=", False))
+        participants = Participant.search(domain, order="id")
         participant_fields = [
-            name for name in ("scenario_id", "partner_id", "state", "create_date") if name in Participant._fields
+            name
+            for name in ("scenario_id", "partner_id", "state", "entered_at", "ended_at", "end_reason")
+            if name in Participant._fields
         ]
         step_fields = []
         steps_by_participant = {}
         if Step is not None and "participant_id" in Step._fields:
-            step_fields = [name for name in ("node_id", "state", "scheduled_at", "result") if name in Step._fields]
+            step_fields = [
+                name for name in ("node_id", "state", "scheduled_at", "processed_at", "result") if name in Step._fields
+            ]
             for step in Step.search([("participant_id", "in", participants.ids)], order="participant_id, id"):
                 steps_by_participant.setdefault(step.participant_id.id, []).append(step)
         header = ["Participant ID", *(Participant._fields[name].string for name in participant_fields)]
@@ -538,7 +549,9 @@ class MarketingSystemAutomationJob(models.Model):
         counts = {
             (node.id, state): count
             for node, state, count in Step._read_group(
-                [("node_id", "in", nodes.ids)], ["node_id", "state"], ["__count"]
+                [("node_id", "in", nodes.ids)] + ([("is_test", "=", False)] if "is_test" in Step._fields else []),
+                ["node_id", "state"],
+                ["__count"],
             )
         }
         states = [state for state, _label in Step._fields["state"]._description_selection(self.env)]

@@ -58,23 +58,27 @@ class MarketingSystemAutomationRun(models.Model):
     def _due_runs_query(self, limit=None):
         query = SQL(
             """
-            SELECT id FROM marketing_system_automation_run
-             WHERE state IN ('pending', 'failed')
-               AND COALESCE(attempt_count, 0) < %(max_attempts)s
-               AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)
-             ORDER BY id
+            SELECT run.id FROM marketing_system_automation_run run
+              JOIN marketing_system_automation automation ON automation.id = run.automation_id
+             WHERE run.state IN ('pending', 'failed')
+               AND COALESCE(run.attempt_count, 0) < %(max_attempts)s
+               AND (run.next_attempt_at IS NULL OR run.next_attempt_at <= %(now)s)
+               -- an archived automation is on hold: its runs wait until it is active again
+               AND automation.active
+             ORDER BY run.id
             """,
             max_attempts=MAX_ATTEMPTS,
             now=fields.Datetime.now(),
         )
         if limit:
-            query = SQL("%s LIMIT %s FOR UPDATE SKIP LOCKED", query, limit)
+            query = SQL("%s LIMIT %s FOR UPDATE OF run SKIP LOCKED", query, limit)
         return query
 
     @api.model
     def _cron_run(self, batch_size=RUN_BATCH_SIZE):
         """Execute one batch of due runs; the cron runner commits and calls again while some remain."""
         self.flush_model()
+        self.env["marketing.system.automation"].flush_model(["active"])
         # SKIP LOCKED: several cron workers share the queue, a run is executed
         # by one of them only.
         self.env.cr.execute(self._due_runs_query(limit=batch_size))

@@ -15,9 +15,9 @@ from odoo.tests import Form
 from odoo.tests import tagged
 from odoo.tools import mute_logger
 
-from ..models.marketing_system_automation import params_match
-from ..models.marketing_system_automation import parse_params_filter
 from .common import MarketingAutomationCommon
+from .common import MarketingAutomationHttpCommon
+from .scenario_common import ScenarioCommon
 
 RUNNER_LOGGER = "odoo.addons.marketing_event_automation.models.marketing_system_automation_run"
 
@@ -74,28 +74,12 @@ class SystemAutomationCommon(MarketingAutomationCommon, MockEmail):
 
 @tagged("post_install", "-at_install")
 class TestSystemAutomationTrigger(SystemAutomationCommon):
-    def test_params_match(self):
-        params = {"list_id": 7, "counts": {"created": 12}, "tags": ["vip"], "name": "Spring"}
-        cases = [
-            ([], True),
-            ([{"path": "list_id", "operator": "=", "value": 7}], True),
-            ([{"path": "list_id", "value": 8}], False),
-            ([{"path": "counts.created", "operator": ">", "value": 10}], True),
-            ([{"path": "counts.created", "operator": ">", "value": "10"}], False),
-            ([{"path": "tags", "operator": "contains", "value": "vip"}], True),
-            ([{"path": "list_id", "operator": "in", "value": [1, 7]}], True),
-            ([{"path": "missing", "operator": "not set"}], True),
-            ([{"path": "missing", "operator": "="}], False),
-            ([{"path": "missing", "operator": "!=", "value": 3}], True),
-            ([{"path": "name", "operator": "set"}, {"path": "list_id", "operator": "<=", "value": 6}], False),
-        ]
-        for conditions, expected in cases:
-            with self.subTest(conditions=conditions):
-                self.assertEqual(params_match(params, conditions), expected)
-        with self.assertRaisesRegex(ValueError, "condition 1: unknown operator 'like'"):
-            parse_params_filter('[{"path": "a", "operator": "like", "value": 1}]')
-        with self.assertRaisesRegex(ValidationError, "Parameters Filter of Bad filter: condition 1: 'path'"):
-            self.make_automation(self.type_mailing_done, [], name="Bad filter", params_filter='[{"value": 1}]')
+    def test_params_filter_is_checked_against_the_learned_structure(self):
+        self.Event._emit("contacts_imported", [{"params": {"list_id": 1, "count": 3}}])
+        with self.assertRaisesRegex(ValidationError, "Parameters Filter of Bad filter: 'list_id = 1': write"):
+            self.make_automation(self.type_imported, [], name="Bad filter", params_filter="list_id = 1")
+        with self.assertRaisesRegex(ValidationError, "Parameters Filter of Bad type: count: is a integer"):
+            self.make_automation(self.type_imported, [], name="Bad type", params_filter='count > "many"')
 
     def test_contact_event_types_are_refused(self):
         with self.assertRaisesRegex(ValidationError, "System Event: Test purchase is a contact"):
@@ -136,13 +120,16 @@ class TestSystemAutomationTrigger(SystemAutomationCommon):
         automation = self.make_automation(
             self.type_imported,
             [{"job_type": "send_report"}],
-            params_filter='[{"path": "list_id", "operator": "=", "value": %d}]' % self.list_new.id,
+            params_filter=f"list_id == {self.list_new.id} and count > 1",
         )
         other_company = self.env["res.company"].create({"name": "Other company"})
-        self.emit_and_dispatch("contacts_imported", {"list_id": self.list_customers.id})
-        self.emit_and_dispatch("contacts_imported", {"list_id": self.list_new.id}, company_id=other_company.id)
-        self.assertFalse(automation.run_ids, "neither the other list nor the other company triggers it")
-        event = self.emit_and_dispatch("contacts_imported", {"list_id": self.list_new.id})
+        self.emit_and_dispatch("contacts_imported", {"list_id": self.list_customers.id, "count": 5})
+        self.emit_and_dispatch("contacts_imported", {"list_id": self.list_new.id, "count": 1})
+        self.emit_and_dispatch(
+            "contacts_imported", {"list_id": self.list_new.id, "count": 5}, company_id=other_company.id
+        )
+        self.assertFalse(automation.run_ids, "neither the other list, a small import nor the other company triggers it")
+        event = self.emit_and_dispatch("contacts_imported", {"list_id": self.list_new.id, "count": 5})
         self.assertEqual(automation.run_ids.event_id, event)
         # an event sent through the dispatcher again does not run the automation twice
         event.write({"state": "pending"})
@@ -186,6 +173,47 @@ class TestSystemAutomationJobs(SystemAutomationCommon):
         self.assertIn("anna@example.com", sent_to)
         self.assertIn("bob@example.com", sent_to)
         self.assertEqual(self.welcome.state, "draft")
+
+    def test_welcome_mailing_after_a_real_import_into_a_list(self):
+        offers = self.env["mailing.list"].create({"name": "Offers"})
+        automation = self.make_automation(
+            self.type_imported,
+            [{"job_type": "send_mailing", "mailing_template_id": self.welcome.id, "audience": "event_list"}],
+        )
+        self.env["mailing.contact.import"].create(
+            {"mailing_list_ids": [(4, offers.id)], "contact_list": "Zoe <zoe@example.com>\nyan@example.com"}
+        ).action_import()
+        self.Event._cron_dispatch()
+        self.run_automations()
+        run_job = automation.run_ids.run_job_ids
+        self.assertEqual(run_job.state, "done", run_job.message)
+        self.assertEqual(run_job.mailing_id.contact_list_ids, offers)
+        self.assertEqual(
+            sorted(self.env["mailing.contact"].browse(run_job.mailing_id._get_remaining_recipients()).mapped("email")),
+            ["yan@example.com", "zoe@example.com"],
+        )
+
+    def test_a_mailing_sent_by_an_automation_does_not_trigger_it_again(self):
+        automation = self.make_automation(
+            self.type_mailing_done,
+            [
+                {
+                    "job_type": "send_mailing",
+                    "mailing_template_id": self.welcome.id,
+                    "audience": "lists",
+                    "mailing_list_ids": [fields.Command.set(self.list_new.ids)],
+                }
+            ],
+        )
+        self.emit_and_dispatch("mailing_done", {"mailing_id": self.welcome.id})
+        self.run_automations()
+        mailing = automation.run_ids.run_job_ids.mailing_id
+        with self.mock_mail_gateway():
+            self.env["mailing.mailing"]._process_mass_mailing_queue()
+        self.assertEqual(mailing.state, "done")
+        self.Event._emit("mailing_done", [{"params": {"mailing_id": mailing.id}}])
+        self.Event._cron_dispatch()
+        self.assertEqual(len(automation.run_ids), 1)
 
     def test_send_mailing_to_a_contact_filter(self):
         self.env["res.partner"].create({"name": "VIP One", "email": "vip1@example.com", "ref": "VIP"})
@@ -542,6 +570,18 @@ class TestSystemAutomationRetry(SystemAutomationCommon):
         self.assertIn("new@example.com", self.list_new.contact_ids.mapped("email"))
         self.assertEqual(automation.failed_run_count, 0)
 
+    def test_archived_automation_holds_its_runs(self):
+        automation = self.make_automation(
+            self.type_mailing_done, [{"job_type": "send_report", "recipient_emails": "boss@example.com"}]
+        )
+        self.emit_and_dispatch("mailing_done", {"mailing_id": self.welcome.id})
+        automation.active = False
+        self.assertEqual(self.run_automations(), 0)
+        self.assertEqual(automation.run_ids.state, "pending")
+        automation.active = True
+        self.assertEqual(self.run_automations(), 1)
+        self.assertEqual(automation.run_ids.state, "done")
+
     @mute_logger(RUNNER_LOGGER)
     def test_manual_retry_and_attempt_limit(self):
         automation = self.make_automation(self.type_mailing_done, [{"job_type": "send_report"}])
@@ -641,7 +681,6 @@ class TestSystemSchedule(SystemAutomationCommon):
 @tagged("post_install", "-at_install")
 class TestSystemAutomationAccess(SystemAutomationCommon):
     def test_marketing_user_builds_an_automation_in_the_form(self):
-        self.marketing_user.groups_id += self.env.ref("mass_mailing.group_mass_mailing_user")
         with Form(self.Automation.with_user(self.marketing_user)) as form:
             form.name = "Welcome after each import"
             form.event_type_id = self.type_imported
@@ -682,3 +721,105 @@ class TestSystemAutomationAccess(SystemAutomationCommon):
             .filtered(lambda event_type: event_type.scope != "system"),
             "only system event types are offered",
         )
+
+
+@tagged("post_install", "-at_install")
+class TestSystemAutomationScenarios(SystemAutomationCommon, ScenarioCommon):
+    def test_scenario_run_finished_reports_and_exports(self):
+        audience = self.env["res.partner"].create(
+            [{"name": f"Audience {index}", "email": f"aud{index}@example.org", "ref": "AUD"} for index in range(2)]
+        )
+        scenario = self.create_scenario(
+            trigger_type="now", trigger_event_type_id=False, audience_domain="[('ref', '=', 'AUD')]"
+        )
+        tag = self.add_node(scenario, "tag_add", tag_ids=[(6, 0, self.tag_vip.ids)])
+        automation = self.make_automation(
+            self.type_scenario_finished,
+            [
+                {"job_type": "send_report", "recipient_emails": "boss@example.com", "sequence": 1},
+                {
+                    "job_type": "export",
+                    "export_kind": "participants",
+                    "export_format": "csv",
+                    "recipient_emails": "boss@example.com",
+                    "sequence": 2,
+                },
+                {
+                    "job_type": "export",
+                    "export_kind": "node_stats",
+                    "export_format": "xlsx",
+                    "recipient_emails": "boss@example.com",
+                    "sequence": 3,
+                },
+            ],
+        )
+        scenario.action_start()
+        while self.Scenario._cron_schedule():
+            pass
+        self.advance()
+        finished = self.Event.search([("type_id", "=", self.type_scenario_finished.id)])
+        self.assertEqual(len(finished), 1)
+        self.assertEqual(finished.params["reason"], "completed")
+        self.assertEqual(finished.params["participants"], {"completed": 2})
+        scenario.action_stop()
+        self.assertEqual(
+            self.Event.search_count([("type_id", "=", self.type_scenario_finished.id)]), 1, "one event per run"
+        )
+        self.dispatch()
+        self.run_automations()
+        report, participants_export, node_export = automation.run_ids.run_job_ids.sorted("sequence")
+        self.assertEqual(
+            [report.state, participants_export.state, node_export.state],
+            ["done", "done", "done"],
+            automation.run_ids.error_message,
+        )
+        self.assertEqual(report.mail_id.subject, "Scenario report: Test scenario")
+        self.assertIn(
+            "<td>Completed</td><td style='text-align: right; padding-left: 16px'>2</td>", str(report.mail_id.body_html)
+        )
+        rows = self.read_csv(participants_export.attachment_ids)
+        self.assertEqual(rows[0][:4], ["Participant ID", "Scenario", "Contact", "State"])
+        self.assertEqual(sorted(row[2] for row in rows[1:]), audience.mapped("name"))
+        self.assertEqual({row[3] for row in rows[1:]}, {"completed"})
+        step_state_column = rows[0].index("Step: State")
+        self.assertEqual({row[step_state_column] for row in rows[1:]}, {"done"})
+        node_rows = self.read_xlsx(node_export.attachment_ids)
+        header = node_rows[0]
+        self.assertEqual(header[:3], ["Node ID", "Node", "Scenario"])
+        self.assertEqual(len(node_rows), 2)
+        self.assertEqual(node_rows[1][0], tag.id)
+        self.assertEqual(node_rows[1][header.index("done")], 2)
+        self.assertEqual(node_rows[1][header.index("Total")], 2)
+        self.assertEqual(participants_export.mail_id.attachment_ids, participants_export.attachment_ids)
+
+    def test_stopping_a_scenario_emits_scenario_finished(self):
+        scenario = self.create_scenario()
+        self.add_node(scenario, "wait", wait_amount=1, wait_unit="days")
+        scenario.action_start()
+        self.emit(self.type_cart, self.partner, {"total": 1, "items": []})
+        self.dispatch()
+        scenario.action_stop()
+        finished = self.Event.search([("type_id", "=", self.type_scenario_finished.id)])
+        self.assertEqual(finished.params["reason"], "stopped")
+        self.assertEqual(finished.params["participants"], {"canceled": 1})
+        self.assertEqual(finished.company_id, scenario.company_id)
+
+
+@tagged("post_install", "-at_install")
+class TestSystemAutomationTour(MarketingAutomationHttpCommon):
+    def test_marketer_builds_an_automation_in_the_browser(self):
+        system_category = self.env.ref("marketing_event_automation.event_category_system")
+        system_type = self.EventType.create(
+            {"name": "Tour system type", "key": "tour_system", "scope": "system", "category_id": system_category.id}
+        )
+        self.EventType.create({"name": "Tour contact type", "key": "tour_contact", "scope": "contact"})
+        self.start_tour(
+            "/odoo/action-marketing_event_automation.action_marketing_system_automation",
+            "marketing_system_automation_tour",
+            login="mea_marketer",
+        )
+        automation = self.env["marketing.system.automation"].search([("name", "=", "Tour weekly export")])
+        self.assertEqual(automation.event_type_id, system_type)
+        self.assertEqual(automation.job_ids.job_type, "export")
+        self.assertEqual(automation.job_ids.export_kind, "events")
+        self.assertEqual(automation.job_ids.recipient_emails, "tour@example.com")
