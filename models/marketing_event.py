@@ -174,7 +174,7 @@ class MarketingEvent(models.Model):
     )
     params = fields.Json(string="Parameters", readonly=True)
     params_display = fields.Text(string="Parameters (JSON)", compute="_compute_params_display")
-    params_summary = fields.Char(string="Parameters", compute="_compute_params_display")
+    params_summary = fields.Char(string="Parameters in Brief", compute="_compute_params_display")
     params_readable = fields.Text(string="Parameter Values", compute="_compute_params_display")
     occurred_at = fields.Datetime(readonly=True, required=True, default=fields.Datetime.now)
     received_at = fields.Datetime(readonly=True, required=True, default=fields.Datetime.now)

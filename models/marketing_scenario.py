@@ -256,6 +256,40 @@ class MarketingScenario(models.Model):
                 )
         return super().write(vals)
 
+    def copy_data(self, default=None):
+        vals_list = super().copy_data(default=default)
+        return [
+            dict(vals, name=self.env._("%(name)s (copy)", name=scenario.name))
+            for scenario, vals in zip(self, vals_list)
+        ]
+
+    def copy(self, default=None):
+        """Duplicate with the node tree (active nodes, their parents and branches), as a draft."""
+        new_scenarios = super().copy(default=default)
+        for scenario, new_scenario in zip(self, new_scenarios):
+            mapping = {}
+            # Parents first, so that each copied node can point at its copied parent.
+            pending = scenario.node_ids.sorted(lambda node: (node.sequence, node.id))
+            while pending:
+                ready = pending.filtered(lambda node, copied=mapping: not node.parent_id or node.parent_id.id in copied)
+                if not ready:
+                    break  # nodes after an archived node are not copied
+                for node in ready:
+                    mapping[node.id] = node.copy(
+                        {
+                            "scenario_id": new_scenario.id,
+                            "parent_id": mapping.get(node.parent_id.id, False),
+                            "mailing_id": node.mailing_id.sudo().copy().id if node.mailing_id else False,
+                        }
+                    ).id
+                pending -= ready
+            for node in scenario.node_ids.filtered("condition_node_id"):
+                if node.id in mapping and node.condition_node_id.id in mapping:
+                    self.env["marketing.scenario.node"].browse(mapping[node.id]).condition_node_id = mapping[
+                        node.condition_node_id.id
+                    ]
+        return new_scenarios
+
     @api.ondelete(at_uninstall=False)
     def _unlink_except_running(self):
         running = self.filtered(lambda scenario: scenario.state in ("running", "paused"))

@@ -452,6 +452,8 @@ class MarketingScenarioNode(models.Model):
                 problems.append(self.env._("choose the event"))
             if self.condition_type in ("email", "sms") and not self.condition_node_id:
                 problems.append(self.env._("choose the message node to look at"))
+            if self.condition_node_id and self.condition_node_id not in self._ancestors():
+                problems.append(self.env._("the message node must come before this condition, on its path"))
             if self.condition_type == "email" and self.condition_node_id.node_type not in (False, "email"):
                 problems.append(self.env._("the message node must send an email"))
             if self.condition_type == "sms" and self.condition_node_id.node_type not in (False, "sms"):
@@ -495,6 +497,14 @@ class MarketingScenarioNode(models.Model):
         if self.parent_id and not self.parent_id.active:
             problems.append(self.env._("its previous node is archived"))
         return problems
+
+    def _ancestors(self):
+        ancestors = self.browse()
+        node = self.parent_id
+        while node and node not in ancestors:
+            ancestors |= node
+            node = node.parent_id
+        return ancestors
 
     # ------------------------------------------------------------------
     # Scheduling

@@ -324,9 +324,17 @@ class ResPartner(models.Model):
             )
         )
         if origin_ref:
-            # Written once for all rows: in create, a reference costs an
-            # existence check per row.
-            logs.write({"origin_ref": f"{origin_ref._name},{origin_ref.id}"})
+            # One statement for all rows: the ORM checks that a reference
+            # exists once per row it writes, a query per log line.
+            logs.flush_recordset()
+            self.env.cr.execute(
+                SQL(
+                    "UPDATE marketing_engagement_log SET origin_ref = %s WHERE id = ANY(%s)",
+                    f"{origin_ref._name},{origin_ref.id}",
+                    logs.ids,
+                )
+            )
+            logs.invalidate_recordset(["origin_ref"])
         self.env["marketing.event"]._emit(
             "score_changed",
             [

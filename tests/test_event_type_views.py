@@ -10,13 +10,29 @@ from .common import MarketingAutomationHttpCommon
 class TestEventTypeTour(MarketingAutomationHttpCommon):
     def test_marketer_filters_toggles_and_opens_row_actions(self):
         ecommerce = self.category_ecommerce
-        tour_purchase, tour_signup, tour_archived = self.EventType.create(
+        tour_purchase, tour_signup, tour_archived, _tour_newsletter = self.EventType.create(
             [
                 {"name": "Tour purchase", "key": "tour_purchase", "category_id": ecommerce.id},
                 {"name": "Tour signup", "key": "tour_signup", "use_for_segmentation": True},
                 {"name": "Tour archived", "key": "tour_archived", "active": False},
+                {"name": "Tour newsletter", "key": "tour_newsletter"},
             ]
         )
+        # Signing up launches the scenario, a purchase makes the contact leave it.
+        scenario = self.env["marketing.scenario"].create(
+            {
+                "name": "Tour welcome",
+                "trigger_type": "event",
+                "trigger_event_type_id": tour_signup.id,
+                "exit_event_type_ids": [(6, 0, tour_purchase.ids)],
+                "timezone": "UTC",
+            }
+        )
+        self.env["marketing.scenario.node"].create(
+            {"scenario_id": scenario.id, "node_type": "wait", "wait_amount": 1, "wait_unit": "days"}
+        )
+        scenario.action_start()
+        self.assertEqual(scenario.state, "running")
         self.Event._insert_events(
             [
                 {
@@ -37,6 +53,7 @@ class TestEventTypeTour(MarketingAutomationHttpCommon):
         self.assertTrue(tour_purchase.use_for_segmentation, "the switch of the row saved the type")
         self.assertTrue(tour_signup.use_for_segmentation)
         self.assertFalse(tour_archived.active)
+        self.assertTrue(tour_purchase.exists(), "a type a running scenario depends on is not deleted")
 
 
 @tagged("post_install", "-at_install")

@@ -42,7 +42,7 @@ class TestScenarioEngine(ScenarioCommon):
 
     def test_params_filter_is_checked_against_the_learned_structure(self):
         self.emit(self.type_cart, self.partner, {"total": 10.0, "items": [{"sku": "A"}], "category": "shoes"})
-        with self.assertRaisesRegex(ValidationError, "total: is a number"):
+        with self.assertRaisesRegex(ValidationError, "total is a number"):
             self.create_scenario(trigger_params_filter='total > "abc"')
         with self.assertRaisesRegex(ValidationError, "no such parameter"):
             self.create_scenario(trigger_params_filter="missing == 1")
@@ -213,9 +213,13 @@ class TestScenarioEngine(ScenarioCommon):
         scenario = self.create_scenario(trigger_event_type_id=False)
         self.add_node(scenario, "tag_add")
         self.add_node(scenario, "score")
+        other_branch_email = self.add_node(scenario, "email")
+        self.add_node(scenario, "condition", condition_type="email", condition_node_id=other_branch_email.id)
         with self.assertRaises(UserError) as caught:
             scenario.action_start()
         message = str(caught.exception)
+        self.assertIn("the message node must come before this condition", message)
+        self.assertIn("the mailing needs a subject and a body", message)
         self.assertIn("choose the event type", message)
         self.assertIn("choose the tags", message)
         self.assertIn("give the points", message)
@@ -363,3 +367,21 @@ class TestScenarioEngine(ScenarioCommon):
         self.advance_at(T0 + timedelta(seconds=60))
         self.assertEqual(step.state, "done")
         self.assertEqual(admin_partner.engagement_score, 1)
+
+    def test_duplicate_copies_the_node_tree_as_a_draft(self):
+        scenario = self.create_scenario()
+        email = self.add_node(scenario, "email", name="Mail")
+        email.mailing_id.write({"subject": "Hi", "body_html": "<p>Hi</p>"})
+        condition = self.add_node(scenario, "condition", email, condition_type="email", condition_node_id=email.id)
+        self.add_node(scenario, "tag_add", condition, branch="yes", tag_ids=[(6, 0, self.tag_vip.ids)])
+        scenario.action_start()
+        copy = scenario.copy()
+        self.assertEqual((copy.state, copy.name), ("draft", "Test scenario (copy)"))
+        self.assertEqual(len(copy.node_ids), 3)
+        new_email = copy.node_ids.filtered(lambda node: node.node_type == "email")
+        new_condition = copy.node_ids.filtered(lambda node: node.node_type == "condition")
+        self.assertEqual(new_condition.parent_id, new_email)
+        self.assertEqual(new_condition.condition_node_id, new_email)
+        self.assertNotEqual(new_email.mailing_id, email.mailing_id, "each node keeps a mailing of its own")
+        self.assertEqual(new_email.mailing_id.subject, "Hi")
+        self.assertEqual(copy.node_ids.filtered("parent_id").mapped("branch"), ["always", "yes"])

@@ -8,6 +8,7 @@ from odoo.exceptions import UserError
 from odoo.tests import new_test_user
 from odoo.tests import tagged
 
+from .common import MarketingAutomationHttpCommon
 from .scenario_common import ScenarioCommon
 
 T0 = datetime(2026, 11, 2, 10, 0, 0)  # a Monday
@@ -257,3 +258,22 @@ class TestScenarioTriggers(ScenarioCommon):
         self.assertEqual(menu.parent_id, self.env.ref("marketing_event_automation.menu_marketing_automation_root"))
         siblings = menu.parent_id.child_id.sorted("sequence")
         self.assertEqual(siblings[0], menu, "Scenarios comes first")
+
+
+@tagged("post_install", "-at_install")
+class TestScenarioTour(MarketingAutomationHttpCommon, ScenarioCommon):
+    def test_marketer_starts_pauses_and_test_runs_a_scenario(self):
+        scenario = self.create_scenario(name="Tour scenario")
+        self.add_node(scenario, "tag_add", tag_ids=[(6, 0, self.tag_vip.ids)])
+        self.start_tour(
+            "/odoo/action-marketing_event_automation.action_marketing_scenario",
+            "marketing_scenario_tour",
+            login="admin",
+        )
+        self.assertEqual(scenario.state, "paused")
+        test_run = scenario.participant_ids
+        self.assertTrue(test_run.is_test)
+        self.assertEqual(test_run.partner_id, self.partner)
+        self.assertEqual(test_run.step_ids.mapped("state"), ["done"])
+        self.assertIn(self.tag_vip, self.partner.category_id)
+        self.assertEqual(scenario.entered_count, 0, "a test run is no entry")

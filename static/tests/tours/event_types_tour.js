@@ -60,6 +60,31 @@ registry.category("web_tour.tours").add("marketing_event_types_tour", {
         {
             trigger: `.o_list_view:not(:has(${row("tour_archived")})) ${row("tour_purchase")}`,
         },
+        {
+            content: "The dependencies column counts the scenarios depending on each type",
+            trigger: `${row("tour_purchase")} td[name=dependency_count]:contains(1)`,
+        },
+        ...toggleFilter("Launch"),
+        {
+            content: "Launch: only the type that starts a scenario is listed",
+            trigger: `.o_list_view:not(:has(${row("tour_purchase")})) ${row("tour_signup")}`,
+        },
+        ...toggleFilter("Launch"),
+        ...toggleFilter("Stop"),
+        {
+            content: "Stop: only the type that makes contacts leave a scenario is listed",
+            trigger: `.o_list_view:not(:has(${row("tour_signup")})) ${row("tour_purchase")}`,
+        },
+        ...toggleFilter("Stop"),
+        ...toggleFilter("Without dependencies"),
+        {
+            content: "Without dependencies: only the type no scenario uses is listed",
+            trigger: `.o_list_view:not(:has(${row("tour_purchase")})):not(:has(${row("tour_signup")})) ${row("tour_newsletter")}`,
+        },
+        ...toggleFilter("Without dependencies"),
+        {
+            trigger: `${row("tour_purchase")}`,
+        },
         ...toggleFilter("Segmentation"),
         {
             content: "Segmentation: only the segmentation type is listed",
@@ -96,6 +121,10 @@ registry.category("web_tour.tours").add("marketing_event_types_tour", {
             trigger: ".modal .o_field_widget[name=params_structure_paths]:contains(items[].sku: string)",
         },
         {
+            content: "The sample can be copied",
+            trigger: ".modal .o_field_CopyClipboardButton .o_clipboard_button",
+        },
+        {
             content: "Close the preview",
             trigger: ".modal .modal-footer button:contains(Close)",
             run: "click",
@@ -119,6 +148,43 @@ registry.category("web_tour.tours").add("marketing_event_types_tour", {
         {
             content: "Back to the list",
             trigger: ".o_breadcrumb .breadcrumb-item a:contains(Event Types)",
+            run: "click",
+        },
+        {
+            content: "Select the purchase type, which a running scenario depends on",
+            trigger: `${row("tour_purchase")} td.o_list_record_selector input[type=checkbox]`,
+            run: "click",
+        },
+        {
+            content: "Open the actions menu",
+            trigger: ".o_cp_action_menus button:contains(Actions)",
+            run: "click",
+        },
+        {
+            content: "Delete",
+            trigger: ".o-dropdown--menu .o-dropdown-item:contains(Delete)",
+            run: "click",
+        },
+        {
+            content: "Confirm",
+            trigger: ".modal .modal-footer button.btn-primary:contains(Delete)",
+            run: "click",
+        },
+        {
+            content: "The deletion is refused, naming the running scenario",
+            trigger: ".modal .modal-body:contains(cannot be deleted):contains(Tour welcome)",
+        },
+        {
+            content: "Close the message",
+            trigger: ".modal .modal-footer button:contains(Close)",
+            run: "click",
+        },
+        {
+            trigger: `body:not(:has(.modal)) ${row("tour_purchase")}`,
+        },
+        {
+            content: "Unselect the purchase type",
+            trigger: `${row("tour_purchase")} td.o_list_record_selector input[type=checkbox]:checked`,
             run: "click",
         },
         {
