@@ -102,6 +102,23 @@ class TestEngagementAdjustAndAccess(MarketingAutomationCommon):
             self.assertIn('name="action_view_engagement_history"', arch)
         self.assertNotIn("action_open_engagement_adjust", sales_arch)
         self.assertIn("action_open_engagement_adjust", marketing_arch)
+        views = (
+            self.env["res.partner"]
+            .with_user(self.sales_user)
+            .get_views([(False, "list"), (False, "kanban"), (False, "search")])["views"]
+        )
+        self.assertIn('name="engagement_score"', views["list"]["arch"])
+        self.assertIn('name="engagement_score"', views["kanban"]["arch"])
+        for filter_name in ("filter_engagement_hot", "filter_engagement_cold", "filter_engagement_never"):
+            self.assertIn(f'name="{filter_name}"', views["search"]["arch"])
+        self.assertIn("'group_by': 'engagement_score_band'", views["search"]["arch"])
+        Partner = self.env["res.partner"].with_user(self.sales_user)
+        never = Partner.create({"name": "Never scored"})
+        self.assertIn(never, Partner.search([("engagement_score_set", "=", False)]))
+        self.assertEqual(
+            Partner.search([("engagement_score_band", "=", "warm"), ("id", "in", [self.partner.id, never.id])]),
+            self.partner,
+        )
         adjust_action = self.env.ref("marketing_event_automation.action_marketing_engagement_adjust_wizard")
 
         def bound_action_ids(user):

@@ -1,4 +1,6 @@
 #!/usr/bin/env python3
+# pylint: disable=print-used
+# (a command-line tool: its output is for the person who runs it)
 """The README's two commands: ``run`` (demo server) and ``test`` (full test run).
 
 Both work from any clone folder name: the addon is exposed to Odoo as
