@@ -43,12 +43,14 @@ class TestEngagementAdjustAndAccess(MarketingAutomationCommon):
         self.assertEqual(self.partner.engagement_score, 35)
         log = self.partner.engagement_log_ids.sorted("id")[-1]
         self.assertEqual((log.delta, log.origin, log.origin_ref), (15, "manual", self.marketing_user))
-        imported = (
+        result = (
             self.env["res.partner"]
             .with_user(self.marketing_user)
             .with_context(import_file=True)
-            .create({"name": "Imported lead", "engagement_score": 60})
+            .load(["name", "engagement_score"], [["Imported lead", "60"]])
         )
+        self.assertFalse(result["messages"])
+        imported = self.env["res.partner"].browse(result["ids"])
         self.assertEqual((imported.engagement_score, imported.engagement_score_band), (60, "hot"))
         self.assertEqual(imported.engagement_log_ids.mapped("origin"), ["import"])
 
