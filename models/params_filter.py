@@ -212,6 +212,12 @@ def normalize_conditions(conditions, structure=None):
         if operator in UNARY_OPERATORS:
             normalized.append({"path": path, "operator": operator})
             continue
+        if structure and path not in structure and f"{path}[]" not in structure:
+            # A typo in a path would make the filter silently match nothing.
+            known = ", ".join(sorted(structure)[:20])
+            raise ParamsFilterError(
+                f"condition {number}: {path}: no such parameter in the events of this type (known: {known})"
+            )
         target_type = STRUCTURE_TYPES.get(structure.get(path) or structure.get(f"{path}[]"))
         raw_values = condition.get("value")
         if operator in LIST_OPERATORS:

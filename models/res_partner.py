@@ -92,8 +92,10 @@ class ResPartner(models.Model):
         help="The identifier the shops use for this contact; events posted with it reach this contact.",
     )
 
+    # Not readonly so that marketing users can import scores; write() turns
+    # that into a logged change and refuses it to everybody else. Views show
+    # it read-only.
     engagement_score = fields.Integer(
-        readonly=True,
         index=True,
         copy=False,
         help="Rises and falls with what the contact does (score rules, scenarios, manual changes).",

@@ -45,12 +45,14 @@ class TestEngagementAdjustAndAccess(MarketingAutomationCommon):
         self.assertEqual(self.partner.engagement_score, 35)
         log = self.partner.engagement_log_ids.sorted("id")[-1]
         self.assertEqual((log.delta, log.origin, log.origin_ref), (15, "manual", self.marketing_user))
-        imported = (
+        result = (
             self.env["res.partner"]
             .with_user(self.marketing_user)
             .with_context(import_file=True)
-            .create({"name": "Imported lead", "engagement_score": 60})
+            .load(["name", "engagement_score"], [["Imported lead", "60"]])
         )
+        self.assertFalse(result["messages"])
+        imported = self.env["res.partner"].browse(result["ids"])
         self.assertEqual((imported.engagement_score, imported.engagement_score_band), (60, "hot"))
         self.assertEqual(imported.engagement_log_ids.mapped("origin"), ["import"])
 
@@ -104,6 +106,23 @@ class TestEngagementAdjustAndAccess(MarketingAutomationCommon):
             self.assertIn('name="action_view_engagement_history"', arch)
         self.assertNotIn("action_open_engagement_adjust", sales_arch)
         self.assertIn("action_open_engagement_adjust", marketing_arch)
+        views = (
+            self.env["res.partner"]
+            .with_user(self.sales_user)
+            .get_views([(False, "list"), (False, "kanban"), (False, "search")])["views"]
+        )
+        self.assertIn('name="engagement_score"', views["list"]["arch"])
+        self.assertIn('name="engagement_score"', views["kanban"]["arch"])
+        for filter_name in ("filter_engagement_hot", "filter_engagement_cold", "filter_engagement_never"):
+            self.assertIn(f'name="{filter_name}"', views["search"]["arch"])
+        self.assertIn("'group_by': 'engagement_score_band'", views["search"]["arch"])
+        Partner = self.env["res.partner"].with_user(self.sales_user)
+        never = Partner.create({"name": "Never scored"})
+        self.assertIn(never, Partner.search([("engagement_score_set", "=", False)]))
+        self.assertEqual(
+            Partner.search([("engagement_score_band", "=", "warm"), ("id", "in", [self.partner.id, never.id])]),
+            self.partner,
+        )
         adjust_action = self.env.ref("marketing_event_automation.action_marketing_engagement_adjust_wizard")
 
         def bound_action_ids(user):

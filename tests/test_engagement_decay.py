@@ -65,6 +65,13 @@ class TestEngagementDecay(MarketingAutomationCommon):
         self.assertEqual(self.decay(31, batch_size=2), 0)
         self.assertEqual(self.scores(), [7, 0, 15, None, 19], "each company decays its contacts its own way")
 
+    def test_decay_cron_job(self):
+        cron = self.env.ref("marketing_event_automation.ir_cron_engagement_decay")
+        self.assertEqual((cron.interval_number, cron.interval_type, cron.active), (1, "days", True))
+        with freeze_time(self.start + timedelta(days=31)):
+            cron.method_direct_trigger()
+        self.assertEqual(self.scores(), [7, 0, 15, None, 20])
+
     def test_decay_settings(self):
         settings = self.env["res.config.settings"].create({})
         self.assertTrue(settings.engagement_decay_enabled)
