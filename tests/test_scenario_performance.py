@@ -103,6 +103,8 @@ class TestScenarioConcurrency(TransactionCase):
             env = api.Environment(cr, SUPERUSER_ID, {"tracking_disable": True})
             cr.execute("SELECT COALESCE(max(id), 0) FROM ir_cron_trigger")
             self.max_trigger_id = cr.fetchone()[0]
+            cr.execute("SELECT COALESCE(max(id), 0) FROM marketing_event")
+            self.max_event_id = cr.fetchone()[0]
             partners = env["res.partner"].create(
                 [{"name": f"Concurrent {i}", "email": f"concurrent{i}@example.org"} for i in range(self.SIZE)]
             )
@@ -135,6 +137,9 @@ class TestScenarioConcurrency(TransactionCase):
             env["mailing.mailing"].browse(self.ids["mailing"]).unlink()
             env["res.partner"].browse(self.ids["partners"]).unlink()
             cr.execute("DELETE FROM ir_cron_trigger WHERE id > %s", [self.max_trigger_id])
+            # The committed run logged events (contact created, scenario completed and
+            # finished): left pending, they would reach the next tests' dispatches.
+            cr.execute("DELETE FROM marketing_event WHERE id > %s", [self.max_event_id])
 
     def test_a_step_never_runs_twice(self):
         barrier = threading.Barrier(2)

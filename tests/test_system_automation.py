@@ -763,13 +763,19 @@ class TestSystemAutomationScenarios(SystemAutomationCommon, ScenarioCommon):
         while self.Scenario._cron_schedule():
             pass
         self.advance()
-        finished = self.Event.search([("type_id", "=", self.type_scenario_finished.id)])
+        finished = self.Event.search([("type_id", "=", self.type_scenario_finished.id)]).filtered(
+            lambda event: event.params.get("scenario_id") == scenario.id
+        )
         self.assertEqual(len(finished), 1)
         self.assertEqual(finished.params["reason"], "completed")
         self.assertEqual(finished.params["participants"], {"completed": 2})
         scenario.action_stop()
         self.assertEqual(
-            self.Event.search_count([("type_id", "=", self.type_scenario_finished.id)]), 1, "one event per run"
+            self.Event.search_count(
+                [("type_id", "=", self.type_scenario_finished.id), ("idempotency_key", "=", finished.idempotency_key)]
+            ),
+            1,
+            "one event per run",
         )
         self.dispatch()
         self.run_automations()
@@ -805,7 +811,9 @@ class TestSystemAutomationScenarios(SystemAutomationCommon, ScenarioCommon):
         self.emit(self.type_cart, self.partner, {"total": 1, "items": []})
         self.dispatch()
         scenario.action_stop()
-        finished = self.Event.search([("type_id", "=", self.type_scenario_finished.id)])
+        finished = self.Event.search([("type_id", "=", self.type_scenario_finished.id)]).filtered(
+            lambda event: event.params.get("scenario_id") == scenario.id
+        )
         self.assertEqual(finished.params["reason"], "stopped")
         self.assertEqual(finished.params["participants"], {"canceled": 1})
         self.assertEqual(finished.company_id, scenario.company_id)
