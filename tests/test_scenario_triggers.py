@@ -277,3 +277,22 @@ class TestScenarioTour(MarketingAutomationHttpCommon, ScenarioCommon):
         self.assertEqual(test_run.step_ids.mapped("state"), ["done"])
         self.assertIn(self.tag_vip, self.partner.category_id)
         self.assertEqual(scenario.entered_count, 0, "a test run is no entry")
+
+
+@tagged("post_install", "-at_install")
+class TestContactScenariosOnForm(ScenarioCommon):
+    def test_salespeople_see_the_scenarios_a_contact_is_in(self):
+        scenario = self.create_scenario(name="Cart reminders")
+        self.add_node(scenario, "wait", wait_amount=1, wait_unit="days")
+        scenario.action_start()
+        self.emit(self.type_cart, self.partner, {"total": 1, "items": []})
+        self.dispatch()
+        as_sales = self.partner.with_user(self.sales_user)
+        self.assertEqual(as_sales.marketing_scenario_count, 1)
+        self.assertEqual(as_sales.marketing_scenario_names, "Cart reminders")
+        action = self.partner.with_user(self.marketing_user).action_view_marketing_scenarios()
+        participants = self.env[action["res_model"]].with_user(self.marketing_user).search(action["domain"])
+        self.assertEqual(participants.scenario_id, scenario)
+        scenario.action_stop()
+        self.partner.invalidate_recordset()
+        self.assertEqual(self.partner.marketing_scenario_count, 0, "only running scenarios count")
