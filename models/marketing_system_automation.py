@@ -39,7 +39,7 @@ class MarketingSystemAutomation(models.Model):
     params_filter = fields.Char(
         string="Parameters Filter",
         help="Optional conditions on the event parameters, all of which must hold: "
-        "list_id == 7 and count > 100 (operators ==, != , >, >=, <, <=, contains; dotted paths).",
+        "list_id == 7 and count > 100 (operators ==, !=, >, >=, <, <=, contains, in, not in, exists, not exists).",
     )
     description = fields.Text(translate=True)
     job_ids = fields.One2many("marketing.system.automation.job", "automation_id", string="Jobs", copy=True)
@@ -69,7 +69,7 @@ class MarketingSystemAutomation(models.Model):
     def _check_params_filter(self):
         for automation in self:
             try:
-                parse_params_filter(automation.params_filter, automation.event_type_id.params_structure)
+                parse_params_filter(automation.params_filter, automation.event_type_id.params_structure or {})
             except ParamsFilterError as error:
                 raise ValidationError(
                     self.env._("Parameters Filter of %(name)s: %(reason)s", name=automation.name, reason=error)
@@ -117,7 +117,7 @@ class MarketingSystemAutomation(models.Model):
         if self.schedule_id and params.get("schedule_id") != self.schedule_id.id:
             return False
         try:
-            clauses = parse_params_filter(self.params_filter, self.event_type_id.params_structure)
+            clauses = parse_params_filter(self.params_filter, self.event_type_id.params_structure or {})
         except ParamsFilterError:
             return False
         return params_match(clauses, params)

@@ -75,13 +75,17 @@ class SystemAutomationCommon(MarketingAutomationCommon, MockEmail):
 @tagged("post_install", "-at_install")
 class TestSystemAutomationTrigger(SystemAutomationCommon):
     def test_params_filter_is_checked_against_the_learned_structure(self):
-        self.Event._emit("contacts_imported", [{"params": {"list_id": 1, "count": 3}}])
+        self.emit_and_dispatch("contacts_imported", {"list_id": 1, "count": 3})
         with self.assertRaisesRegex(
             ValidationError, "Parameters Filter of Bad filter: unexpected character '=' at position 9"
         ):
             self.make_automation(self.type_imported, [], name="Bad filter", params_filter="list_id = 1")
         with self.assertRaisesRegex(ValidationError, "Parameters Filter of Bad type: condition 1: count is a number"):
             self.make_automation(self.type_imported, [], name="Bad type", params_filter='count > "many"')
+        automation = self.make_automation(self.type_imported, [], params_filter='count > "2"')
+        self.emit_and_dispatch("contacts_imported", {"count": 1})
+        self.emit_and_dispatch("contacts_imported", {"count": 3})
+        self.assertEqual(automation.run_ids.event_id.params, {"count": 3}, "the value is read as a number")
 
     def test_contact_event_types_are_refused(self):
         with self.assertRaisesRegex(ValidationError, "System Event: Test purchase is a contact"):
