@@ -85,6 +85,40 @@ class TestScenarioTriggers(ScenarioCommon):
         self.advance()
         self.assertIn(self.tag_vip, self.partner.category_id)
 
+    def test_every_score_operator_fires_on_crossing_only(self):
+        # Each contact starts never scored; after each change the dispatcher runs.
+        # Entry policy "every time", so only the crossing rule can keep a contact out.
+        cases = [
+            (">=", 10, [5, 6, 3, -10, 10], 2),
+            (">", 10, [10, 1, 1], 1),
+            ("<", 0, [1, -2, -1, 5, -10], 2),
+            ("<=", 0, [-1, 2, -1], 2),
+            ("=", 5, [5, 1, -1], 2),
+            ("!=", 5, [3, 2, 1], 2),
+            ("empty", 0, [1, 2], 0),
+            ("not_empty", 0, [1, 2], 1),
+        ]
+        Partner = self.env["res.partner"]
+        for operator, threshold, deltas, expected_entries in cases:
+            with self.subTest(operator=operator):
+                scenario = self.create_scenario(
+                    name=f"Score {operator}",
+                    trigger_type="score",
+                    trigger_event_type_id=False,
+                    score_operator=operator,
+                    score_threshold=threshold,
+                    entry_policy="every_time",
+                )
+                self.add_node(scenario, "wait", wait_amount=1, wait_unit="days")
+                scenario.action_start()
+                contact = Partner.create({"name": f"Scored {operator}"})
+                for delta in deltas:
+                    Partner._marketing_change_score({contact.id: delta}, "test", "manual")
+                    self.dispatch()
+                entries = scenario.participant_ids.filtered(lambda participant, c=contact: participant.partner_id == c)
+                self.assertEqual(len(entries), expected_entries)
+                scenario.action_stop()
+
     def test_score_trigger_is_empty(self):
         scenario = self.create_scenario(trigger_type="score", trigger_event_type_id=False, score_operator="not_empty")
         self.add_node(scenario, "tag_add", tag_ids=[(6, 0, self.tag_vip.ids)])
