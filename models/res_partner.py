@@ -123,6 +123,10 @@ class ResPartner(models.Model):
     )
 
     engagement_log_count = fields.Integer(string="Score Changes", compute="_compute_engagement_log_count")
+    marketing_scenario_count = fields.Integer(
+        string="Scenarios", compute="_compute_marketing_scenarios", help="Scenarios the contact is running through now."
+    )
+    marketing_scenario_names = fields.Char(string="In Scenarios", compute="_compute_marketing_scenarios")
 
     def init(self):
         res = super().init()
@@ -147,6 +151,38 @@ class ResPartner(models.Model):
     def _compute_engagement_score_band(self):
         for partner in self:
             partner.engagement_score_band = score_band(partner.engagement_score, partner.engagement_score_set)
+
+    def _compute_marketing_scenarios(self):
+        # sudo: salespeople may not read scenarios, yet they see which ones a
+        # contact is running through on its form (names only, nothing else).
+        groups = (
+            self.env["marketing.scenario.participant"]
+            .sudo()
+            ._read_group(
+                [("partner_id", "in", self.ids), ("state", "=", "running")], ["partner_id"], ["scenario_id:array_agg"]
+            )
+        )
+        scenario_ids = {partner.id: ids for partner, ids in groups}
+        names = dict(
+            self.env["marketing.scenario"]
+            .sudo()
+            .browse({i for ids in scenario_ids.values() for i in ids})
+            .mapped(lambda scenario: (scenario.id, scenario.name))
+        )
+        for partner in self:
+            ids = sorted(set(scenario_ids.get(partner._origin.id, [])))
+            partner.marketing_scenario_count = len(ids)
+            partner.marketing_scenario_names = ", ".join(names[i] for i in ids)
+
+    def action_view_marketing_scenarios(self):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id(
+            "marketing_event_automation.action_marketing_scenario_participant"
+        )
+        action["domain"] = [("partner_id", "=", self.id)]
+        action["context"] = {"search_default_filter_running": 1}
+        action["display_name"] = self.env._("Scenarios of %(name)s", name=self.display_name)
+        return action
 
     def _compute_engagement_log_count(self):
         counts = dict(

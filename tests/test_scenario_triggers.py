@@ -85,6 +85,40 @@ class TestScenarioTriggers(ScenarioCommon):
         self.advance()
         self.assertIn(self.tag_vip, self.partner.category_id)
 
+    def test_every_score_operator_fires_on_crossing_only(self):
+        # Each contact starts never scored; after each change the dispatcher runs.
+        # Entry policy "every time", so only the crossing rule can keep a contact out.
+        cases = [
+            (">=", 10, [5, 6, 3, -10, 10], 2),
+            (">", 10, [10, 1, 1], 1),
+            ("<", 0, [1, -2, -1, 5, -10], 2),
+            ("<=", 0, [-1, 2, -1], 2),
+            ("=", 5, [5, 1, -1], 2),
+            ("!=", 5, [3, 2, 1], 2),
+            ("empty", 0, [1, 2], 0),
+            ("not_empty", 0, [1, 2], 1),
+        ]
+        Partner = self.env["res.partner"]
+        for operator, threshold, deltas, expected_entries in cases:
+            with self.subTest(operator=operator):
+                scenario = self.create_scenario(
+                    name=f"Score {operator}",
+                    trigger_type="score",
+                    trigger_event_type_id=False,
+                    score_operator=operator,
+                    score_threshold=threshold,
+                    entry_policy="every_time",
+                )
+                self.add_node(scenario, "wait", wait_amount=1, wait_unit="days")
+                scenario.action_start()
+                contact = Partner.create({"name": f"Scored {operator}"})
+                for delta in deltas:
+                    Partner._marketing_change_score({contact.id: delta}, "test", "manual")
+                    self.dispatch()
+                entries = scenario.participant_ids.filtered(lambda participant, c=contact: participant.partner_id == c)
+                self.assertEqual(len(entries), expected_entries)
+                scenario.action_stop()
+
     def test_score_trigger_is_empty(self):
         scenario = self.create_scenario(trigger_type="score", trigger_event_type_id=False, score_operator="not_empty")
         self.add_node(scenario, "tag_add", tag_ids=[(6, 0, self.tag_vip.ids)])
@@ -277,3 +311,22 @@ class TestScenarioTour(MarketingAutomationHttpCommon, ScenarioCommon):
         self.assertEqual(test_run.step_ids.mapped("state"), ["done"])
         self.assertIn(self.tag_vip, self.partner.category_id)
         self.assertEqual(scenario.entered_count, 0, "a test run is no entry")
+
+
+@tagged("post_install", "-at_install")
+class TestContactScenariosOnForm(ScenarioCommon):
+    def test_salespeople_see_the_scenarios_a_contact_is_in(self):
+        scenario = self.create_scenario(name="Cart reminders")
+        self.add_node(scenario, "wait", wait_amount=1, wait_unit="days")
+        scenario.action_start()
+        self.emit(self.type_cart, self.partner, {"total": 1, "items": []})
+        self.dispatch()
+        as_sales = self.partner.with_user(self.sales_user)
+        self.assertEqual(as_sales.marketing_scenario_count, 1)
+        self.assertEqual(as_sales.marketing_scenario_names, "Cart reminders")
+        action = self.partner.with_user(self.marketing_user).action_view_marketing_scenarios()
+        participants = self.env[action["res_model"]].with_user(self.marketing_user).search(action["domain"])
+        self.assertEqual(participants.scenario_id, scenario)
+        scenario.action_stop()
+        self.partner.invalidate_recordset()
+        self.assertEqual(self.partner.marketing_scenario_count, 0, "only running scenarios count")
