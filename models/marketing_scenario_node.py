@@ -594,6 +594,11 @@ class MarketingScenarioNode(models.Model):
     def _skipped(steps, reason):
         return {step.id: {"state": "skipped", "branch": "always", "result": reason} for step in steps}
 
+    def _skip_without_email(self, steps):
+        """Skip the steps whose contact has no valid email: (their outcomes, the other steps)."""
+        without_email = steps.filtered(lambda step: not step.partner_id.email_normalized)
+        return self._skipped(without_email, self.env._("No valid email address")), steps - without_email
+
     def _run_wait(self, steps):
         return self._done(steps, self.env._("Waited"))
 
@@ -751,10 +756,7 @@ class MarketingScenarioNode(models.Model):
         return outcomes
 
     def _run_email(self, steps):
-        outcomes = self._skipped(
-            steps.filtered(lambda step: not step.partner_id.email_normalized), self.env._("No valid email address")
-        )
-        sendable = steps.filtered(lambda step: step.partner_id.email_normalized)
+        outcomes, sendable = self._skip_without_email(steps)
         if not sendable:
             return outcomes
         # sudo: the engine sends on behalf of the scenario, whoever runs the cron.
@@ -840,10 +842,7 @@ class MarketingScenarioNode(models.Model):
         return self._done(steps, ", ".join(self.tag_ids.mapped("name")))
 
     def _run_list_add(self, steps):
-        outcomes = self._skipped(
-            steps.filtered(lambda step: not step.partner_id.email_normalized), self.env._("No valid email address")
-        )
-        sendable = steps.filtered(lambda step: step.partner_id.email_normalized)
+        outcomes, sendable = self._skip_without_email(steps)
         if not sendable:
             return outcomes
         mailing_list = self.mailing_list_id
