@@ -1,4 +1,5 @@
 import gzip
+import hashlib
 import json
 
 from odoo.tests import tagged
@@ -54,7 +55,11 @@ class TestEventApi(MarketingAutomationHttpCommon):
         wizard = self.env["marketing.event.source.key.wizard"].browse(action["res_id"])
         new_key = wizard.write_key
         self.assertNotEqual(new_key, old_key)
-        self.assertNotIn(new_key.split("_")[-1], self.source.sudo().key_hash, "only a hash is stored")
+        # The secret is what follows "mea_<key id>_"; it may itself contain "_".
+        secret = new_key.split("_", 2)[2]
+        self.assertEqual(len(secret), 43)
+        self.assertNotIn(secret, self.source.sudo().key_hash, "only a hash is stored")
+        self.assertEqual(self.source.sudo().key_hash, hashlib.sha256(secret.encode()).hexdigest())
         self.assertEqual(self.post_json(EVENTS_URL, self.cart_event(), key=old_key).status_code, 401)
         self.assertEqual(self.post_json(EVENTS_URL, self.cart_event(), key=new_key).status_code, 202)
 
