@@ -176,7 +176,8 @@ def run_fuzzer(base_url, write_key, options, report_dir):
         str(ndjson_path),
     ]
     print("Running: " + " ".join(command).replace(write_key, "<write key>"), flush=True)
-    completed = subprocess.run(command, check=False, env=dict(os.environ, SCHEMATHESIS_HOOKS=str(HOOKS)))
+    # In .odoo: schemathesis keeps its cache in the working directory.
+    completed = subprocess.run(command, check=False, cwd=WORK_DIR, env=dict(os.environ, SCHEMATHESIS_HOOKS=str(HOOKS)))
     sent, failures = count_requests(ndjson_path)
     return completed.returncode, sent, failures
 
