@@ -74,6 +74,18 @@ WEBHOOK_BACKOFF_SECONDS = 60
 ALLOW_PRIVATE_PARAM = "marketing_event_automation.webhook_allow_private"
 
 
+def is_public_address(address):
+    """Whether a resolved address is on the public internet.
+
+    ``is_global`` also excludes what ``is_private`` lets through (shared
+    100.64.0.0/10, ...); an IPv4 address mapped into IPv6 is judged as IPv4.
+    """
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
 class MarketingScenarioNode(models.Model):
     _name = "marketing.scenario.node"
     _description = "Scenario Node"
@@ -1041,10 +1053,8 @@ class MarketingScenarioNode(models.Model):
             addresses = {info[4][0] for info in socket.getaddrinfo(parsed.hostname, parsed.port or 443)}
         except OSError as error:
             raise UserError(self.env._("URL: the host %(host)s cannot be resolved", host=parsed.hostname)) from error
-        for address in addresses:
-            ip = ipaddress.ip_address(address.split("%")[0])
-            if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast:
-                raise UserError(self.env._("URL: %(host)s is a private or local address", host=parsed.hostname))
+        if any(not is_public_address(address) for address in addresses):
+            raise UserError(self.env._("URL: %(host)s is a private or local address", host=parsed.hostname))
 
     def _webhook_payload(self, step):
         partner = step.partner_id

@@ -7,10 +7,13 @@ from . import test_engagement_tour
 from . import test_event_api
 from . import test_event_type
 from . import test_event_type_views
+from . import test_hostile_actions
+from . import test_hostile_input
 from . import test_list_and_system_events
 from . import test_mailing_trace_events
 from . import test_openapi_contract
 from . import test_params_filter
+from . import test_rate_limit
 from . import test_scenario_abandoned_cart
 from . import test_scenario_actions
 from . import test_scenario_engine
