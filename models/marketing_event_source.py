@@ -11,6 +11,8 @@ WRITE_KEY_PREFIX = "mea"
 # The visible part of a key: it finds the source with an index lookup, the
 # secret part is then compared against the stored hash in constant time.
 KEY_ID_LENGTH = 12
+# The context key that carries a new write key to the dialog showing it once.
+WRITE_KEY_CONTEXT = "marketing_new_write_key"
 
 
 def hash_write_key(secret):
@@ -105,7 +107,7 @@ class MarketingEventSource(models.Model):
         """Replace the write key; the new key is shown once, in a dialog."""
         self.ensure_one()
         write_key = self._generate_write_key()
-        wizard = self.env["marketing.event.source.key.wizard"].create({"source_id": self.id, "write_key": write_key})
+        wizard = self.env["marketing.event.source.key.wizard"].create({"source_id": self.id})
         return {
             "type": "ir.actions.act_window",
             "name": self.env._("New Write Key"),
@@ -113,6 +115,7 @@ class MarketingEventSource(models.Model):
             "res_id": wizard.id,
             "view_mode": "form",
             "target": "new",
+            "context": {WRITE_KEY_CONTEXT: write_key},
         }
 
     def action_view_events(self):
