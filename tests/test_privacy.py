@@ -217,7 +217,7 @@ class TestConsent(ScenarioCommon, SMSCase, MockEmail):
 class TestWriteKeyStorage(ScenarioCommon):
     def test_database_holds_no_plaintext_key(self):
         action = self.source.action_rotate_key()
-        write_key = self.env[action["res_model"]].with_context(action["context"]).browse(action["res_id"]).write_key
+        write_key = self.env[action["res_model"]].with_context(**action["context"]).browse(action["res_id"]).write_key
         secret = write_key.split("_", 2)[2]
         self.env.flush_all()
         for table in ("marketing_event_source", "marketing_event_source_key_wizard"):
