@@ -26,6 +26,10 @@ def is_hex(text):
     return all(character in string.hexdigits for character in text)
 
 
+# The context key that carries a new write key to the dialog showing it once.
+WRITE_KEY_CONTEXT = "marketing_new_write_key"
+
+
 def hash_write_key(secret):
     # Write keys carry 256 bits of randomness, so a plain SHA-256 resists
     # brute force; a slow password hash would cost every API request dearly.
@@ -149,7 +153,7 @@ class MarketingEventSource(models.Model):
         """Replace the write key; the new key is shown once, in a dialog."""
         self.ensure_one()
         write_key = self._generate_write_key()
-        wizard = self.env["marketing.event.source.key.wizard"].create({"source_id": self.id, "write_key": write_key})
+        wizard = self.env["marketing.event.source.key.wizard"].create({"source_id": self.id})
         return {
             "type": "ir.actions.act_window",
             "name": self.env._("New Write Key"),
@@ -157,6 +161,7 @@ class MarketingEventSource(models.Model):
             "res_id": wizard.id,
             "view_mode": "form",
             "target": "new",
+            "context": {WRITE_KEY_CONTEXT: write_key},
         }
 
     def action_view_events(self):

@@ -611,6 +611,31 @@ class MarketingScenarioNode(models.Model):
         without_email = steps.filtered(lambda step: not step.partner_id.email_normalized)
         return self._skipped(without_email, self.env._("No valid email address")), steps - without_email
 
+    def _skip_opted_out(self, steps, field_name):
+        """Skip the steps whose contact opted out of the mailing lists: (their outcomes, the other steps).
+
+        ``field_name`` is the address compared with the mailing contacts':
+        ``email_normalized`` for emails, ``phone_sanitized`` for SMS. As in
+        Email Marketing, an address has opted out when it left a mailing list
+        and is subscribed to none. Scenario messages go to contacts, not to
+        lists, so Odoo's own sending checks only the blacklists for them.
+        """
+        addresses = [address for address in steps.partner_id.mapped(field_name) if address]
+        if not addresses:
+            return {}, steps
+        # sudo: consent is checked for the scenario, whoever runs the engine.
+        subscriptions = (
+            self.env["mailing.subscription"]
+            .sudo()
+            .search_fetch([(f"contact_id.{field_name}", "in", addresses)], ["contact_id", "opt_out"])
+        )
+        opted_in, opted_out = set(), set()
+        for subscription in subscriptions:
+            (opted_out if subscription.opt_out else opted_in).add(subscription.contact_id[field_name])
+        refused = opted_out - opted_in
+        skipped = steps.filtered(lambda step: step.partner_id[field_name] in refused)
+        return self._skipped(skipped, self.env._("Opted out of the mailing lists")), steps - skipped
+
     def _run_wait(self, steps):
         return self._done(steps, self.env._("Waited"))
 
@@ -769,6 +794,8 @@ class MarketingScenarioNode(models.Model):
 
     def _run_email(self, steps):
         outcomes, sendable = self._skip_without_email(steps)
+        opted_out, sendable = self._skip_opted_out(sendable, "email_normalized")
+        outcomes.update(opted_out)
         if not sendable:
             return outcomes
         # sudo: the engine sends on behalf of the scenario, whoever runs the cron.
@@ -822,7 +849,8 @@ class MarketingScenarioNode(models.Model):
             for step in steps
         }
         outcomes = self._skipped(steps.filtered(lambda step: not numbers[step.id]), self.env._("No valid phone number"))
-        sendable = steps.filtered(lambda step: numbers[step.id])
+        opted_out, sendable = self._skip_opted_out(steps.filtered(lambda step: numbers[step.id]), "phone_sanitized")
+        outcomes.update(opted_out)
         if not sendable:
             return outcomes
         # sudo: see _run_email.
@@ -874,7 +902,8 @@ class MarketingScenarioNode(models.Model):
                 ("contact_id", "in", [contact.id for contact in contact_by_email.values()]),
             ]
         )
-        subscriptions.filtered("opt_out").write({"opt_out": False})
+        # Whoever left the list decides: the scenario does not sign them up again.
+        refused = set(subscriptions.filtered("opt_out").contact_id.mapped("email_normalized"))
         subscribed = subscriptions.contact_id
         Subscription.create(
             [
@@ -890,7 +919,9 @@ class MarketingScenarioNode(models.Model):
                 if email not in contact_by_email
             ]
         )
-        outcomes.update(self._done(sendable, mailing_list.name))
+        opted_out = sendable.filtered(lambda step: step.partner_id.email_normalized in refused)
+        outcomes.update(self._skipped(opted_out, self.env._("Opted out of this list")))
+        outcomes.update(self._done(sendable - opted_out, mailing_list.name))
         return outcomes
 
     def _run_list_remove(self, steps):

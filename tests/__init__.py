@@ -1,3 +1,4 @@
+from . import test_access_matrix
 from . import test_engagement_access
 from . import test_engagement_concurrency
 from . import test_engagement_decay
@@ -11,8 +12,10 @@ from . import test_hostile_actions
 from . import test_hostile_input
 from . import test_list_and_system_events
 from . import test_mailing_trace_events
+from . import test_multi_company
 from . import test_openapi_contract
 from . import test_params_filter
+from . import test_privacy
 from . import test_rate_limit
 from . import test_scenario_abandoned_cart
 from . import test_scenario_actions
