@@ -25,6 +25,7 @@ MAX_PARAMS_DEPTH = 20
 SEGMENT_MAX_MESSAGE_SIZE = 32 * 1024
 DISPATCH_BATCH_SIZE = 1000
 PARAMS_SUMMARY_LENGTH = 160
+WAKE_DISPATCHER_FLAG = "marketing_event_automation.wake_dispatcher"
 # A client clock may run a little ahead; an event dated further in the future
 # or before this floor is a bug on the sender's side.
 MAX_CLOCK_SKEW = timedelta(hours=24)
@@ -599,8 +600,29 @@ class MarketingEvent(models.Model):
         if any(ids) and structures:
             self.env["marketing.event.type"]._learn_structures(structures)
         if any(event_id for event_id, event in zip(ids, events) if event.get("state", "pending") == "pending"):
-            self.env.ref("marketing_event_automation.ir_cron_dispatch_events")._trigger()
+            self._wake_dispatcher()
         return ids
+
+    @api.model
+    def _wake_dispatcher(self):
+        """Wake the dispatcher cron when this transaction commits, once however many events it logged.
+
+        An API request logs its events and the contact_created events of its
+        new contacts, a dispatch batch emits events of its own: one
+        ir.cron.trigger row (and one NOTIFY) per transaction is enough.
+        """
+        cr = self.env.cr
+        if cr.precommit.data.get(WAKE_DISPATCHER_FLAG):
+            return
+        cr.precommit.data[WAKE_DISPATCHER_FLAG] = True
+        # sudo: waking a cron is not something the user logging events does.
+        env = self.sudo().env
+
+        def wake():
+            env.ref("marketing_event_automation.ir_cron_dispatch_events")._trigger()
+            env["ir.cron.trigger"].flush_model()
+
+        cr.precommit.add(wake)
 
     @api.model
     def _emit(self, key, events):
@@ -781,5 +803,5 @@ class MarketingEvent(models.Model):
         # sudo: events are read-only for everybody; retrying is the one change
         # a marketing administrator may make to the log.
         self.filtered(lambda event: event.state == "error").sudo().write({"state": "pending", "error_message": False})
-        self.env.ref("marketing_event_automation.ir_cron_dispatch_events")._trigger()
+        self._wake_dispatcher()
         return True

@@ -1,4 +1,5 @@
 import json
+import re
 from datetime import timedelta
 
 import phonenumbers
@@ -15,6 +16,13 @@ from .marketing_event import EventRejected
 from .marketing_event import check_json_value
 
 CONTACT_TEXT_MAX_LENGTH = 256
+# A bare address without display name, quotes, comments or non-ASCII
+# characters: what shops send in nearly every event. For it the full RFC 2822
+# parse of tools.email_normalize amounts to lowercasing, at a fraction of the
+# cost; anything else still goes through email_normalize.
+PLAIN_EMAIL_RE = re.compile(
+    r"[A-Za-z0-9_%+\-]+(?:\.[A-Za-z0-9_%+\-]+)*@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*", re.ASCII
+)
 
 SCORE_OPERATORS = [
     ("=", "is equal to"),
@@ -40,6 +48,13 @@ SCORE_BANDS = [
 # not count as activity for the decay (decay itself emits score_changed).
 DECAY_IGNORED_EVENT_KEYS = ("score_changed", "email_sent", "sms_sent", "scenario_completed")
 DECAY_BATCH_SIZE = 1000
+
+
+def normalize_email(text):
+    """``tools.email_normalize(text)``, with a fast path for bare addresses."""
+    if isinstance(text, str) and PLAIN_EMAIL_RE.fullmatch(text):
+        return text.lower()
+    return tools.email_normalize(text)
 
 
 def score_band(score, score_set):
@@ -497,7 +512,7 @@ class ResPartner(models.Model):
             check_json_value(value, f"{prefix}.{field_name}")
             normalized[field_name] = value
         if "email" in normalized:
-            email = tools.email_normalize(normalized["email"])
+            email = normalize_email(normalized["email"])
             if not email:
                 raise EventRejected(f"{prefix}.email: not a valid email address")
             normalized["email"] = email
@@ -577,9 +592,7 @@ class ResPartner(models.Model):
             entry = to_create.setdefault(identity, (self._marketing_contact_create_values(contact, company), []))
             entry[1].append(position)
         if to_create:
-            created = Partner.with_context(
-                tracking_disable=True, mail_create_nolog=True, mail_create_nosubscribe=True
-            ).create([values for values, _positions in to_create.values()])
+            created = Partner._marketing_create_contacts([values for values, _positions in to_create.values()])
             for partner, (_values, positions) in zip(created, to_create.values()):
                 for position in positions:
                     results[position] = partner.id
@@ -594,6 +607,73 @@ class ResPartner(models.Model):
             "marketing_external_id": contact.get("external_id"),
             "company_id": company.id,
         }
+
+    @api.model
+    def _marketing_create_contacts(self, values_list):
+        """Create the contacts of unknown API senders in bulk; return them in order.
+
+        ``create()`` costs about 3 ms per contact here (defaults read once per
+        record, mail.thread's create, a dozen stored computed fields recomputed
+        afterwards with an UPDATE): the ~170 unknown contacts of a 500-event
+        request would alone take twice the request's latency budget. These
+        contacts are the simplest kind (a person without parent, address,
+        image or user), so what create() would compute is known in advance.
+        They go through the ORM's own insert ``_create``, which keeps the
+        cache, the inverse fields, the constraints and the access check, with
+        the defaults read once for the batch. Stored computed fields not
+        listed here (added by other modules) are still computed by the ORM.
+        ``contact_created`` events are logged as create() logs them.
+        """
+        if not values_list:
+            return self.browse()
+        Partner = self.with_context(active_test=False)
+        default_names = [
+            name
+            for name, field in self._fields.items()
+            if field.store and field.column_type and not field.compute and not field.company_dependent
+            if name not in ("id", *models.LOG_ACCESS_COLUMNS)
+        ]
+        defaults = Partner.default_get(default_names)
+        # Ids first, so that each contact is its own commercial partner in the same INSERT.
+        self.env.cr.execute(
+            SQL("SELECT nextval(%s) FROM generate_series(1, %s)", f"{self._table}_id_seq", len(values_list))
+        )
+        new_ids = [row[0] for row in self.env.cr.fetchall()]
+        now = self.env.cr.now()
+        data_list = []
+        for partner_id, values in zip(new_ids, values_list):
+            stored = {
+                **defaults,
+                **values,
+                "id": partner_id,
+                "email_normalized": normalize_email(values["email"]) if values.get("email") else False,
+                "phone_sanitized": values.get("phone") or False,  # already in E.164
+                "complete_name": (values["name"] or "").strip(),
+                "commercial_partner_id": partner_id,
+                "commercial_company_name": False,
+                "partner_share": True,
+                "user_id": False,
+                "company_registry": False,
+                "engagement_score_band": score_band(None, False),
+                "create_uid": self.env.uid,
+                "create_date": now,
+                "write_uid": self.env.uid,
+                "write_date": now,
+            }
+            # The resized images follow image_1920, empty here.
+            protected = {self._fields[name] for name in stored} | {
+                field for field in self._fields.values() if field.related == "image_1920"
+            }
+            data_list.append({"stored": stored, "inversed": {}, "inherited": {}, "protected": protected})
+        partners = Partner._create(data_list)
+        self.env["marketing.event"]._emit(
+            "contact_created",
+            [
+                {"partner_id": partner.id, "company_id": partner.company_id.id or None, "params": {"source": "odoo"}}
+                for partner in partners
+            ],
+        )
+        return partners.with_env(self.env)
 
     # ------------------------------------------------------------------
     # Contact lookup for internal events

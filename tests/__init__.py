@@ -18,3 +18,4 @@ from . import test_scenario_performance
 from . import test_scenario_triggers
 from . import test_segment_api
 from . import test_system_automation
+from . import test_ingest_performance
