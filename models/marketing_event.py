@@ -538,59 +538,69 @@ class MarketingEvent(models.Model):
         """Store events in one statement; return their ids in order (None for a duplicate).
 
         Raw SQL because this is the hot path of the API: the ORM would cost a
-        query per event and could not skip duplicates with ON CONFLICT.
+        query per event and could not skip duplicates with ON CONFLICT. The
+        rows travel as one array per column (``unnest``): a few parameters
+        instead of sixteen per event, which psycopg2 adapts and PostgreSQL
+        parses several times faster than a VALUES list.
         """
         if not events:
             return []
         self.flush_model()
         cr = self.env.cr
         now = fields.Datetime.now()
-        uid = self.env.uid
         # Ids are taken from the sequence first so that each stored row maps
         # back to its position: RETURNING promises no order, and duplicates
         # skipped by ON CONFLICT return nothing.
         cr.execute(SQL("SELECT nextval('marketing_event_id_seq') FROM generate_series(1, %s)", len(events)))
         new_ids = [row[0] for row in cr.fetchall()]
-        values, structures = [], defaultdict(dict)
-        for event_id, event in zip(new_ids, events):
+        columns = defaultdict(list)
+        structures = defaultdict(dict)
+        for event in events:
             state = event.get("state", "pending")
-            values.append(
-                (
-                    event_id,
-                    event["type"].id,
-                    event["key"],
-                    event.get("partner_id"),
-                    event.get("company_id"),
-                    event.get("source_id"),
-                    event.get("idempotency_key"),
-                    json.dumps(event.get("params") or {}),
-                    event.get("occurred_at") or now,
-                    now,
-                    state,
-                    event.get("error_message"),
-                    uid,
-                    now,
-                    uid,
-                    now,
-                )
-            )
+            columns["type_id"].append(event["type"].id)
+            columns["event_key"].append(event["key"])
+            columns["partner_id"].append(event.get("partner_id"))
+            columns["company_id"].append(event.get("company_id"))
+            columns["source_id"].append(event.get("source_id"))
+            columns["idempotency_key"].append(event.get("idempotency_key"))
+            columns["params"].append(json.dumps(event.get("params") or {}))
+            columns["occurred_at"].append(event.get("occurred_at") or now)
+            columns["state"].append(state)
+            columns["error_message"].append(event.get("error_message"))
             if state == "pending":
                 flatten_structure(event.get("params") or {}, structure=structures[event["type"].id])
-        row_template = "(%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s)"
         cr.execute(
             SQL(
                 """
                 INSERT INTO marketing_event (
                     id, type_id, event_key, partner_id, company_id, source_id, idempotency_key, params,
-                    occurred_at, received_at, state, error_message, create_uid, create_date, write_uid, write_date
+                    occurred_at, state, error_message, received_at, create_uid, create_date, write_uid, write_date
                 )
-                VALUES %s
+                SELECT row.*, %(now)s, %(uid)s, %(now)s, %(uid)s, %(now)s
+                  FROM unnest(
+                        %(ids)s::int[], %(type_ids)s::int[], %(event_keys)s::varchar[], %(partner_ids)s::int[],
+                        %(company_ids)s::int[], %(source_ids)s::int[], %(idempotency_keys)s::varchar[],
+                        %(params)s::jsonb[], %(occurred_at)s::timestamp[], %(states)s::varchar[],
+                        %(error_messages)s::text[]
+                       ) AS row
                 ON CONFLICT (COALESCE(source_id, 0), idempotency_key)
                    WHERE idempotency_key IS NOT NULL AND state <> 'rejected'
                    DO NOTHING
                 RETURNING id
                 """,
-                SQL(", ").join(SQL(row_template, *row) for row in values),
+                now=now,
+                uid=self.env.uid,
+                ids=new_ids,
+                type_ids=columns["type_id"],
+                event_keys=columns["event_key"],
+                partner_ids=columns["partner_id"],
+                company_ids=columns["company_id"],
+                source_ids=columns["source_id"],
+                idempotency_keys=columns["idempotency_key"],
+                params=columns["params"],
+                occurred_at=columns["occurred_at"],
+                states=columns["state"],
+                error_messages=columns["error_message"],
             )
         )
         rows = cr.fetchall()
