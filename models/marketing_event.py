@@ -309,10 +309,14 @@ class MarketingEvent(models.Model):
                 continue
             contacts_to_resolve.append((position, event, event_type))
 
+        # The contact_created events of new contacts go into the same INSERT
+        # as the request's events, before them.
+        contact_events = []
         partner_ids = self.env["res.partner"]._marketing_resolve_contacts(
             [event["contact"] for _position, event, event_type in contacts_to_resolve if event_type.scope == "contact"],
             company,
             create=source.unknown_contact_policy == "create",
+            log_events=contact_events,
         )
         partner_iterator = iter(partner_ids)
         for position, event, event_type in contacts_to_resolve:
@@ -327,7 +331,8 @@ class MarketingEvent(models.Model):
             row_positions.append(position)
 
         stored = self._insert_events(
-            [
+            contact_events
+            + [
                 {
                     "type": event_type,
                     "key": event["key"],
@@ -340,7 +345,7 @@ class MarketingEvent(models.Model):
                 }
                 for event_type, event, partner_id in rows
             ]
-        )
+        )[len(contact_events) :]
         for position, event_id, (_event_type, event, _partner_id) in zip(row_positions, stored, rows):
             if event_id:
                 results[position] = {"status": "accepted", "id": event_id}
@@ -642,10 +647,16 @@ class MarketingEvent(models.Model):
         ``params``, ``idempotency_key``, ``occurred_at``, ``company_id``.
         Returns the new events' ids (None for duplicates).
         """
-        if not events or self.env.context.get("marketing_event_mute"):
-            return []
         # sudo: internal events are emitted on behalf of whoever triggered
         # them (a portal user opening a mail, a salesperson editing a contact).
+        return self.sudo()._insert_events(self._prepare_internal_events(key, events))
+
+    @api.model
+    def _prepare_internal_events(self, key, events):
+        """What ``_emit`` stores, for ``_insert_events``: empty when muted or the type is archived."""
+        if not events or self.env.context.get("marketing_event_mute"):
+            return []
+        # sudo: see _emit.
         event_type = (
             self.env["marketing.event.type"]
             .sudo()
@@ -654,20 +665,18 @@ class MarketingEvent(models.Model):
         )
         if not event_type or not event_type.active:
             return []
-        return self.sudo()._insert_events(
-            [
-                {
-                    "type": event_type,
-                    "key": key,
-                    "partner_id": event.get("partner_id"),
-                    "company_id": event.get("company_id"),
-                    "idempotency_key": event.get("idempotency_key"),
-                    "params": event.get("params") or {},
-                    "occurred_at": event.get("occurred_at"),
-                }
-                for event in events
-            ]
-        )
+        return [
+            {
+                "type": event_type,
+                "key": key,
+                "partner_id": event.get("partner_id"),
+                "company_id": event.get("company_id"),
+                "idempotency_key": event.get("idempotency_key"),
+                "params": event.get("params") or {},
+                "occurred_at": event.get("occurred_at"),
+            }
+            for event in events
+        ]
 
     @api.model
     def _emit_contacts_imported(self, records, mailing_lists=None):
