@@ -29,6 +29,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -65,6 +66,9 @@ with registry.cursor() as cr:
     env["res.partner"].with_context(marketing_event_mute=True).create([
         {{"name": f"Known {{i}}", "email": f"known{{i}}@bench.example"}} for i in range({known})
     ])
+    cr.commit()
+    # Statistics of the new contacts, as autovacuum would gather them on a live database.
+    cr.execute("ANALYZE res_partner")
     cr.commit()
     print("WRITE_KEY=" + key + " SOURCE_ID=" + str(source.id))
 """
@@ -194,30 +198,35 @@ def start_py_spy(server_pid, output):
     )
 
 
-def print_py_spy_summary(path, top=25):
-    """Own and total share of the samples per function, from py-spy's collapsed stacks."""
+def print_py_spy_summary(path, top=20):
+    """Share of the request-handling samples per function, own and with callees, from py-spy's raw output."""
     own, total, samples = collections.Counter(), collections.Counter(), 0
     for line in Path(path).read_text().splitlines():
         stack, _sep, count = line.rpartition(" ")
         if not count.isdigit():
             continue
-        count = int(count)
-        frames = [frame.split(" (")[0] + " " + frame.rsplit("/", 1)[-1].rstrip(")") for frame in stack.split(";")]
-        # Only the request handling of the workers, not their idle loops.
-        if not any("dispatch" in frame for frame in frames):
+        # "function (path/file.py:line)" -> "function (file.py)", one entry per function
+        frames = []
+        for frame in stack.split(";"):
+            function, _sep, location = frame.partition(" (")
+            file_name = location.rsplit(":", 1)[0].rsplit("/", 1)[-1]
+            frames.append((f"{function} ({file_name})", MODULE in location))
+        # Only the workers' request handling, not their idle loops.
+        if not any("run_wsgi" in frame for frame, _own in frames):
             continue
-        samples += count
-        own[frames[-1]] += count
-        for frame in set(frames):
-            total[frame] += count
-    print(f"\npy-spy: {samples} samples of request handling in the workers")
-    print("  own time:")
+        samples += int(count)
+        own[frames[-1][0]] += int(count)
+        for frame in {frame for frame, is_module in frames if is_module or frame.startswith("Cursor.execute")}:
+            total[frame] += int(count)
+    if not samples:
+        print("\npy-spy: no samples of request handling")
+        return
+    print(f"\npy-spy: {samples} samples of request handling in the workers; own time:")
     for frame, count in own.most_common(top):
-        print(f"    {count / samples:6.1%}  {frame}")
-    print("  total time (with callees), marketing_event_automation and SQL:")
-    shown = [item for item in total.most_common() if "marketing_event_automation" in item[0] or "execute" in item[0]]
-    for frame, count in shown[:top]:
-        print(f"    {count / samples:6.1%}  {frame}")
+        print(f"  {count / samples:6.1%}  {frame}")
+    print("with callees (this module's functions and SQL):")
+    for frame, count in total.most_common(top):
+        print(f"  {count / samples:6.1%}  {frame}")
 
 
 def main():
@@ -257,6 +266,9 @@ def main():
     type_ids = dict(cursor.fetchall())
     connection.close()
 
+    # Kept after the run (delete=False) for a look when something failed.
+    server_log = tempfile.NamedTemporaryFile(prefix="bench-ingest-", suffix=".log", delete=False)  # noqa: SIM115
+    print(f"Odoo's log: {server_log.name}", flush=True)
     server = subprocess.Popen(
         odoo_command(
             "-d",
@@ -266,10 +278,15 @@ def main():
             f"--workers={options.workers}",
             "--max-cron-threads=0",
             "--log-level=warn",
-            f"--db-filter=^{db_name}$",
+            # -d without --db-filter: Odoo serves that database alone, without
+            # listing the server's databases over a new connection on every
+            # request (as a single-database production server is set up).
             "--limit-time-real=600",
             "--limit-time-cpu=600",
         ),
+        # Odoo's log (and its gevent worker's complaints) would drown the figures.
+        stdout=server_log,
+        stderr=subprocess.STDOUT,
     )
     base_url = f"http://127.0.0.1:{port}"
     phases = {
