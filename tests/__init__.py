@@ -7,6 +7,7 @@ from . import test_engagement_tour
 from . import test_event_api
 from . import test_event_type
 from . import test_event_type_views
+from . import test_ingest_performance
 from . import test_list_and_system_events
 from . import test_mailing_trace_events
 from . import test_openapi_contract
@@ -18,4 +19,3 @@ from . import test_scenario_performance
 from . import test_scenario_triggers
 from . import test_segment_api
 from . import test_system_automation
-from . import test_ingest_performance
