@@ -137,9 +137,7 @@ def _engine_scenario(env, tag, first_node="wait"):
         }
     )
     node = env["marketing.scenario.node"]
-    wait = node.create(
-        {"scenario_id": scenario.id, "node_type": first_node, "wait_amount": 0, "wait_unit": "minutes"}
-    )
+    wait = node.create({"scenario_id": scenario.id, "node_type": first_node, "wait_amount": 0, "wait_unit": "minutes"})
     condition = node.create(
         {
             "scenario_id": scenario.id,
@@ -273,7 +271,9 @@ def worker_peer(db_name, addons, contacts):
     }
 
 
-EMAIL_BODY = "<p>Hello <t t-out='object.name'/>, here is our news.</p><p><a href='https://example.com/news'>Read</a></p>"
+EMAIL_BODY = (
+    "<p>Hello <t t-out='object.name'/>, here is our news.</p><p><a href='https://example.com/news'>Read</a></p>"
+)
 
 
 def worker_email(db_name, addons, contacts):
@@ -354,7 +354,7 @@ def _scale_setup(env, tag):
 
 
 def _scale_measure(registry, event_type_id, tag, batches):
-    """Dispatch ``batches`` × 1,000 events and run the steps they schedule: per-batch seconds of each."""
+    """Dispatch ``batches`` x 1,000 events and run the steps they schedule: per-batch seconds of each."""
     with registry.cursor() as cr:
         _insert_contacts(cr, tag, batches * 1000)
         cr.execute(
