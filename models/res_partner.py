@@ -337,11 +337,17 @@ class ResPartner(models.Model):
         deltas = {partner_id: delta for partner_id, delta in deltas.items() if delta}
         if not deltas:
             return {}
-        self.flush_model(["engagement_score", "engagement_score_set", "engagement_score_band"])
+        self.flush_model(["engagement_score", "engagement_score_set", "engagement_score_band", "company_id"])
+        Log = self.env["marketing.engagement.log"]
+        Log.flush_model()
+        now = fields.Datetime.now()
+        # One statement changes the scores and writes their history: the ORM
+        # would create the log lines one INSERT per batch plus a reference
+        # check per line.
         self.env.cr.execute(
             SQL(
                 """
-                WITH delta (id, points) AS (VALUES %s),
+                WITH delta (id, points) AS (VALUES %(deltas)s),
                      previous AS (
                         -- Lock the rows first (in id order, so that concurrent
                         -- batches cannot deadlock) to read the score each
@@ -351,57 +357,46 @@ class ResPartner(models.Model):
                           JOIN delta ON delta.id = p.id
                          ORDER BY p.id
                            FOR NO KEY UPDATE OF p
+                     ),
+                     changed AS (
+                        UPDATE res_partner p
+                           SET engagement_score = COALESCE(p.engagement_score, 0) + delta.points,
+                               engagement_score_set = TRUE,
+                               engagement_score_band = CASE
+                                   WHEN COALESCE(p.engagement_score, 0) + delta.points >= %(hot)s THEN 'hot'
+                                   WHEN COALESCE(p.engagement_score, 0) + delta.points < %(cold)s THEN 'cold'
+                                   ELSE 'warm'
+                               END
+                          FROM delta, previous
+                         WHERE p.id = delta.id AND previous.id = p.id
+                     RETURNING p.id, previous.score AS before, p.engagement_score AS after, delta.points,
+                               p.company_id
+                     ),
+                     logged AS (
+                        INSERT INTO marketing_engagement_log (
+                            partner_id, delta, score_before, score, reason, origin, origin_ref, company_id,
+                            changed_at, create_uid, create_date, write_uid, write_date
+                        )
+                        -- 0 for a never-scored contact, as the ORM stores an empty integer.
+                        SELECT id, points, COALESCE(before, 0), after, %(reason)s, %(origin)s, %(origin_ref)s,
+                               company_id, %(now)s, %(uid)s, %(now)s, %(uid)s, %(now)s
+                          FROM changed
                      )
-                UPDATE res_partner p
-                   SET engagement_score = COALESCE(p.engagement_score, 0) + delta.points,
-                       engagement_score_set = TRUE,
-                       engagement_score_band = CASE
-                           WHEN COALESCE(p.engagement_score, 0) + delta.points >= %s THEN 'hot'
-                           WHEN COALESCE(p.engagement_score, 0) + delta.points < %s THEN 'cold'
-                           ELSE 'warm'
-                       END
-                  FROM delta, previous
-                 WHERE p.id = delta.id AND previous.id = p.id
-             RETURNING p.id, previous.score, p.engagement_score
+                SELECT id, before, after FROM changed
                 """,
-                SQL(", ").join(SQL("(%s, %s)", partner_id, delta) for partner_id, delta in deltas.items()),
-                HOT_SCORE,
-                COLD_SCORE,
+                deltas=SQL(", ").join(SQL("(%s, %s)", partner_id, delta) for partner_id, delta in deltas.items()),
+                hot=HOT_SCORE,
+                cold=COLD_SCORE,
+                reason=reason,
+                origin=origin,
+                origin_ref=f"{origin_ref._name},{origin_ref.id}" if origin_ref else None,
+                now=now,
+                uid=self.env.uid,
             )
         )
         changes = {partner_id: (before, after) for partner_id, before, after in self.env.cr.fetchall()}
         self.invalidate_model(["engagement_score", "engagement_score_set", "engagement_score_band"])
-        # sudo: the log is written on behalf of the caller, who already had the
-        # right to change the score (a rule, a scenario, a marketing user).
-        logs = (
-            self.env["marketing.engagement.log"]
-            .sudo()
-            .create(
-                [
-                    {
-                        "partner_id": partner_id,
-                        "delta": deltas[partner_id],
-                        "score_before": before,
-                        "score": after,
-                        "reason": reason,
-                        "origin": origin,
-                    }
-                    for partner_id, (before, after) in changes.items()
-                ]
-            )
-        )
-        if origin_ref:
-            # One statement for all rows: the ORM checks that a reference
-            # exists once per row it writes, a query per log line.
-            logs.flush_recordset()
-            self.env.cr.execute(
-                SQL(
-                    "UPDATE marketing_engagement_log SET origin_ref = %s WHERE id = ANY(%s)",
-                    f"{origin_ref._name},{origin_ref.id}",
-                    logs.ids,
-                )
-            )
-            logs.invalidate_recordset(["origin_ref"])
+        Log.invalidate_model()
         self.env["marketing.event"]._emit(
             "score_changed",
             [
