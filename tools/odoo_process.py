@@ -205,11 +205,27 @@ class OdooServer:
 
     def rss(self):
         """Resident memory of the whole process tree, in bytes."""
-        total = 0
+        return sum(self.rss_by_role().values())
+
+    def rss_by_role(self):
+        """Resident memory in bytes of the server's processes: ``{"main": .., "workers": .., "gevent": ..}``.
+
+        The gevent (websocket) worker is apart: when it cannot start (a missing
+        optional package) the master respawns it again and again, and its
+        coming and going would hide the trend of the processes that serve.
+        """
+        roles = {"main": 0, "workers": 0, "gevent": 0}
         for pid in self.pids():
             with contextlib.suppress(psutil.NoSuchProcess):
-                total += psutil.Process(pid).memory_info().rss
-        return total
+                process = psutil.Process(pid)
+                rss = process.memory_info().rss
+                if pid == self.process.pid:
+                    roles["main"] += rss
+                elif "gevent" in process.cmdline()[2:3]:
+                    roles["gevent"] += rss
+                else:
+                    roles["workers"] += rss
+        return roles
 
     def kill(self):
         """SIGKILL the whole process group, like a crash: no cleanup, open transactions cut."""
