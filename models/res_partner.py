@@ -338,7 +338,10 @@ class ResPartner(models.Model):
                 SQL(", ").join(SQL("(%s, %s)", partner_id, delta) for partner_id, delta in deltas.items()),
                 HOT_SCORE,
                 COLD_SCORE,
-            )
+            ),
+            # A serialization failure here is expected under concurrency and
+            # retried by the caller (see above): not an error worth logging.
+            log_exceptions=False,
         )
         changes = {partner_id: (before, after) for partner_id, before, after in self.env.cr.fetchall()}
         self.invalidate_model(["engagement_score", "engagement_score_set", "engagement_score_band"])
