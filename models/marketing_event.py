@@ -1,7 +1,9 @@
 import json
 import logging
 import math
+import random
 import re
+import time
 from collections import defaultdict
 from datetime import datetime
 from datetime import timedelta
@@ -24,6 +26,10 @@ IDEMPOTENCY_KEY_MAX_LENGTH = 200
 MAX_PARAMS_DEPTH = 20
 SEGMENT_MAX_MESSAGE_SIZE = 32 * 1024
 DISPATCH_BATCH_SIZE = 1000
+# A batch that meets a concurrent change is run again at once, this many times
+# in all, after a random pause of up to attempt x this many seconds.
+DISPATCH_ATTEMPTS = 5
+DISPATCH_RETRY_PAUSE = 0.05
 PARAMS_SUMMARY_LENGTH = 160
 WAKE_DISPATCHER_FLAG = "marketing_event_automation.wake_dispatcher"
 # A client clock may run a little ahead; an event dated further in the future
@@ -751,8 +757,7 @@ class MarketingEvent(models.Model):
             )
         )
         events = self.browse([row[0] for row in self.env.cr.fetchall()])
-        if events:
-            events._process()
+        done = events._process_with_retries() if events else 0
         # Counted up to a cap: the cron runner only needs to know whether to
         # run again, and counting a backlog after each batch would be quadratic.
         self.env.cr.execute(
@@ -762,8 +767,42 @@ class MarketingEvent(models.Model):
             )
         )
         remaining = self.env.cr.fetchone()[0]
-        self.env["ir.cron"]._notify_progress(done=len(events), remaining=remaining)
-        return len(events)
+        self.env["ir.cron"]._notify_progress(done=done, remaining=remaining)
+        return done
+
+    def _process_with_retries(self, attempts=DISPATCH_ATTEMPTS):
+        """Process this locked batch; when it meets a concurrent change, roll back and run it again.
+
+        The conflicting transaction (another cron worker scoring the same
+        contact) has committed by then, so a run with a fresh snapshot goes
+        through. Letting the error escape would fail the whole cron job: an
+        ERROR in the log, and the batch left pending until the next trigger
+        or the cron's interval. Returns the number of events processed.
+        """
+        events = self
+        for attempt in range(1, attempts + 1):
+            try:
+                if attempt > 1:
+                    # The rollback released the locks: take again those still
+                    # pending that no other worker has taken meanwhile.
+                    self.env.cr.execute(
+                        SQL(
+                            "SELECT id FROM marketing_event WHERE id = ANY(%s) AND state = 'pending'"
+                            " ORDER BY id FOR UPDATE SKIP LOCKED",
+                            events.ids,
+                        )
+                    )
+                    events = self.browse([row[0] for row in self.env.cr.fetchall()])
+                if events:
+                    events._process()
+                return len(events)
+            except PG_CONCURRENCY_EXCEPTIONS_TO_RETRY as error:
+                if attempt == attempts:
+                    raise
+                self.env.cr.rollback()
+                _logger.info("Event dispatch met a concurrent change (attempt %s), running again: %s", attempt, error)
+                time.sleep(random.uniform(0, DISPATCH_RETRY_PAUSE * attempt))
+        return 0
 
     def _process(self):
         """Run every consumer of events on this batch, then mark them processed.

@@ -392,7 +392,10 @@ class ResPartner(models.Model):
                 origin_ref=f"{origin_ref._name},{origin_ref.id}" if origin_ref else None,
                 now=now,
                 uid=self.env.uid,
-            )
+            ),
+            # A serialization failure here is expected under concurrency and
+            # retried by the caller (see above): not an error worth logging.
+            log_exceptions=False,
         )
         changes = {partner_id: (before, after) for partner_id, before, after in self.env.cr.fetchall()}
         self.invalidate_model(["engagement_score", "engagement_score_set", "engagement_score_band"])

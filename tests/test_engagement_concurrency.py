@@ -149,3 +149,43 @@ class TestEngagementConcurrency(MarketingAutomationCommon):
             self.assertEqual(event.processing_result, {"score": ["Concurrency test rule: +1"]})
             partner = dispatcher_env["res.partner"].browse(self.shared_partner_id)
             self.assertEqual(partner.engagement_score, 6, "both changes count")
+
+    def test_dispatch_cron_runs_a_batch_again_after_a_concurrent_change(self):
+        """The cron's batch meets a concurrent change: it is rolled back and run again at once, not failed.
+
+        Found by tools/fault_two_servers.py: the error used to escape the cron
+        job (an ERROR and a failed job), and the batch waited for the next trigger.
+        """
+        with self.registry.cursor() as cr:
+            env = self.worker_env(cr)
+            env["marketing.engagement.rule"].create(
+                {
+                    "name": "Concurrency test rule",
+                    "event_type_id": env.ref("marketing_event_automation.event_type_email_opened").id,
+                    "points": 1,
+                }
+            )
+            [event_id] = env["marketing.event"]._emit("email_opened", [{"partner_id": self.shared_partner_id}])
+
+        with self.registry.cursor() as dispatcher_cr, self.registry.cursor() as manual_cr:
+            dispatcher_env = self.worker_env(dispatcher_cr)
+            dispatcher_cr.execute("SELECT 1")  # the dispatcher's transaction and snapshot start here
+            self.worker_env(manual_cr)["res.partner"]._marketing_change_score(
+                {self.shared_partner_id: 5}, "Manual change", "manual"
+            )
+            manual_cr.commit()
+            # Alone, this batch fails with a serialization failure: see
+            # test_dispatcher_batch_meeting_a_concurrent_change_is_run_again.
+            processed = dispatcher_env["marketing.event"].browse(event_id)._process_with_retries()
+            dispatcher_cr.commit()
+
+            self.assertEqual(processed, 1)
+            event = dispatcher_env["marketing.event"].browse(event_id)
+            self.assertEqual(event.state, "processed")
+            self.assertEqual(event.processing_result, {"score": ["Concurrency test rule: +1"]})
+            partner = dispatcher_env["res.partner"].browse(self.shared_partner_id)
+            self.assertEqual(partner.engagement_score, 6, "both changes count")
+            history = dispatcher_env["marketing.engagement.log"].search(
+                [("partner_id", "=", self.shared_partner_id)], order="id"
+            )
+            self.assertEqual([(log.score_before, log.delta, log.score) for log in history], [(0, 5, 5), (5, 1, 6)])
