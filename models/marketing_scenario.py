@@ -766,6 +766,10 @@ class MarketingScenario(models.Model):
             .with_context(active_test=False)
             .search([("scenario_id", "=", self.id)], order="sequence, id")
         )
+        # The nodes first: their statistics are computed for the whole tree at once. The scenario's own
+        # statistics read those of its email nodes, which would otherwise be computed for them alone,
+        # then for their previous nodes (drop-off), and so on, one batch per level.
+        cards = nodes._flow_cards()
         blocker = self._node_edit_blocker()
         states = dict(self._fields["state"]._description_selection(self.env))
         return {
@@ -773,7 +777,7 @@ class MarketingScenario(models.Model):
             "can_edit": not blocker and self.has_access("write") and nodes.has_access("write"),
             "locked_reason": blocker,
             "trigger": self._flow_trigger(),
-            "nodes": nodes._flow_cards(),
+            "nodes": cards,
         }
 
     def _flow_trigger(self):

@@ -1230,6 +1230,7 @@ class MarketingScenarioNode(models.Model):
         _ = self.env._
         node_type = self.node_type
         if node_type == "wait":
+            timezone = self.scenario_id.timezone
             if self.wait_mode == "field":
                 text = _("Until the contact's %(field)s", field=self.wait_field_id.field_description or "?")
                 if self.wait_yearly:
@@ -1238,7 +1239,7 @@ class MarketingScenarioNode(models.Model):
                 text = (
                     _(
                         "Until %(date)s",
-                        date=format_datetime(self.env, self.wait_until, tz=self.scenario_id.timezone, dt_format="short"),
+                        date=format_datetime(self.env, self.wait_until, tz=timezone, dt_format="short"),
                     )
                     if self.wait_until
                     else _("Until a date to choose")
@@ -1263,7 +1264,8 @@ class MarketingScenarioNode(models.Model):
         if node_type == "condition":
             return self._flow_condition_description()
         if node_type == "split":
-            return _("%(count)s arms, weighted", count=len(self.child_ids.filtered(lambda child: child.branch == "arm")))
+            arms = self.child_ids.filtered(lambda child: child.branch == "arm")
+            return _("%(count)s arms, weighted", count=len(arms))
         if node_type in ("email", "sms"):
             # sudo: the node's own mailing; scenario builders need no Email Marketing rights to see its subject.
             mailing = self.mailing_id.sudo()

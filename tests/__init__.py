@@ -14,6 +14,7 @@ from . import test_params_filter
 from . import test_scenario_abandoned_cart
 from . import test_scenario_actions
 from . import test_scenario_engine
+from . import test_scenario_flow
 from . import test_scenario_performance
 from . import test_scenario_triggers
 from . import test_segment_api

@@ -28,14 +28,10 @@ export class ScenarioFlowNode extends Component {
         return this.props.flow;
     }
 
-    get node() {
-        return this.props.node;
-    }
-
     /** The columns drawn under a condition or a wait for an event: Yes, No (and Always when used). */
     get forkBranches() {
         const branches = ["yes", "no"];
-        if (this.flow.childrenOf(this.node.id, "always").length) {
+        if (this.flow.childrenOf(this.props.node.id, "always").length) {
             branches.push("always");
         }
         return branches;
@@ -43,8 +39,8 @@ export class ScenarioFlowNode extends Component {
 
     /** A plain node followed by nodes already: the add button under it is gone, its card offers one. */
     get hasNextNodes() {
-        const branching = ["condition", "wait_event", "split"].includes(this.node.node_type);
-        return !branching && this.flow.childrenOf(this.node.id, "always").length > 0;
+        const branching = ["condition", "wait_event", "split"].includes(this.props.node.node_type);
+        return !branching && this.flow.childrenOf(this.props.node.id, "always").length > 0;
     }
 
     branchLabel(branch) {
@@ -52,7 +48,7 @@ export class ScenarioFlowNode extends Component {
     }
 
     get arms() {
-        const arms = this.flow.childrenOf(this.node.id, "arm");
+        const arms = this.flow.childrenOf(this.props.node.id, "arm");
         const total = arms.reduce((sum, arm) => sum + (arm.active ? arm.split_weight : 0), 0);
         return arms.map((arm) => ({
             node: arm,
