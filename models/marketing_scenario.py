@@ -781,24 +781,23 @@ class MarketingScenario(models.Model):
         }
 
     def _flow_trigger(self):
-        _ = self.env._
         trigger_type = self.trigger_type
         labels = dict(self._fields["trigger_type"]._description_selection(self.env))
         details = []
         if trigger_type == "event":
-            summary = self.trigger_event_type_id.name or _("Choose the event type")
+            summary = self.trigger_event_type_id.name or self.env._("Choose the event type")
             if self.trigger_params_filter:
                 details.append(self.trigger_params_filter)
         elif trigger_type == "date":
             summary = (
                 format_datetime(self.env, self.trigger_at, tz=self.timezone, dt_format="short")
                 if self.trigger_at
-                else _("Choose the date")
+                else self.env._("Choose the date")
             )
         elif trigger_type == "repeat":
             units = dict(self._fields["repeat_unit"]._description_selection(self.env))
             hours, minutes = divmod(round((self.repeat_hour or 0) * 60), 60)
-            summary = _(
+            summary = self.env._(
                 "Every %(interval)s %(unit)s at %(time)s (%(tz)s)",
                 interval=self.repeat_interval,
                 unit=units.get(self.repeat_unit, "").lower(),
@@ -807,33 +806,35 @@ class MarketingScenario(models.Model):
             )
             if self.repeat_start or self.repeat_until:
                 details.append(
-                    _(
+                    self.env._(
                         "From %(start)s until %(until)s",
-                        start=format_date(self.env, self.repeat_start) if self.repeat_start else _("today"),
-                        until=format_date(self.env, self.repeat_until) if self.repeat_until else _("further notice"),
+                        start=format_date(self.env, self.repeat_start) if self.repeat_start else self.env._("today"),
+                        until=format_date(self.env, self.repeat_until)
+                        if self.repeat_until
+                        else self.env._("further notice"),
                     )
                 )
         elif trigger_type == "score":
             operators = dict(self._fields["score_operator"]._description_selection(self.env))
-            summary = _("Score %(operator)s", operator=operators.get(self.score_operator, ""))
+            summary = self.env._("Score %(operator)s", operator=operators.get(self.score_operator, ""))
             if self.score_operator not in ("empty", "not_empty"):
                 summary = f"{summary} {self.score_threshold}"
         else:
-            summary = _("The audience enters when the scenario starts")
+            summary = self.env._("The audience enters when the scenario starts")
         policies = dict(self._fields["entry_policy"]._description_selection(self.env))
-        details.append(_("Entry: %(policy)s", policy=policies[self.entry_policy]))
+        details.append(self.env._("Entry: %(policy)s", policy=policies[self.entry_policy]))
         if self.audience_domain and self.audience_domain.strip() != "[]":
-            details.append(_("Audience filtered"))
+            details.append(self.env._("Audience filtered"))
         if self.exit_event_type_ids:
-            details.append(_("Exits on %(events)s", events=", ".join(self.exit_event_type_ids.mapped("name"))))
+            details.append(self.env._("Exits on %(events)s", events=", ".join(self.exit_event_type_ids.mapped("name"))))
         stats = [
-            {"name": "entered", "label": _("Entered"), "value": self.entered_count},
-            {"name": "active", "label": _("In progress"), "value": self.active_count},
-            {"name": "completed", "label": _("Completed"), "value": self.completed_count},
-            {"name": "exited", "label": _("Exited"), "value": self.exited_count},
+            {"name": "entered", "label": self.env._("Entered"), "value": self.entered_count},
+            {"name": "active", "label": self.env._("In progress"), "value": self.active_count},
+            {"name": "completed", "label": self.env._("Completed"), "value": self.completed_count},
+            {"name": "exited", "label": self.env._("Exited"), "value": self.exited_count},
         ]
         if self.objective_event_type_id:
-            stats.append({"name": "objective", "label": _("Conversions"), "value": self.objective_count})
+            stats.append({"name": "objective", "label": self.env._("Conversions"), "value": self.objective_count})
         return {
             "type": trigger_type,
             "label": labels[trigger_type],

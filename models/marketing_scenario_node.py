@@ -1188,36 +1188,38 @@ class MarketingScenarioNode(models.Model):
     def _flow_stats(self, branch_counts):
         """The statistics that tell how this kind of node is doing, as [{name, label, value, tone}]."""
         self.ensure_one()
-        _ = self.env._
         node_type = self.node_type
         stats = []
         if self.kind == "wait":
-            stats.append(("scheduled", _("Waiting"), self.scheduled_count))
+            stats.append(("scheduled", self.env._("Waiting"), self.scheduled_count))
         if node_type in ("condition", "wait_event"):
-            stats.append(("yes", _("Yes"), branch_counts.get((self.id, "yes"), 0)))
-            stats.append(("no", _("No"), branch_counts.get((self.id, "no"), 0)))
+            stats.append(("yes", self.env._("Yes"), branch_counts.get((self.id, "yes"), 0)))
+            stats.append(("no", self.env._("No"), branch_counts.get((self.id, "no"), 0)))
         elif node_type == "email":
             stats += [
-                ("sent", _("Sent"), self.sent_count),
-                ("opened", _("Opened"), self.opened_count),
-                ("clicked", _("Clicked"), self.clicked_count),
+                ("sent", self.env._("Sent"), self.sent_count),
+                ("opened", self.env._("Opened"), self.opened_count),
+                ("clicked", self.env._("Clicked"), self.clicked_count),
             ]
             if self.bounced_count:
-                stats.append(("bounced", _("Bounced"), self.bounced_count))
+                stats.append(("bounced", self.env._("Bounced"), self.bounced_count))
         elif node_type == "sms":
-            stats += [("sent", _("Sent"), self.sent_count), ("clicked", _("Clicked"), self.clicked_count)]
+            stats += [
+                ("sent", self.env._("Sent"), self.sent_count),
+                ("clicked", self.env._("Clicked"), self.clicked_count),
+            ]
             if self.bounced_count:
-                stats.append(("bounced", _("Bounced"), self.bounced_count))
+                stats.append(("bounced", self.env._("Bounced"), self.bounced_count))
         elif self.kind == "wait":
-            stats.append(("processed", _("Done"), self.processed_count))
+            stats.append(("processed", self.env._("Done"), self.processed_count))
         else:
             if self.kind == "action" and self.scheduled_count:
-                stats.append(("scheduled", _("Scheduled"), self.scheduled_count))
-            stats.append(("processed", _("Done"), self.processed_count))
+                stats.append(("scheduled", self.env._("Scheduled"), self.scheduled_count))
+            stats.append(("processed", self.env._("Done"), self.processed_count))
         if self.skipped_count:
-            stats.append(("skipped", _("Skipped"), self.skipped_count))
+            stats.append(("skipped", self.env._("Skipped"), self.skipped_count))
         if self.error_count:
-            stats.append(("error", _("Errors"), self.error_count))
+            stats.append(("error", self.env._("Errors"), self.error_count))
         danger = {"error", "bounced"}
         return [
             {"name": name, "label": label, "value": value, "tone": "danger" if name in danger else ""}
@@ -1227,27 +1229,26 @@ class MarketingScenarioNode(models.Model):
     def _flow_description(self):
         """One line saying what the node does, in the marketer's words."""
         self.ensure_one()
-        _ = self.env._
         node_type = self.node_type
         if node_type == "wait":
             timezone = self.scenario_id.timezone
             if self.wait_mode == "field":
-                text = _("Until the contact's %(field)s", field=self.wait_field_id.field_description or "?")
+                text = self.env._("Until the contact's %(field)s", field=self.wait_field_id.field_description or "?")
                 if self.wait_yearly:
-                    text = _("%(text)s, every year", text=text)
+                    text = self.env._("%(text)s, every year", text=text)
             elif self.wait_mode == "date":
                 text = (
-                    _(
+                    self.env._(
                         "Until %(date)s",
                         date=format_datetime(self.env, self.wait_until, tz=timezone, dt_format="short"),
                     )
                     if self.wait_until
-                    else _("Until a date to choose")
+                    else self.env._("Until a date to choose")
                 )
             else:
                 text = self._flow_duration()
             if self.window_enabled:
-                text = _(
+                text = self.env._(
                     "%(text)s, sent between %(start)s and %(end)s",
                     text=text,
                     start=_format_hour(self.window_start),
@@ -1255,9 +1256,9 @@ class MarketingScenarioNode(models.Model):
                 )
             return text
         if node_type == "wait_event":
-            text = _(
+            text = self.env._(
                 "%(event)s within %(duration)s",
-                event=self.wait_event_type_id.name or _("an event to choose"),
+                event=self.wait_event_type_id.name or self.env._("an event to choose"),
                 duration=self._flow_duration(),
             )
             return f"{text} ({self.wait_event_filter})" if self.wait_event_filter else text
@@ -1265,32 +1266,32 @@ class MarketingScenarioNode(models.Model):
             return self._flow_condition_description()
         if node_type == "split":
             arms = self.child_ids.filtered(lambda child: child.branch == "arm")
-            return _("%(count)s arms, weighted", count=len(arms))
+            return self.env._("%(count)s arms, weighted", count=len(arms))
         if node_type in ("email", "sms"):
             # sudo: the node's own mailing; scenario builders need no Email Marketing rights to see its subject.
             mailing = self.mailing_id.sudo()
-            return mailing.subject or mailing.display_name or _("No mailing yet")
+            return mailing.subject or mailing.display_name or self.env._("No mailing yet")
         if node_type in ("tag_add", "tag_remove"):
-            return ", ".join(self.tag_ids.mapped("name")) or _("No tag chosen")
+            return ", ".join(self.tag_ids.mapped("name")) or self.env._("No tag chosen")
         if node_type in ("list_add", "list_remove"):
-            return self.mailing_list_id.name or _("No list chosen")
+            return self.mailing_list_id.name or self.env._("No list chosen")
         if node_type == "blacklist":
-            parts = [_("email")] * self.blacklist_email + [_("phone")] * self.blacklist_phone
-            return ", ".join(parts) or _("Nothing chosen")
+            parts = [self.env._("email")] * self.blacklist_email + [self.env._("phone")] * self.blacklist_phone
+            return ", ".join(parts) or self.env._("Nothing chosen")
         if node_type == "score":
             return f"{self.score_delta:+d} {self.score_reason or ''}".strip()
         if node_type == "webhook":
-            return urlparse(self.webhook_url or "").hostname or _("No URL yet")
+            return urlparse(self.webhook_url or "").hostname or self.env._("No URL yet")
         if node_type == "activity":
-            return self.activity_summary or self.activity_type_id.name or _("No activity type chosen")
+            return self.activity_summary or self.activity_type_id.name or self.env._("No activity type chosen")
         if node_type == "field_update":
             if not self.field_id:
-                return _("No field chosen")
+                return self.env._("No field chosen")
             return f"{self.field_id.field_description} = {self.field_value or ''}"
         if node_type == "server_action":
-            return self.server_action_id.name or _("No server action chosen")
+            return self.server_action_id.name or self.env._("No server action chosen")
         if node_type == "exit":
-            return _("The contact leaves the scenario")
+            return self.env._("The contact leaves the scenario")
         return ""
 
     def _flow_duration(self):
@@ -1298,32 +1299,33 @@ class MarketingScenarioNode(models.Model):
         return f"{self.wait_amount} {units.get(self.wait_unit or 'days', '').lower()}"
 
     def _flow_condition_description(self):
-        _ = self.env._
         condition_type = self.condition_type
         if condition_type == "event":
-            event = self.condition_event_type_id.name or _("an event to choose")
+            event = self.condition_event_type_id.name or self.env._("an event to choose")
             if self.condition_event_period == "days":
-                text = _("%(event)s in the last %(days)s days", event=event, days=self.condition_event_days)
+                text = self.env._("%(event)s in the last %(days)s days", event=event, days=self.condition_event_days)
             else:
-                text = _("%(event)s since entry", event=event)
+                text = self.env._("%(event)s since entry", event=event)
             return f"{text} ({self.condition_event_filter})" if self.condition_event_filter else text
         if condition_type in ("email", "sms"):
             statuses = dict(self._fields["condition_email_status"]._description_selection(self.env))
-            status = statuses.get(self.condition_email_status, "") if condition_type == "email" else _("Clicked")
-            return _(
+            status = (
+                statuses.get(self.condition_email_status, "") if condition_type == "email" else self.env._("Clicked")
+            )
+            return self.env._(
                 "%(message)s: %(status)s?",
-                message=self.condition_node_id.display_name or _("a message to choose"),
+                message=self.condition_node_id.display_name or self.env._("a message to choose"),
                 status=status.lower(),
             )
         if condition_type == "score":
             operators = dict(self._fields["score_operator"]._description_selection(self.env))
-            text = _("Score %(operator)s", operator=operators.get(self.score_operator, ""))
+            text = self.env._("Score %(operator)s", operator=operators.get(self.score_operator, ""))
             if self.score_operator not in ("empty", "not_empty"):
                 text = f"{text} {self.score_threshold}"
             return text
         if not self.condition_domain or self.condition_domain.strip() == "[]":
-            return _("Every contact matches (no filter yet)")
-        return _("Contact matches %(domain)s", domain=shorten(self.condition_domain, 80, placeholder="…"))
+            return self.env._("Every contact matches (no filter yet)")
+        return self.env._("Contact matches %(domain)s", domain=shorten(self.condition_domain, 80, placeholder="…"))
 
 
 def _format_hour(value):

@@ -207,3 +207,20 @@ class TestScenarioFlowTour(MarketingAutomationHttpCommon, ScenarioCommon):
         )
         self.assertEqual((condition.name, condition.parent_id, condition.branch), ("Still interested?", wait, "always"))
         self.assertEqual((tag.parent_id, tag.branch, tag.tag_ids), (condition, "yes", self.tag_vip))
+
+    def test_refused_deletion_is_a_notification_then_archive_and_delete(self):
+        scenario = self.create_scenario(name="Deletion tour")
+        wait = self.add_node(scenario, "wait", name="Wait a week", wait_amount=1, wait_unit="weeks")
+        scenario.action_start()
+        self.emit(self.type_cart, self.partner, {"total": 1, "items": []})
+        self.dispatch()
+        participant = self.participant_of(scenario, self.partner)
+        self.assertEqual(participant.step_ids.state, "scheduled")
+        scenario.action_pause()
+        self.start_tour(
+            f"/odoo/action-marketing_event_automation.action_marketing_scenario/{scenario.id}",
+            "marketing_scenario_flow_delete_tour",
+            login=self.marketing_user.login,
+        )
+        self.assertFalse(wait.exists())
+        self.assertNotEqual(participant.state, "running", "archiving the wait canceled the contact's step")

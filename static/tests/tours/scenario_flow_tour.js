@@ -178,3 +178,47 @@ function lifecycleSteps() {
 registry.category("web_tour.tours").add("marketing_scenario_flow_tour", {
     steps: () => [...newScenarioSteps(), ...canvasSteps(), ...lifecycleSteps()],
 });
+
+const waitCard = ".o_mea_flow .o_mea_flow_card:contains(Wait a week)";
+
+registry.category("web_tour.tours").add("marketing_scenario_flow_delete_tour", {
+    steps: () => [
+        {
+            content: "Delete the wait a contact is scheduled on",
+            trigger: `${waitCard} .o_mea_flow_delete`,
+            run: "click",
+        },
+        {
+            trigger: ".modal .modal-footer .btn-primary:contains(Delete)",
+            run: "click",
+        },
+        {
+            content: "The engine refuses: a notification says why, the card stays",
+            trigger: ".o_notification:contains(Some contacts are scheduled on these nodes)",
+        },
+        {
+            trigger: `body:not(:has(.modal)) ${waitCard}:not(.o_mea_flow_archived)`,
+        },
+        {
+            content: "Archive it instead (its scheduled steps are canceled)",
+            trigger: `${waitCard} .o_mea_flow_archive`,
+            run: "click",
+        },
+        {
+            trigger: `${waitCard}.o_mea_flow_archived:contains(Archived)`,
+        },
+        {
+            content: "Now nobody is scheduled on it: it can be deleted",
+            trigger: `${waitCard} .o_mea_flow_delete`,
+            run: "click",
+        },
+        {
+            trigger: ".modal .modal-footer .btn-primary:contains(Delete)",
+            run: "click",
+        },
+        {
+            content: "The wait is gone, the first node can be added again under the trigger",
+            trigger: ".o_mea_flow:not(:has(.o_mea_flow_card:contains(Wait a week))) .o_mea_flow_add[data-parent-id='0']",
+        },
+    ],
+});
