@@ -125,6 +125,12 @@ class MarketingScenario(models.Model):
         help="The event the scenario tries to cause, e.g. a purchase.",
     )
     objective_days = fields.Integer(string="Objective Within (days)", default=7)
+    objective_prompt_skipped = fields.Boolean(
+        copy=False, help="The marketer chose to go on without an objective: the form stops asking for one."
+    )
+    template_id = fields.Many2one(
+        "marketing.scenario.template", ondelete="set null", readonly=True, index="btree_not_null"
+    )
 
     # Enrollment of audience triggers (now, date, repeat), processed by the schedule cron
     next_occurrence_at = fields.Datetime(readonly=True, copy=False)
@@ -146,6 +152,7 @@ class MarketingScenario(models.Model):
     open_rate = fields.Float(compute="_compute_statistics")
     click_rate = fields.Float(string="Click-through Rate", compute="_compute_statistics")
     node_count = fields.Integer(compute="_compute_node_count")
+    trigger_summary = fields.Char(string="Starts When", compute="_compute_trigger_summary")
 
     @api.depends("node_ids")
     def _compute_node_count(self):
@@ -156,6 +163,49 @@ class MarketingScenario(models.Model):
         )
         for scenario in self:
             scenario.node_count = counts.get(scenario, 0)
+
+    @api.depends(
+        "trigger_type",
+        "trigger_at",
+        "trigger_event_type_id",
+        "trigger_params_filter",
+        "repeat_interval",
+        "repeat_unit",
+        "repeat_hour",
+        "score_operator",
+        "score_threshold",
+    )
+    def _compute_trigger_summary(self):
+        units = dict(self._fields["repeat_unit"]._description_selection(self.env))
+        operators = dict(self._fields["score_operator"]._description_selection(self.env))
+        for scenario in self:
+            trigger = scenario.trigger_type
+            if trigger == "now":
+                summary = self.env._("At start")
+            elif trigger == "date":
+                summary = self.env._(
+                    "On %(date)s", date=fields.Datetime.to_string(scenario.trigger_at) if scenario.trigger_at else "?"
+                )
+            elif trigger == "event":
+                summary = scenario.trigger_event_type_id.name or self.env._("On an event")
+                if scenario.trigger_params_filter:
+                    summary = f"{summary} ({scenario.trigger_params_filter})"
+            elif trigger == "repeat":
+                hours = int(scenario.repeat_hour or 0)
+                minutes = round(((scenario.repeat_hour or 0) - hours) * 60)
+                summary = self.env._(
+                    "Every %(interval)s %(unit)s at %(time)s",
+                    interval=scenario.repeat_interval,
+                    unit=units.get(scenario.repeat_unit, "").lower(),
+                    time=f"{hours:02d}:{minutes:02d}",
+                )
+            elif trigger == "score":
+                summary = self.env._("Score %(operator)s", operator=operators.get(scenario.score_operator, ""))
+                if scenario.score_operator not in ("empty", "not_empty"):
+                    summary = f"{summary} {scenario.score_threshold}"
+            else:
+                summary = False
+            scenario.trigger_summary = summary
 
     def _compute_statistics(self):
         counts = defaultdict(int)
@@ -737,6 +787,12 @@ class MarketingScenario(models.Model):
         action["domain"] = [("scenario_id", "=", self.id)]
         action["context"] = {"default_scenario_id": self.id}
         return action
+
+    @api.model
+    def action_open_templates(self):
+        return self.env["ir.actions.act_window"]._for_xml_id(
+            "marketing_event_automation.action_marketing_scenario_template"
+        )
 
     def action_test_run(self):
         self.ensure_one()

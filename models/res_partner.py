@@ -127,6 +127,7 @@ class ResPartner(models.Model):
         string="Scenarios", compute="_compute_marketing_scenarios", help="Scenarios the contact is running through now."
     )
     marketing_scenario_names = fields.Char(string="In Scenarios", compute="_compute_marketing_scenarios")
+    marketing_birthday = fields.Date(string="Birthday", help="Birthday scenarios wait for it, year after year.")
 
     def init(self):
         res = super().init()

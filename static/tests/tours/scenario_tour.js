@@ -6,8 +6,8 @@ const status = (label) => `.o_statusbar_status .o_arrow_button_current:contains(
 registry.category("web_tour.tours").add("marketing_scenario_tour", {
     steps: () => [
         {
-            content: "Open the scenario",
-            trigger: ".o_list_view .o_data_row td[name=name]:contains(Tour scenario)",
+            content: "Open the scenario from its card",
+            trigger: ".o_kanban_view .o_kanban_record:contains(Tour scenario) .o_mea_scenario_name",
             run: "click",
         },
         {

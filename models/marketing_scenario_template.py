@@ -1,0 +1,523 @@
+from markupsafe import Markup
+
+from odoo import api
+from odoo import fields
+from odoo import models
+from odoo.exceptions import UserError
+
+# Event types the templates trigger on, wait for or count as objective:
+# found by key, created (shared between companies) when missing.
+TEMPLATE_EVENT_TYPES = {
+    "signup": ("Signed up", "event_category_contact"),
+    "cart_abandoned": ("Cart abandoned", "event_category_ecommerce"),
+    "purchase": ("Purchase", "event_category_ecommerce"),
+    "review_submitted": ("Review submitted", "event_category_ecommerce"),
+    "email_bounced": ("Email bounced", "event_category_email"),
+}
+
+# The layout of Email Marketing's default theme: the mailing opens in its editor
+# like a mailing designed there.
+MAILING_LAYOUT = Markup(
+    '<div class="o_layout oe_unremovable oe_unmovable bg-200 o_empty_theme" data-name="Mailing">'
+    '<div class="container o_mail_wrapper o_mail_regular oe_unremovable"><div class="row">'
+    '<div class="col o_mail_no_options o_mail_wrapper_td bg-white oe_structure o_editable">'
+    "%s"
+    '<p style="font-size: 12px; color: #6c757d;"><a href="/unsubscribe_from_list">Unsubscribe</a></p>'
+    "</div></div></div></div>"
+)
+CART_ITEMS = Markup(
+    '<table class="table" style="width: 100%%;">'
+    '<tr t-foreach="object.marketing_event_params.get(\'items\') or []" t-as="item">'
+    "<td><t t-out=\"item.get('name') or item.get('sku')\"/></td>"
+    '<td style="text-align: right;">x <t t-out="item.get(\'quantity\', 1)"/></td>'
+    "</tr></table>"
+    "<p><strong>%s <t t-out=\"object.marketing_event_params.get('total')\"/> "
+    "<t t-out=\"object.marketing_event_params.get('currency') or ''\"/></strong></p>"
+)
+
+
+class MarketingScenarioTemplate(models.Model):
+    _name = "marketing.scenario.template"
+    _description = "Scenario Template"
+    _order = "sequence, id"
+
+    name = fields.Char(required=True, translate=True)
+    key = fields.Char(required=True, help="Names the builder of the template (method _build_<key>).")
+    sequence = fields.Integer(default=10)
+    active = fields.Boolean(default=True)
+    description = fields.Text(translate=True)
+    trigger_summary = fields.Char(string="Starts When", translate=True)
+    steps_summary = fields.Text(string="Steps", translate=True)
+    icon = fields.Char(default="fa-magic", help="Font Awesome icon of the template card, e.g. fa-shopping-cart.")
+    scenario_ids = fields.One2many("marketing.scenario", "template_id", string="Scenarios")
+    scenario_count = fields.Integer(string="Created Scenarios", compute="_compute_scenario_count")
+
+    _sql_constraints = [("key_unique", "UNIQUE(key)", "A template key is unique.")]
+
+    @api.depends("scenario_ids")
+    def _compute_scenario_count(self):
+        counts = dict(
+            self.env["marketing.scenario"]
+            .with_context(active_test=False)
+            ._read_group([("template_id", "in", self.ids)], ["template_id"], ["__count"])
+        )
+        for template in self:
+            template.scenario_count = counts.get(template, 0)
+
+    # ------------------------------------------------------------------
+    # Creating a scenario
+    # ------------------------------------------------------------------
+
+    def action_create_scenario(self):
+        """Create the template's scenario and open it."""
+        self.ensure_one()
+        scenario = self._create_scenario()
+        return {
+            "type": "ir.actions.act_window",
+            "res_model": "marketing.scenario",
+            "res_id": scenario.id,
+            "view_mode": "form",
+            "views": [(False, "form")],
+            "target": "current",
+        }
+
+    def _create_scenario(self, **values):
+        """A complete draft scenario built by this template's builder, ready to start."""
+        self.ensure_one()
+        builder = getattr(self, f"_build_{self.key}", None)
+        if builder is None:
+            raise UserError(
+                self.env._("Template %(name)s: no builder for its key %(key)r.", name=self.name, key=self.key)
+            )
+        scenario = builder(values)
+        scenario.template_id = self
+        return scenario
+
+    def _event_types(self, *keys):
+        """The event types of ``keys`` (this company's or shared ones), created when missing."""
+        EventType = self.env["marketing.event.type"]
+        found = EventType._get_by_keys(keys, self.env.company)
+        missing = [key for key in keys if key not in found]
+        if missing:
+            # sudo: a template registers the event types it needs, as the API's
+            # "register" policy does, whatever the marketer's rights on types.
+            created = (
+                EventType.sudo()
+                .create(
+                    [
+                        {
+                            "name": TEMPLATE_EVENT_TYPES[key][0],
+                            "key": key,
+                            "category_id": self.env.ref(
+                                f"marketing_event_automation.{TEMPLATE_EVENT_TYPES[key][1]}"
+                            ).id,
+                        }
+                        for key in missing
+                    ]
+                )
+                .sudo(False)
+            )
+            found.update({event_type.key: event_type for event_type in created})
+        archived = EventType.browse([found[key].id for key in keys if not found[key].active])
+        # sudo: see above; an archived type would refuse the events the scenario waits for.
+        archived.sudo().write({"active": True})
+        return [EventType.browse(found[key].id) for key in keys]
+
+    def _tag(self, name):
+        # sudo: tags are shared data a marketer may lack the right to create.
+        Tag = self.env["res.partner.category"].sudo()
+        return (Tag.search([("name", "=", name)], limit=1) or Tag.create({"name": name})).sudo(False)
+
+    def _new_scenario(self, values, **defaults):
+        return self.env["marketing.scenario"].create({"timezone": self.env.user.tz or "UTC", **defaults, **values})
+
+    @staticmethod
+    def _node(scenario, node_type, parent=None, **values):
+        return scenario.env["marketing.scenario.node"].create(
+            {"scenario_id": scenario.id, "node_type": node_type, "parent_id": parent.id if parent else False, **values}
+        )
+
+    def _email(self, scenario, parent, name, *, subject, preview, body, **values):
+        """An email node whose own mailing gets the sample subject and body."""
+        node = self._node(scenario, "email", parent, name=name, **values)
+        html = MAILING_LAYOUT % body
+        # sudo: the node's own mailing, created by the node with sudo too.
+        node.mailing_id.sudo().write({"subject": subject, "preview": preview, "body_arch": html, "body_html": html})
+        return node
+
+    @staticmethod
+    def _paragraphs(*paragraphs):
+        return Markup("").join(Markup("<p>%s</p>") % paragraph for paragraph in paragraphs)
+
+    def _hello(self):
+        return Markup("%s <t t-out=\"object.name or ''\"/>,") % self.env._("Hello")
+
+    # ------------------------------------------------------------------
+    # Builders, one per template key: each returns a draft scenario that passes the Start checks
+    # ------------------------------------------------------------------
+
+    def _build_welcome_series(self, values):
+        signup, purchase = self._event_types("signup", "purchase")
+        scenario = self._new_scenario(
+            values,
+            name=self.env._("Welcome series"),
+            trigger_type="event",
+            trigger_event_type_id=signup.id,
+            entry_policy="once",
+            objective_event_type_id=purchase.id,
+            objective_days=14,
+        )
+        window = {"window_enabled": True, "window_start": 9.0, "window_end": 18.0, "window_timezone": "contact"}
+        welcome = self._email(
+            scenario,
+            None,
+            self.env._("Welcome email"),
+            subject=self.env._("Welcome aboard!"),
+            preview=self.env._("Thanks for signing up: here is what to expect."),
+            body=self._paragraphs(
+                self._hello(),
+                self.env._("Thank you for signing up. Over the next days we will share what our customers love most."),
+                self.env._("Reply to this email if you have any question: a real person reads it."),
+            ),
+        )
+        wait_3 = self._node(
+            scenario, "wait", welcome, name=self.env._("3 days later"), wait_amount=3, wait_unit="days", **window
+        )
+        tips = self._email(
+            scenario,
+            wait_3,
+            self.env._("Bestsellers email"),
+            subject=self.env._("Our bestsellers, picked for you"),
+            preview=self.env._("The products our customers come back for."),
+            body=self._paragraphs(
+                self._hello(),
+                self.env._(
+                    "Here are the products our customers buy again and again. Take a look, there is one for you."
+                ),
+            ),
+        )
+        wait_4 = self._node(
+            scenario, "wait", tips, name=self.env._("4 days later"), wait_amount=4, wait_unit="days", **window
+        )
+        self._email(
+            scenario,
+            wait_4,
+            self.env._("First order gift email"),
+            subject=self.env._("A gift for your first order"),
+            preview=self.env._("10% off with the code WELCOME10."),
+            body=self._paragraphs(
+                self._hello(),
+                self.env._("A week ago you joined us. To celebrate, enjoy 10% off your first order with the code:"),
+                Markup("<strong>WELCOME10</strong>"),
+            ),
+        )
+        return scenario
+
+    def _build_abandoned_cart(self, values):
+        cart, purchase = self._event_types("cart_abandoned", "purchase")
+        scenario = self._new_scenario(
+            values,
+            name=self.env._("Abandoned cart"),
+            trigger_type="event",
+            trigger_event_type_id=cart.id,
+            entry_policy="once_at_a_time",
+            objective_event_type_id=purchase.id,
+            objective_days=7,
+        )
+        first_wait = self._node(
+            scenario,
+            "wait_event",
+            name=self.env._("Purchase within 4 hours?"),
+            wait_event_type_id=purchase.id,
+            wait_amount=4,
+            wait_unit="hours",
+        )
+        reminder = self._email(
+            scenario,
+            first_wait,
+            self.env._("Cart reminder"),
+            subject=self.env._("You left something in your cart"),
+            preview=self.env._("Your cart is saved: complete your order in one click."),
+            body=self._paragraphs(self._hello(), self.env._("You left these items in your cart:"))
+            + CART_ITEMS % self.env._("Total:")
+            + self._paragraphs(self.env._("They are still waiting for you, but stock is limited.")),
+            branch="no",
+        )
+        second_wait = self._node(
+            scenario,
+            "wait_event",
+            reminder,
+            name=self.env._("Purchase within a day?"),
+            wait_event_type_id=purchase.id,
+            wait_amount=1,
+            wait_unit="days",
+        )
+        self._email(
+            scenario,
+            second_wait,
+            self.env._("Cart coupon"),
+            subject=self.env._("10% off the cart you left"),
+            preview=self.env._("Use the code CART10 before it expires."),
+            body=self._paragraphs(self._hello(), self.env._("Still thinking about it? Your cart:"))
+            + CART_ITEMS % self.env._("Total:")
+            + self._paragraphs(
+                self.env._("Complete your order within 48 hours and get 10% off with the code:"),
+                Markup("<strong>CART10</strong>"),
+            ),
+            branch="no",
+        )
+        return scenario
+
+    def _build_post_purchase_review(self, values):
+        purchase, review = self._event_types("purchase", "review_submitted")
+        scenario = self._new_scenario(
+            values,
+            name=self.env._("Post-purchase review request"),
+            trigger_type="event",
+            trigger_event_type_id=purchase.id,
+            entry_policy="once_at_a_time",
+            objective_event_type_id=review.id,
+            objective_days=14,
+        )
+        wait = self._node(
+            scenario,
+            "wait",
+            name=self.env._("A week after the purchase"),
+            wait_amount=7,
+            wait_unit="days",
+            window_enabled=True,
+            window_start=10.0,
+            window_end=17.0,
+        )
+        order = Markup("<t t-out=\"object.marketing_event_params.get('order_id') or ''\"/>")
+        request = self._email(
+            scenario,
+            wait,
+            self.env._("Review request"),
+            subject=self.env._("How do you like your order?"),
+            preview=self.env._("Tell us in one minute: your review helps other customers."),
+            body=self._paragraphs(
+                self._hello(),
+                Markup("%s %s.") % (self.env._("We hope you enjoy your order"), order),
+                self.env._("Would you take a minute to review it? Your opinion helps other customers choose."),
+            ),
+        )
+        reviewed = self._node(
+            scenario,
+            "wait_event",
+            request,
+            name=self.env._("Reviewed within 5 days?"),
+            wait_event_type_id=review.id,
+            wait_amount=5,
+            wait_unit="days",
+        )
+        self._node(
+            scenario,
+            "score",
+            reviewed,
+            name=self.env._("Thank the reviewer"),
+            branch="yes",
+            score_delta=5,
+            score_reason=self.env._("Left a review"),
+        )
+        self._email(
+            scenario,
+            reviewed,
+            self.env._("Review reminder"),
+            subject=self.env._("One minute for a review?"),
+            preview=self.env._("A few words are enough."),
+            body=self._paragraphs(
+                self._hello(),
+                self.env._("A few words about your order are enough: they help us and other customers a lot."),
+            ),
+            branch="no",
+        )
+        return scenario
+
+    def _build_reengagement(self, values):
+        [purchase] = self._event_types("purchase")
+        scenario = self._new_scenario(
+            values,
+            name=self.env._("Inactivity re-engagement"),
+            trigger_type="score",
+            score_operator="<",
+            score_threshold=10,
+            entry_policy="once_at_a_time",
+            objective_event_type_id=purchase.id,
+            objective_days=30,
+        )
+        miss_you = self._email(
+            scenario,
+            None,
+            self.env._("We miss you"),
+            subject=self.env._("We miss you!"),
+            preview=self.env._("Here is what changed since your last visit."),
+            body=self._paragraphs(
+                self._hello(),
+                self.env._("It has been a while. A lot changed since your last visit: new products, new services."),
+            ),
+        )
+        week = self._node(scenario, "wait", miss_you, name=self.env._("A week later"), wait_amount=7, wait_unit="days")
+        clicked = self._node(
+            scenario,
+            "condition",
+            week,
+            name=self.env._("Clicked?"),
+            condition_type="email",
+            condition_node_id=miss_you.id,
+            condition_email_status="clicked",
+        )
+        self._node(
+            scenario,
+            "score",
+            clicked,
+            name=self.env._("Welcome back"),
+            branch="yes",
+            score_delta=5,
+            score_reason=self.env._("Came back after the re-engagement email"),
+        )
+        last_chance = self._email(
+            scenario,
+            clicked,
+            self.env._("Last chance offer"),
+            subject=self.env._("15% off, just for you"),
+            preview=self.env._("Come back with the code COMEBACK15."),
+            body=self._paragraphs(
+                self._hello(),
+                self.env._("We would love to see you again: here is 15% off your next order with the code:"),
+                Markup("<strong>COMEBACK15</strong>"),
+            ),
+            branch="no",
+        )
+        second_week = self._node(
+            scenario, "wait", last_chance, name=self.env._("Another week"), wait_amount=7, wait_unit="days"
+        )
+        opened = self._node(
+            scenario,
+            "condition",
+            second_week,
+            name=self.env._("Opened?"),
+            condition_type="email",
+            condition_node_id=last_chance.id,
+            condition_email_status="opened",
+        )
+        self._node(
+            scenario,
+            "tag_add",
+            opened,
+            name=self.env._("Tag as dormant"),
+            branch="no",
+            tag_ids=[(6, 0, self._tag("Dormant").ids)],
+        )
+        return scenario
+
+    def _build_birthday(self, values):
+        [purchase] = self._event_types("purchase")
+        birthday_field = self.env["ir.model.fields"]._get("res.partner", "marketing_birthday")
+        scenario = self._new_scenario(
+            values,
+            name=self.env._("Birthday"),
+            # Each day the contacts with a birthday enter and wait for it; once at a
+            # time, so a contact waits for one birthday at a time, year after year.
+            trigger_type="repeat",
+            repeat_interval=1,
+            repeat_unit="days",
+            repeat_hour=6.0,
+            entry_policy="once_at_a_time",
+            audience_domain="[('marketing_birthday', '!=', False), ('email', '!=', False)]",
+            objective_event_type_id=purchase.id,
+            objective_days=14,
+        )
+        wait = self._node(
+            scenario,
+            "wait",
+            name=self.env._("Until the birthday"),
+            wait_mode="field",
+            wait_field_id=birthday_field.id,
+            wait_yearly=True,
+            window_enabled=True,
+            window_start=9.0,
+            window_end=12.0,
+            window_timezone="contact",
+        )
+        self._email(
+            scenario,
+            wait,
+            self.env._("Birthday email"),
+            subject=self.env._("Happy birthday!"),
+            preview=self.env._("A present is waiting for you."),
+            body=self._paragraphs(
+                Markup("%s <t t-out=\"object.name or ''\"/>!") % self.env._("Happy birthday"),
+                self.env._("To celebrate, here is 20% off anything you like this week with the code:"),
+                Markup("<strong>BIRTHDAY20</strong>"),
+            ),
+        )
+        return scenario
+
+    def _build_engagement_reward(self, values):
+        [purchase] = self._event_types("purchase")
+        scenario = self._new_scenario(
+            values,
+            name=self.env._("High-engagement reward"),
+            trigger_type="score",
+            score_operator=">=",
+            score_threshold=50,
+            entry_policy="once",
+            objective_event_type_id=purchase.id,
+            objective_days=30,
+        )
+        vip = self._node(scenario, "tag_add", name=self.env._("Tag as VIP"), tag_ids=[(6, 0, self._tag("VIP").ids)])
+        reward = self._email(
+            scenario,
+            vip,
+            self.env._("Reward email"),
+            subject=self.env._("Thank you: a reward for our best customers"),
+            preview=self.env._("You are one of our most engaged customers."),
+            body=self._paragraphs(
+                self._hello(),
+                self.env._("You are one of our most engaged customers, and we want to thank you."),
+                self.env._("Enjoy free shipping and 15% off your next order with the code:"),
+                Markup("<strong>VIP15</strong>"),
+            ),
+        )
+        used = self._node(
+            scenario,
+            "wait_event",
+            reward,
+            name=self.env._("Purchase within 2 weeks?"),
+            wait_event_type_id=purchase.id,
+            wait_amount=14,
+            wait_unit="days",
+        )
+        self._node(
+            scenario,
+            "score",
+            used,
+            name=self.env._("Reward used"),
+            branch="yes",
+            score_delta=10,
+            score_reason=self.env._("Used the VIP reward"),
+        )
+        return scenario
+
+    def _build_list_hygiene(self, values):
+        [bounced] = self._event_types("email_bounced")
+        scenario = self._new_scenario(
+            values,
+            name=self.env._("List hygiene: bounced emails"),
+            trigger_type="event",
+            trigger_event_type_id=bounced.id,
+            entry_policy="every_time",
+            objective_prompt_skipped=True,  # cleaning a list converts nobody
+        )
+        blacklist = self._node(
+            scenario, "blacklist", name=self.env._("Blacklist the address"), blacklist_email=True, blacklist_phone=False
+        )
+        self._node(
+            scenario,
+            "tag_add",
+            blacklist,
+            name=self.env._("Tag as bounced"),
+            tag_ids=[(6, 0, self._tag("Bounced email").ids)],
+        )
+        return scenario
