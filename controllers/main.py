@@ -32,13 +32,16 @@ def read_json_body(max_size):
     httprequest = request.httprequest
     if httprequest.content_length is not None and httprequest.content_length > max_size:
         raise ApiError(413, "payload_too_large", f"body: larger than {max_size} bytes")
+    if httprequest.content_length is None and httprequest.headers.get("Transfer-Encoding"):
+        # A chunked upload announces no size, and the werkzeug of Odoo 18
+        # (2.x) would buffer all of it before any limit is checked.
+        raise ApiError(411, "length_required", "Content-Length: required, chunked uploads are not accepted")
     content_type = (httprequest.mimetype or "").lower()
     if content_type not in ("application/json", "text/plain", ""):
         raise ApiError(415, "unsupported_media_type", f"Content-Type: expected application/json, got {content_type}")
-    # Without a Content-Length (chunked upload) werkzeug stops reading at
-    # max_content_length, so no body larger than the limit is ever buffered.
-    # The body stays cached: Odoo replays the whole request after a
-    # serialization failure, and the replay must read the same body again.
+    # With a Content-Length werkzeug reads no further than it. The body stays
+    # cached: Odoo replays the whole request after a serialization failure,
+    # and the replay must read the same body again.
     httprequest.max_content_length = max_size
     try:
         raw = httprequest.get_data()
@@ -127,6 +130,14 @@ def authenticate(write_key):
     source = request.env["marketing.event.source"]._authenticate(write_key)
     if not source:
         raise ApiError(401, "unauthorized", "Authorization: unknown or revoked write key")
+    retry_after = source._consume_rate_limit()
+    if retry_after:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"rate limit: more than {source.rate_limit} requests per minute from this source, retry in {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+        )
     # sudo: the shop is authenticated by its write key, not as an Odoo user;
     # ingestion is confined to the source's company.
     return source.with_company(source.company_id)

@@ -75,6 +75,11 @@ def check_json_value(value, path, depth=0):
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise EventRejected(f"{path}: is not a finite number")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        # Beyond 64 bits no database column, spreadsheet or JavaScript client
+        # reads the number back as sent: such identifiers belong in strings.
+        if not -(2**63) <= value < 2**63:
+            raise EventRejected(f"{path}: an integer beyond 64 bits, send it as a string")
     elif isinstance(value, dict):
         for name, item in value.items():
             if "\x00" in name or not is_encodable(name):
@@ -393,6 +398,9 @@ class MarketingEvent(models.Model):
             if not isinstance(name, str) or not name.strip():
                 raise EventRejected("event: required for a track call, the event name as a string")
             check_json_value(name, "event")
+            if len(name.strip()) > EVENT_KEY_MAX_LENGTH:
+                # Cut short, two long names could end up as one event type.
+                raise EventRejected(f"event: longer than {EVENT_KEY_MAX_LENGTH} characters")
             params = message.get("properties")
             params_label = "properties"
             traits = context.get("traits")
@@ -450,7 +458,10 @@ class MarketingEvent(models.Model):
                 {
                     "event": key,
                     "event_id": message.get("messageId"),
-                    "timestamp": message.get("timestamp") or message.get("originalTimestamp"),
+                    # ``or`` would take a timestamp of 0 for a missing one.
+                    "timestamp": message["timestamp"]
+                    if message.get("timestamp") not in (None, "")
+                    else message.get("originalTimestamp"),
                     "contact": {name: value for name, value in contact.items() if value is not None},
                     "params": params,
                 }

@@ -1,16 +1,33 @@
 import hashlib
 import hmac
 import secrets
+import string
 from datetime import timedelta
 
 from odoo import api
 from odoo import fields
 from odoo import models
+from odoo.exceptions import ValidationError
+from odoo.tools import SQL
 
 WRITE_KEY_PREFIX = "mea"
 # The visible part of a key: it finds the source with an index lookup, the
 # secret part is then compared against the stored hash in constant time.
 KEY_ID_LENGTH = 12
+# Ten requests a second on average: far above what a shop's tracking sends
+# (Segment's libraries flush a batch every 10 s), low enough that a leaked key
+# or a runaway client cannot flood the event log.
+DEFAULT_RATE_LIMIT = 600
+RATE_WINDOW_SECONDS = 60
+RATE_TABLE = "marketing_event_source_rate"
+
+
+def is_hex(text):
+    return all(character in string.hexdigits for character in text)
+
+
+# The context key that carries a new write key to the dialog showing it once.
+WRITE_KEY_CONTEXT = "marketing_new_write_key"
 
 
 def hash_write_key(secret):
@@ -54,6 +71,12 @@ class MarketingEventSource(models.Model):
         required=True,
         default="create",
     )
+    rate_limit = fields.Integer(
+        string="Requests per Minute",
+        default=DEFAULT_RATE_LIMIT,
+        help="API requests this source may send per minute (a batch counts once); more are answered "
+        "HTTP 429 with Retry-After. 0 means no limit.",
+    )
     last_used_at = fields.Datetime(string="Last Used", compute="_compute_usage")
     accepted_count_24h = fields.Integer(string="24h Accepted", compute="_compute_usage")
     rejected_count_24h = fields.Integer(string="24h Rejected", compute="_compute_usage")
@@ -61,6 +84,31 @@ class MarketingEventSource(models.Model):
     _sql_constraints = [
         ("key_id_unique", "unique(key_id)", "Two sources cannot share a write key."),
     ]
+
+    def init(self):
+        # The request counters of the rate limit: one row per source and
+        # current window. UNLOGGED because losing them in a crash only resets
+        # the counts, and a counter row is not worth a WAL record per request.
+        self.env.cr.execute(
+            SQL(
+                """
+                CREATE UNLOGGED TABLE IF NOT EXISTS %s (
+                    source_id integer PRIMARY KEY,
+                    window_start bigint NOT NULL,
+                    hits integer NOT NULL
+                )
+                """,
+                SQL.identifier(RATE_TABLE),
+            )
+        )
+
+    @api.constrains("rate_limit")
+    def _check_rate_limit(self):
+        for source in self:
+            if source.rate_limit < 0:
+                raise ValidationError(
+                    self.env._("Requests per Minute of %(name)s: give 0 (no limit) or more.", name=source.name)
+                )
 
     def _compute_usage(self):
         # Derived from the event log instead of written on each request: a
@@ -105,7 +153,7 @@ class MarketingEventSource(models.Model):
         """Replace the write key; the new key is shown once, in a dialog."""
         self.ensure_one()
         write_key = self._generate_write_key()
-        wizard = self.env["marketing.event.source.key.wizard"].create({"source_id": self.id, "write_key": write_key})
+        wizard = self.env["marketing.event.source.key.wizard"].create({"source_id": self.id})
         return {
             "type": "ir.actions.act_window",
             "name": self.env._("New Write Key"),
@@ -113,6 +161,7 @@ class MarketingEventSource(models.Model):
             "res_id": wizard.id,
             "view_mode": "form",
             "target": "new",
+            "context": {WRITE_KEY_CONTEXT: write_key},
         }
 
     def action_view_events(self):
@@ -129,13 +178,47 @@ class MarketingEventSource(models.Model):
             return self.browse()
         prefix, _sep, rest = write_key.partition("_")
         key_id, _sep, secret = rest.partition("_")
-        if prefix != WRITE_KEY_PREFIX or len(key_id) != KEY_ID_LENGTH or not secret:
+        # Key ids are hexadecimal: anything else (a NUL byte...) finds no
+        # source without ever reaching the database.
+        if prefix != WRITE_KEY_PREFIX or len(key_id) != KEY_ID_LENGTH or not secret or not is_hex(key_id):
             return self.browse()
         # sudo: the caller is an anonymous HTTP client; the key is its identity.
         source = self.sudo().search([("key_id", "=", key_id), ("active", "=", True)], limit=1)
         if not source or not hmac.compare_digest(source.key_hash or "", hash_write_key(secret)):
             return self.browse()
         return source
+
+    def _consume_rate_limit(self):
+        """Count one API request of this source; return 0 if it may go on, else the seconds to wait.
+
+        A fixed window of RATE_WINDOW_SECONDS per source, counted in the
+        database so that every worker shares it. The count is written and
+        committed on a cursor of its own: in the request's transaction the
+        counter row would stay locked until the request ends, so concurrent
+        requests of one source would wait for each other.
+        """
+        self.ensure_one()
+        if self.rate_limit <= 0:
+            return 0
+        with self.env.registry.cursor() as cr:
+            cr.execute(
+                SQL(
+                    """
+                    WITH clock AS (SELECT extract(epoch FROM clock_timestamp()) AS now)
+                    INSERT INTO %(table)s AS rate (source_id, window_start, hits)
+                    SELECT %(source_id)s, floor(clock.now / %(window)s)::bigint * %(window)s, 1 FROM clock
+                    ON CONFLICT (source_id) DO UPDATE
+                       SET window_start = EXCLUDED.window_start,
+                           hits = CASE WHEN rate.window_start = EXCLUDED.window_start THEN rate.hits + 1 ELSE 1 END
+                    RETURNING hits, ceil(window_start + %(window)s - (SELECT now FROM clock))::integer
+                    """,
+                    table=SQL.identifier(RATE_TABLE),
+                    source_id=self.id,
+                    window=RATE_WINDOW_SECONDS,
+                )
+            )
+            hits, seconds_left = cr.fetchone()
+        return max(seconds_left, 1) if hits > self.rate_limit else 0
 
     def _check_type_allowed(self, event_type):
         self.ensure_one()

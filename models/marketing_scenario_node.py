@@ -95,6 +95,18 @@ WEBHOOK_BACKOFF_SECONDS = 60
 ALLOW_PRIVATE_PARAM = "marketing_event_automation.webhook_allow_private"
 
 
+def is_public_address(address):
+    """Whether a resolved address is on the public internet.
+
+    ``is_global`` also excludes what ``is_private`` lets through (shared
+    100.64.0.0/10, ...); an IPv4 address mapped into IPv6 is judged as IPv4.
+    """
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
 class MarketingScenarioNode(models.Model):
     _name = "marketing.scenario.node"
     _description = "Scenario Node"
@@ -615,6 +627,31 @@ class MarketingScenarioNode(models.Model):
         without_email = steps.filtered(lambda step: not step.partner_id.email_normalized)
         return self._skipped(without_email, self.env._("No valid email address")), steps - without_email
 
+    def _skip_opted_out(self, steps, field_name):
+        """Skip the steps whose contact opted out of the mailing lists: (their outcomes, the other steps).
+
+        ``field_name`` is the address compared with the mailing contacts':
+        ``email_normalized`` for emails, ``phone_sanitized`` for SMS. As in
+        Email Marketing, an address has opted out when it left a mailing list
+        and is subscribed to none. Scenario messages go to contacts, not to
+        lists, so Odoo's own sending checks only the blacklists for them.
+        """
+        addresses = [address for address in steps.partner_id.mapped(field_name) if address]
+        if not addresses:
+            return {}, steps
+        # sudo: consent is checked for the scenario, whoever runs the engine.
+        subscriptions = (
+            self.env["mailing.subscription"]
+            .sudo()
+            .search_fetch([(f"contact_id.{field_name}", "in", addresses)], ["contact_id", "opt_out"])
+        )
+        opted_in, opted_out = set(), set()
+        for subscription in subscriptions:
+            (opted_out if subscription.opt_out else opted_in).add(subscription.contact_id[field_name])
+        refused = opted_out - opted_in
+        skipped = steps.filtered(lambda step: step.partner_id[field_name] in refused)
+        return self._skipped(skipped, self.env._("Opted out of the mailing lists")), steps - skipped
+
     def _run_wait(self, steps):
         return self._done(steps, self.env._("Waited"))
 
@@ -773,6 +810,8 @@ class MarketingScenarioNode(models.Model):
 
     def _run_email(self, steps):
         outcomes, sendable = self._skip_without_email(steps)
+        opted_out, sendable = self._skip_opted_out(sendable, "email_normalized")
+        outcomes.update(opted_out)
         if not sendable:
             return outcomes
         # sudo: the engine sends on behalf of the scenario, whoever runs the cron.
@@ -826,7 +865,8 @@ class MarketingScenarioNode(models.Model):
             for step in steps
         }
         outcomes = self._skipped(steps.filtered(lambda step: not numbers[step.id]), self.env._("No valid phone number"))
-        sendable = steps.filtered(lambda step: numbers[step.id])
+        opted_out, sendable = self._skip_opted_out(steps.filtered(lambda step: numbers[step.id]), "phone_sanitized")
+        outcomes.update(opted_out)
         if not sendable:
             return outcomes
         # sudo: see _run_email.
@@ -878,7 +918,8 @@ class MarketingScenarioNode(models.Model):
                 ("contact_id", "in", [contact.id for contact in contact_by_email.values()]),
             ]
         )
-        subscriptions.filtered("opt_out").write({"opt_out": False})
+        # Whoever left the list decides: the scenario does not sign them up again.
+        refused = set(subscriptions.filtered("opt_out").contact_id.mapped("email_normalized"))
         subscribed = subscriptions.contact_id
         Subscription.create(
             [
@@ -894,7 +935,9 @@ class MarketingScenarioNode(models.Model):
                 if email not in contact_by_email
             ]
         )
-        outcomes.update(self._done(sendable, mailing_list.name))
+        opted_out = sendable.filtered(lambda step: step.partner_id.email_normalized in refused)
+        outcomes.update(self._skipped(opted_out, self.env._("Opted out of this list")))
+        outcomes.update(self._done(sendable - opted_out, mailing_list.name))
         return outcomes
 
     def _run_list_remove(self, steps):
@@ -1057,10 +1100,8 @@ class MarketingScenarioNode(models.Model):
             addresses = {info[4][0] for info in socket.getaddrinfo(parsed.hostname, parsed.port or 443)}
         except OSError as error:
             raise UserError(self.env._("URL: the host %(host)s cannot be resolved", host=parsed.hostname)) from error
-        for address in addresses:
-            ip = ipaddress.ip_address(address.split("%")[0])
-            if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast:
-                raise UserError(self.env._("URL: %(host)s is a private or local address", host=parsed.hostname))
+        if any(not is_public_address(address) for address in addresses):
+            raise UserError(self.env._("URL: %(host)s is a private or local address", host=parsed.hostname))
 
     def _webhook_payload(self, step):
         partner = step.partner_id

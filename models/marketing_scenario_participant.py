@@ -19,7 +19,9 @@ class MarketingScenarioParticipant(models.Model):
     _rec_name = "partner_id"
 
     scenario_id = fields.Many2one("marketing.scenario", required=True, ondelete="cascade", index=True, readonly=True)
-    partner_id = fields.Many2one("res.partner", string="Contact", required=True, ondelete="cascade", readonly=True)
+    partner_id = fields.Many2one(
+        "res.partner", string="Contact", required=True, ondelete="cascade", readonly=True, index=True
+    )
     company_id = fields.Many2one("res.company", related="scenario_id.company_id", store=True, index=True, readonly=True)
     state = fields.Selection(PARTICIPANT_STATES, required=True, default="running", readonly=True, index=True)
     entered_at = fields.Datetime(required=True, readonly=True, default=fields.Datetime.now)

@@ -45,7 +45,16 @@ class MarketingScenarioStep(models.Model):
     scenario_id = fields.Many2one(
         "marketing.scenario", related="participant_id.scenario_id", store=True, index=True, readonly=True
     )
-    partner_id = fields.Many2one("res.partner", related="participant_id.partner_id", store=True, readonly=True)
+    # Indexed for the ON DELETE CASCADE of a contact's deletion (and its
+    # history): without it, each deleted contact scans the whole queue.
+    partner_id = fields.Many2one(
+        "res.partner",
+        related="participant_id.partner_id",
+        store=True,
+        readonly=True,
+        ondelete="cascade",
+        index="btree_not_null",
+    )
     company_id = fields.Many2one("res.company", related="participant_id.company_id", store=True, index=True)
     is_test = fields.Boolean(related="participant_id.is_test", store=True, readonly=True)
     node_type = fields.Selection(related="node_id.node_type")

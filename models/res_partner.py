@@ -85,10 +85,13 @@ def score_domain(operator, threshold):
 class ResPartner(models.Model):
     _inherit = "res.partner"
 
+    # Marketing data about the contact is for employees only: portal and
+    # public users may read their own contact, never its score or history.
     marketing_external_id = fields.Char(
         string="External ID (shop)",
         index="btree_not_null",
         copy=False,
+        groups="base.group_user",
         help="The identifier the shops use for this contact; events posted with it reach this contact.",
     )
 
@@ -98,12 +101,14 @@ class ResPartner(models.Model):
     engagement_score = fields.Integer(
         index=True,
         copy=False,
+        groups="base.group_user",
         help="Rises and falls with what the contact does (score rules, scenarios, manual changes).",
     )
     engagement_score_set = fields.Boolean(
         string="Scored",
         readonly=True,
         copy=False,
+        groups="base.group_user",
         help="False while the contact has never been scored: an empty score is not a score of 0.",
     )
     engagement_score_band = fields.Selection(
@@ -112,9 +117,12 @@ class ResPartner(models.Model):
         compute="_compute_engagement_score_band",
         store=True,
         index=True,
+        groups="base.group_user",
         help=f"Hot from {HOT_SCORE} points, cold under {COLD_SCORE}, warm in between.",
     )
-    engagement_log_ids = fields.One2many("marketing.engagement.log", "partner_id", string="Score History")
+    engagement_log_ids = fields.One2many(
+        "marketing.engagement.log", "partner_id", string="Score History", groups="base.group_user"
+    )
     marketing_event_params = fields.Json(
         string="Triggering Event Parameters",
         compute="_compute_marketing_event_params",
@@ -122,11 +130,18 @@ class ResPartner(models.Model):
         "(e.g. object.marketing_event_params.get('items')).",
     )
 
-    engagement_log_count = fields.Integer(string="Score Changes", compute="_compute_engagement_log_count")
-    marketing_scenario_count = fields.Integer(
-        string="Scenarios", compute="_compute_marketing_scenarios", help="Scenarios the contact is running through now."
+    engagement_log_count = fields.Integer(
+        string="Score Changes", compute="_compute_engagement_log_count", groups="base.group_user"
     )
-    marketing_scenario_names = fields.Char(string="In Scenarios", compute="_compute_marketing_scenarios")
+    marketing_scenario_count = fields.Integer(
+        string="Scenarios",
+        compute="_compute_marketing_scenarios",
+        groups="base.group_user",
+        help="Scenarios the contact is running through now.",
+    )
+    marketing_scenario_names = fields.Char(
+        string="In Scenarios", compute="_compute_marketing_scenarios", groups="base.group_user"
+    )
     marketing_birthday = fields.Date(string="Birthday", help="Birthday scenarios wait for it, year after year.")
 
     def init(self):

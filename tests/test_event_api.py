@@ -52,7 +52,9 @@ class TestEventApi(MarketingAutomationHttpCommon):
     def test_key_rotation_revokes_the_old_key(self):
         old_key = self.write_key
         action = self.source.action_rotate_key()
-        wizard = self.env["marketing.event.source.key.wizard"].browse(action["res_id"])
+        wizard = (
+            self.env["marketing.event.source.key.wizard"].with_context(**action["context"]).browse(action["res_id"])
+        )
         new_key = wizard.write_key
         self.assertNotEqual(new_key, old_key)
         # The secret is what follows "mea_<key id>_"; it may itself contain "_".

@@ -146,7 +146,7 @@ class TestOpenApiContract(MarketingAutomationHttpCommon):
         elif auth:
             all_headers["Authorization"] = auth
         all_headers.update(headers or {})
-        if data is not None and not isinstance(data, (str, bytes)):
+        if data is not None and not isinstance(data, (str, bytes, type(iter([])))):
             data = json.dumps(data)
         if method == "get":
             return self.url_open(path, headers=all_headers, allow_redirects=False)
@@ -174,7 +174,11 @@ class TestOpenApiContract(MarketingAutomationHttpCommon):
         self.source.write({"allow_all_types": False, "allowed_type_ids": [(6, 0, self.type_purchase.ids)]})
 
     def allow_all(self):
-        self.source.write({"allow_all_types": True, "allowed_type_ids": [(5, 0, 0)]})
+        self.source.write({"allow_all_types": True, "allowed_type_ids": [(5, 0, 0)], "rate_limit": 0})
+
+    def exhaust_rate_limit(self):
+        self.source.rate_limit = 1
+        self.source._consume_rate_limit()
 
     def cases(self):
         """(path, method, expected status, request arguments, setup) for every documented answer."""
@@ -196,6 +200,8 @@ class TestOpenApiContract(MarketingAutomationHttpCommon):
                 None,
             ),
             (native, "post", 415, {"data": event, "headers": {"Content-Encoding": "br"}}, None),
+            (native, "post", 429, {"data": event}, self.exhaust_rate_limit),
+            (native, "post", 411, {"data": iter([json.dumps(event).encode()])}, None),
             ("/automation/segment/v1/alias", "post", 404, {"data": {"previousId": "a"}, "auth": "basic"}, None),
             ("/automation/v1/openapi.json", "get", 200, {"auth": None}, None),
         ]
@@ -213,6 +219,8 @@ class TestOpenApiContract(MarketingAutomationHttpCommon):
                 (path, "post", 403, {"data": message, "auth": "basic"}, self.forbid_all_but_purchase),
                 (path, "post", 413, {"data": message | {"blob": "x" * 40000}, "auth": "basic"}, None),
                 (path, "post", 415, {"data": message, "auth": "basic", "headers": {"Content-Type": "text/xml"}}, None),
+                (path, "post", 429, {"data": message, "auth": "basic"}, self.exhaust_rate_limit),
+                (path, "post", 411, {"data": iter([json.dumps(message).encode()]), "auth": "basic"}, None),
             ]
         for call in ("batch", "import"):
             path = f"/automation/segment/v1/{call}"
@@ -245,6 +253,8 @@ class TestOpenApiContract(MarketingAutomationHttpCommon):
                     {"data": {"batch": batch}, "auth": "basic", "headers": {"Content-Encoding": "x"}},
                     None,
                 ),
+                (path, "post", 429, {"data": {"batch": batch}, "auth": "basic"}, self.exhaust_rate_limit),
+                (path, "post", 411, {"data": iter([json.dumps({"batch": batch}).encode()]), "auth": "basic"}, None),
             ]
         return cases
 
@@ -270,6 +280,15 @@ class TestOpenApiContract(MarketingAutomationHttpCommon):
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         errors = self.api.body_errors(responses[status], media_type, response.json())
         self.assertEqual(errors, [], f"{method.upper()} {url_path} {status}: the body breaks the documented schema")
+        _pointer, documented_response = self.api.resolve(responses[status])
+        for header, spec in documented_response.get("headers", {}).items():
+            self.assertIn(header, response.headers, f"{method.upper()} {url_path} {status}: {header} missing")
+            value = response.headers[header]
+            if spec["schema"].get("type") == "integer":
+                self.assertRegex(value, r"^[0-9]+$", f"{header} is not an integer")
+                value = int(value)
+            errors = [error.message for error in Draft202012Validator(spec["schema"]).iter_errors(value)]
+            self.assertEqual(errors, [], f"{method.upper()} {url_path} {status}: header {header} breaks its schema")
         return path, status
 
     def test_every_documented_answer_is_real_and_matches_its_schema(self):
