@@ -788,8 +788,8 @@ class MarketingScenario(models.Model):
         action["context"] = {"default_scenario_id": self.id}
         return action
 
-    @api.model
     def action_open_templates(self):
+        # Not @api.model: the list and kanban header button calls it with the (possibly empty) selected ids.
         return self.env["ir.actions.act_window"]._for_xml_id(
             "marketing_event_automation.action_marketing_scenario_template"
         )

@@ -190,23 +190,25 @@ class TestScenarioFlowData(ScenarioCommon):
 
 @tagged("post_install", "-at_install")
 class TestScenarioFlowTour(MarketingAutomationHttpCommon, ScenarioCommon):
-    def test_marketer_builds_a_flow_on_the_canvas_starts_and_pauses_it(self):
+    def test_marketer_builds_on_the_abandoned_cart_template_on_the_canvas_starts_and_pauses_it(self):
+        template = self.env.ref("marketing_event_automation.scenario_template_abandoned_cart")
         self.start_tour(
             "/odoo/action-marketing_event_automation.action_marketing_scenario",
             "marketing_scenario_flow_tour",
             login=self.marketing_user.login,
         )
-        scenario = self.Scenario.search([("name", "=", "Canvas tour scenario")])
+        scenario = self.Scenario.search([("template_id", "=", template.id)])
+        self.assertEqual(len(scenario), 1)
         self.assertEqual(scenario.state, "paused")
-        self.assertEqual(scenario.trigger_event_type_id, self.type_cart)
-        wait = scenario.node_ids.filtered(lambda node: node.node_type == "wait")
-        condition = scenario.node_ids.filtered(lambda node: node.node_type == "condition")
+        self.assertEqual(scenario.trigger_event_type_id.key, "cart_abandoned")
+        nodes = {node.name: node for node in scenario.node_ids}
+        coupon, wait, condition = nodes["Cart coupon"], nodes["Wait a day"], nodes["Still interested?"]
         tag = scenario.node_ids.filtered(lambda node: node.node_type == "tag_add")
-        self.assertEqual(
-            (wait.name, wait.parent_id, wait.wait_amount, wait.wait_unit), ("Wait a day", self.Node, 1, "days")
-        )
-        self.assertEqual((condition.name, condition.parent_id, condition.branch), ("Still interested?", wait, "always"))
+        self.assertEqual((wait.node_type, wait.parent_id, wait.branch), ("wait", coupon, "always"))
+        self.assertEqual((wait.wait_amount, wait.wait_unit), (1, "days"))
+        self.assertEqual((condition.node_type, condition.parent_id, condition.branch), ("condition", wait, "always"))
         self.assertEqual((tag.parent_id, tag.branch, tag.tag_ids), (condition, "yes", self.tag_vip))
+        self.assertEqual(len(scenario.node_ids), 7, "the template's four nodes and the three added on the canvas")
 
     def test_refused_deletion_is_a_notification_then_archive_and_delete(self):
         scenario = self.create_scenario(name="Deletion tour")

@@ -5,30 +5,28 @@ const status = (label) => `.o_statusbar_status .o_arrow_button_current:contains(
 const card = (text) => `.o_mea_flow .o_mea_flow_card:contains(${text})`;
 
 /**
- * How the scenario comes to be. Swap these steps to start from a template
- * (e.g. abandoned cart): the canvas steps only need a saved or new scenario
- * form with an event trigger.
+ * How the scenario comes to be: from the abandoned cart template (wait for a purchase,
+ * reminder, wait again, coupon). The canvas steps below only need a scenario form whose
+ * flow ends with a plain node (the coupon email here); swap these steps for another start.
  */
-function newScenarioSteps() {
+function fromAbandonedCartTemplateSteps() {
     return [
         {
-            content: "Create a scenario",
-            trigger: ".o_list_button_add",
+            content: "Start from a template",
+            trigger: ".o_control_panel .o_mea_new_from_template",
             run: "click",
         },
         {
-            content: "Name it",
-            trigger: ".o_form_view .o_field_widget[name=name] input",
-            run: "edit Canvas tour scenario",
-        },
-        {
-            content: "Contacts enter when they abandon a cart",
-            trigger: ".o_form_view .o_field_widget[name=trigger_event_type_id] input",
-            run: "edit Test cart abandoned",
-        },
-        {
-            trigger: ".o-autocomplete--dropdown-item:contains(Test cart abandoned)",
+            content: "The abandoned cart one",
+            trigger: ".o_mea_template_abandoned_cart button[name=action_create_scenario]",
             run: "click",
+        },
+        {
+            content: "The scenario is created as a draft",
+            trigger: ".o_form_view .o_field_widget[name=name] input:value(Abandoned cart)",
+        },
+        {
+            trigger: status("Draft"),
         },
     ];
 }
@@ -42,8 +40,18 @@ function canvasSteps() {
             run: "click",
         },
         {
-            content: "Add the first node under the trigger (saves the scenario first)",
-            trigger: ".o_mea_flow .o_mea_flow_add[data-parent-id='0']",
+            trigger: ".o_mea_flow .o_mea_flow_trigger:contains(On event)",
+        },
+        {
+            content: "The template's waits for a purchase: Yes and No branches, the reminders on No",
+            trigger: ".o_mea_flow .o_mea_flow_branch_no .o_mea_flow_card:contains(Cart reminder)",
+        },
+        {
+            trigger: ".o_mea_flow .o_mea_flow_branch_no .o_mea_flow_card:contains(Cart coupon)",
+        },
+        {
+            content: "Add a node after the coupon email",
+            trigger: ".o_mea_flow .o_mea_flow_add[data-branch=always]:not([data-parent-id='0'])",
             run: "click",
         },
         {
@@ -64,11 +72,8 @@ function canvasSteps() {
             run: "click",
         },
         {
-            content: "The trigger card tells the event; the wait is drawn under it",
-            trigger: `body:not(:has(.modal)) .o_mea_flow .o_mea_flow_trigger:contains(Test cart abandoned)`,
-        },
-        {
-            trigger: `${card("Wait a day")}:contains(1 days)`,
+            content: "The wait is drawn after the coupon",
+            trigger: `body:not(:has(.modal)) ${card("Wait a day")}:contains(1 days)`,
         },
         {
             content: "Add a node after the wait",
@@ -93,17 +98,14 @@ function canvasSteps() {
         },
         {
             content: "The condition has a Yes and a No branch",
-            trigger: `body:not(:has(.modal)) ${card("Still interested?")}`,
+            trigger: `body:not(:has(.modal)) ${card("Still interested?")} ~ .o_mea_flow_columns .o_mea_flow_branch_yes .o_mea_flow_label:contains(Yes)`,
         },
         {
-            trigger: ".o_mea_flow .o_mea_flow_branch_yes .o_mea_flow_label:contains(Yes)",
+            trigger: `${card("Still interested?")} ~ .o_mea_flow_columns .o_mea_flow_branch_no .o_mea_flow_label:contains(No)`,
         },
         {
-            trigger: ".o_mea_flow .o_mea_flow_branch_no .o_mea_flow_label:contains(No)",
-        },
-        {
-            content: "Add a node on the Yes branch",
-            trigger: ".o_mea_flow .o_mea_flow_branch_yes .o_mea_flow_add",
+            content: "Add a node on the Yes branch of the condition",
+            trigger: `${card("Still interested?")} ~ .o_mea_flow_columns .o_mea_flow_branch_yes .o_mea_flow_add`,
             run: "click",
         },
         {
@@ -131,10 +133,10 @@ function canvasSteps() {
         },
         {
             content: "The tag hangs on the Yes branch, the No branch stays open",
-            trigger: "body:not(:has(.modal)) .o_mea_flow .o_mea_flow_branch_yes .o_mea_flow_card:contains(VIP)",
+            trigger: `body:not(:has(.modal)) ${card("Still interested?")} ~ .o_mea_flow_columns .o_mea_flow_branch_yes .o_mea_flow_card:contains(VIP)`,
         },
         {
-            trigger: ".o_mea_flow .o_mea_flow_branch_no .o_mea_flow_add",
+            trigger: `${card("Still interested?")} ~ .o_mea_flow_columns .o_mea_flow_branch_no .o_mea_flow_add`,
         },
         {
             content: "The plain node list is still there",
@@ -170,13 +172,13 @@ function lifecycleSteps() {
         },
         {
             content: "Paused, the flow can be edited again",
-            trigger: ".o_mea_flow:not(:has(.o_mea_flow_locked)) .o_mea_flow_branch_no .o_mea_flow_add",
+            trigger: ".o_mea_flow:not(:has(.o_mea_flow_locked)) .o_mea_flow_branch_yes .o_mea_flow_add",
         },
     ];
 }
 
 registry.category("web_tour.tours").add("marketing_scenario_flow_tour", {
-    steps: () => [...newScenarioSteps(), ...canvasSteps(), ...lifecycleSteps()],
+    steps: () => [...fromAbandonedCartTemplateSteps(), ...canvasSteps(), ...lifecycleSteps()],
 });
 
 const waitCard = ".o_mea_flow .o_mea_flow_card:contains(Wait a week)";
