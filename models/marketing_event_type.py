@@ -479,9 +479,14 @@ class MarketingEventType(models.Model):
         ingestion requests neither lose paths nor rewrite the row each time.
         """
         self.flush_model(["params_structure"])
-        for type_id, structure in structures_by_type_id.items():
-            if not structure:
+        updated = False
+        event_types = self.browse(list(structures_by_type_id))  # read together
+        for event_type, structure in zip(event_types, structures_by_type_id.values()):
+            # Structures only grow: paths this transaction already sees need
+            # no statement (nearly every batch, once a type is known).
+            if not structure or structure.keys() <= (event_type.params_structure or {}).keys():
                 continue
+            updated = True
             self.env.cr.execute(
                 SQL(
                     """
@@ -491,11 +496,12 @@ class MarketingEventType(models.Model):
                        AND NOT COALESCE(params_structure, '{}'::jsonb) ?& %(paths)s
                     """,
                     new=json.dumps(structure),
-                    id=type_id,
+                    id=event_type.id,
                     paths=list(structure),
                 )
             )
-        self.invalidate_model(["params_structure"])
+        if updated:
+            self.invalidate_model(["params_structure"])
 
     @api.model
     def _get_by_keys(self, keys, company):

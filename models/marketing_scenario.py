@@ -602,22 +602,50 @@ class MarketingScenario(models.Model):
                 "LEFT JOIN (SELECT NULL::int AS partner_id, NULL::int AS event_id, NULL::int AS type_id) ev ON FALSE"
             )
         )
+        roots = self.node_ids.filtered(lambda node: not node.parent_id)
+        root_dues = [(root.id, root._constant_due(now)) for root in roots]
+        # The first steps go in the same statement when their due time is the
+        # same for everybody (no send window, no date of the contact).
+        first_steps_in_sql = bool(root_dues) and all(due is not None for _root, due in root_dues)
+        first_steps = SQL()
+        if first_steps_in_sql:
+            first_steps = SQL(
+                """,
+                first_steps AS (
+                    INSERT INTO marketing_scenario_step (
+                        participant_id, node_id, scheduled_at, state, attempt, scenario_id, partner_id, company_id,
+                        is_test, create_uid, create_date, write_uid, write_date
+                    )
+                    SELECT e.id, r.node_id, r.scheduled_at, 'scheduled', 0, e.scenario_id, e.partner_id,
+                           e.company_id, e.is_test, %(uid)s, %(now)s, %(uid)s, %(now)s
+                      FROM entered e, unnest(%(nodes)s::int[], %(dues)s::timestamp[]) AS r (node_id, scheduled_at)
+                )
+                """,
+                uid=uid,
+                now=now,
+                nodes=[root_id for root_id, _due in root_dues],
+                dues=[due for _root_id, due in root_dues],
+            )
+            self.env["marketing.scenario.step"].flush_model()
         self.env.cr.execute(
             SQL(
                 """
-                INSERT INTO marketing_scenario_participant (
-                    scenario_id, partner_id, company_id, state, entered_at, occurrence_at, is_test,
-                    event_id, event_type_id, event_params, create_uid, create_date, write_uid, write_date
-                )
-                SELECT %(scenario)s, c.partner_id, %(company)s, 'running', %(now)s, %(occurrence)s, %(test)s,
-                       ev.event_id, ev.type_id, e.params, %(uid)s, %(now)s, %(uid)s, %(now)s
-                  FROM (%(candidates)s) c
-                  %(event_join)s
-                  LEFT JOIN marketing_event e ON e.id = ev.event_id
-                 WHERE %(policy)s
-                 ORDER BY c.partner_id
-                 %(limit)s
-                RETURNING id
+                WITH entered AS (
+                    INSERT INTO marketing_scenario_participant (
+                        scenario_id, partner_id, company_id, state, entered_at, occurrence_at, is_test,
+                        event_id, event_type_id, event_params, create_uid, create_date, write_uid, write_date
+                    )
+                    SELECT %(scenario)s, c.partner_id, %(company)s, 'running', %(now)s, %(occurrence)s, %(test)s,
+                           ev.event_id, ev.type_id, e.params, %(uid)s, %(now)s, %(uid)s, %(now)s
+                      FROM (%(candidates)s) c
+                      %(event_join)s
+                      LEFT JOIN marketing_event e ON e.id = ev.event_id
+                     WHERE %(policy)s
+                     ORDER BY c.partner_id
+                     %(limit)s
+                    RETURNING id, scenario_id, partner_id, company_id, is_test
+                ) %(first_steps)s
+                SELECT id FROM entered
                 """,
                 scenario=self.id,
                 company=self.company_id.id,
@@ -629,14 +657,19 @@ class MarketingScenario(models.Model):
                 policy=policy,
                 uid=uid,
                 limit=SQL("LIMIT %s", limit) if limit else SQL(),
+                first_steps=first_steps,
             )
         )
         participant_ids = [row[0] for row in self.env.cr.fetchall()]
         Participant.invalidate_model()
         if participant_ids:
             participants = Participant.browse(participant_ids)
-            roots = self.node_ids.filtered(lambda node: not node.parent_id)
-            self.env["marketing.scenario.step"]._schedule_nodes([(roots, participants)])
+            Step = self.env["marketing.scenario.step"]
+            if first_steps_in_sql:
+                Step.invalidate_model()
+                Participant.invalidate_model(["step_ids"])
+            else:
+                Step._schedule_nodes([(roots, participants)])
             if not roots:
                 participants._complete_if_done()
         return participant_ids if return_ids else len(participant_ids)

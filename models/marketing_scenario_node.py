@@ -541,9 +541,25 @@ class MarketingScenarioNode(models.Model):
     def _delay(self):
         return relativedelta(**{self.wait_unit or "days": self.wait_amount or 0})
 
+    def _constant_due(self, now):
+        """When this node's steps are due if it is the same for every contact (naive UTC), else None."""
+        self.ensure_one()
+        if self.node_type == "wait_event":
+            return now + self._delay()
+        if self.node_type != "wait":
+            return now
+        if self.window_enabled or (self.wait_mode == "field" and self.wait_field_id):
+            return None
+        if self.wait_mode == "date":
+            return max(self.wait_until or now, now)
+        return now + self._delay()
+
     def _due_dates(self, participants, now):
         """When each participant's step of this node is due (naive UTC)."""
         self.ensure_one()
+        constant = self._constant_due(now)
+        if constant is not None:
+            return dict.fromkeys(participants.ids, constant)
         if self.node_type == "wait_event":
             return dict.fromkeys(participants.ids, now + self._delay())
         if self.node_type != "wait":
@@ -694,7 +710,8 @@ class MarketingScenarioNode(models.Model):
             .with_context(active_test=False)
             .search([("id", "in", steps.partner_id.ids), *domain])
         )
-        return {step.id for step in steps if step.partner_id in partners}
+        matching_ids = set(partners.ids)
+        return {step.id for step in steps if step.partner_id.id in matching_ids}
 
     def _condition_event(self, steps):
         now = fields.Datetime.now()
@@ -889,12 +906,47 @@ class MarketingScenarioNode(models.Model):
 
     # Contact changes ------------------------------------------------------
 
+    def _change_tags(self, partner_ids, add):
+        """Add or remove this node's tags on the contacts with one statement on the relation table.
+
+        The ORM would write the relation row by row and run the contacts'
+        write overrides; a tag needs neither.
+        """
+        if not partner_ids or not self.tag_ids:
+            return
+        field = self.env["res.partner"]._fields["category_id"]
+        self.env["res.partner"].flush_model(["category_id"])
+        self.env["res.partner.category"].flush_model(["partner_ids"])
+        if add:
+            query = SQL(
+                "INSERT INTO %(table)s (%(partner)s, %(tag)s)"
+                " SELECT partner_id, tag_id FROM unnest(%(partners)s::int[]) partner_id, unnest(%(tags)s::int[]) tag_id"
+                " ON CONFLICT DO NOTHING",
+                table=SQL.identifier(field.relation),
+                partner=SQL.identifier(field.column1),
+                tag=SQL.identifier(field.column2),
+                partners=partner_ids,
+                tags=self.tag_ids.ids,
+            )
+        else:
+            query = SQL(
+                "DELETE FROM %(table)s WHERE %(partner)s = ANY(%(partners)s) AND %(tag)s = ANY(%(tags)s)",
+                table=SQL.identifier(field.relation),
+                partner=SQL.identifier(field.column1),
+                tag=SQL.identifier(field.column2),
+                partners=partner_ids,
+                tags=self.tag_ids.ids,
+            )
+        self.env.cr.execute(query)
+        self.env["res.partner"].invalidate_model(["category_id"])
+        self.env["res.partner.category"].invalidate_model(["partner_ids"])
+
     def _run_tag_add(self, steps):
-        steps.partner_id.write({"category_id": [(4, tag.id) for tag in self.tag_ids]})
+        self._change_tags(list(set(steps.partner_id.ids)), add=True)
         return self._done(steps, ", ".join(self.tag_ids.mapped("name")))
 
     def _run_tag_remove(self, steps):
-        steps.partner_id.write({"category_id": [(3, tag.id) for tag in self.tag_ids]})
+        self._change_tags(list(set(steps.partner_id.ids)), add=False)
         return self._done(steps, ", ".join(self.tag_ids.mapped("name")))
 
     def _run_list_add(self, steps):

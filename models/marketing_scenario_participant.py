@@ -18,12 +18,14 @@ class MarketingScenarioParticipant(models.Model):
     _order = "entered_at desc, id desc"
     _rec_name = "partner_id"
 
-    scenario_id = fields.Many2one("marketing.scenario", required=True, ondelete="cascade", index=True, readonly=True)
+    # No index of its own: marketing_scenario_participant_scenario_partner_idx starts with it.
+    scenario_id = fields.Many2one("marketing.scenario", required=True, ondelete="cascade", readonly=True)
+    # Indexed for the ON DELETE CASCADE of a contact's deletion.
     partner_id = fields.Many2one(
         "res.partner", string="Contact", required=True, ondelete="cascade", readonly=True, index=True
     )
     company_id = fields.Many2one("res.company", related="scenario_id.company_id", store=True, index=True, readonly=True)
-    state = fields.Selection(PARTICIPANT_STATES, required=True, default="running", readonly=True, index=True)
+    state = fields.Selection(PARTICIPANT_STATES, required=True, default="running", readonly=True)
     entered_at = fields.Datetime(required=True, readonly=True, default=fields.Datetime.now)
     ended_at = fields.Datetime(readonly=True)
     end_reason = fields.Char(readonly=True)
@@ -33,7 +35,9 @@ class MarketingScenarioParticipant(models.Model):
     event_id = fields.Many2one(
         "marketing.event", string="Triggering Event", readonly=True, ondelete="set null", index="btree_not_null"
     )
-    event_type_id = fields.Many2one("marketing.event.type", string="Triggering Event Type", readonly=True, index=True)
+    event_type_id = fields.Many2one(
+        "marketing.event.type", string="Triggering Event Type", readonly=True, index="btree_not_null"
+    )
     event_params = fields.Json(
         string="Event Parameters", readonly=True, help="Parameters of the triggering event, available to templates."
     )
@@ -79,7 +83,24 @@ class MarketingScenarioParticipant(models.Model):
             )
         )
         Step.invalidate_model()
-        participants.write({"state": state, "ended_at": now, "end_reason": reason})
+        # One statement: the ORM would build and write the values row by row.
+        self.flush_model()
+        self.env.cr.execute(
+            SQL(
+                """
+                UPDATE marketing_scenario_participant
+                   SET state = %(state)s, ended_at = %(now)s, end_reason = %(reason)s,
+                       write_date = %(now)s, write_uid = %(uid)s
+                 WHERE id IN %(ids)s
+                """,
+                state=state,
+                now=now,
+                reason=reason,
+                uid=self.env.uid,
+                ids=tuple(participants.ids),
+            )
+        )
+        participants.invalidate_recordset(["state", "ended_at", "end_reason", "write_date", "write_uid"])
         if state == "completed":
             participants._emit_completed()
             participants.scenario_id._emit_finished_if_done()

@@ -41,12 +41,14 @@ class MarketingScenarioStep(models.Model):
     participant_id = fields.Many2one(
         "marketing.scenario.participant", required=True, ondelete="cascade", index=True, readonly=True
     )
-    node_id = fields.Many2one("marketing.scenario.node", required=True, ondelete="cascade", index=True, readonly=True)
+    # No index of its own: marketing_scenario_step_node_state_idx starts with it.
+    node_id = fields.Many2one("marketing.scenario.node", required=True, ondelete="cascade", readonly=True)
     scenario_id = fields.Many2one(
         "marketing.scenario", related="participant_id.scenario_id", store=True, index=True, readonly=True
     )
     # Indexed for the ON DELETE CASCADE of a contact's deletion (and its
-    # history): without it, each deleted contact scans the whole queue.
+    # history): without it, each deleted contact scans the whole queue. Events
+    # resuming the scheduled steps of their contacts use it too.
     partner_id = fields.Many2one(
         "res.partner",
         related="participant_id.partner_id",
@@ -55,10 +57,12 @@ class MarketingScenarioStep(models.Model):
         ondelete="cascade",
         index="btree_not_null",
     )
-    company_id = fields.Many2one("res.company", related="participant_id.company_id", store=True, index=True)
+    company_id = fields.Many2one("res.company", related="participant_id.company_id", store=True)
     is_test = fields.Boolean(related="participant_id.is_test", store=True, readonly=True)
     node_type = fields.Selection(related="node_id.node_type")
-    state = fields.Selection(STEP_STATES, required=True, default="scheduled", readonly=True, index=True)
+    # No index on the state alone: the steps left to run are found through the
+    # partial index on scheduled steps, the statistics through (node, state).
+    state = fields.Selection(STEP_STATES, required=True, default="scheduled", readonly=True)
     scheduled_at = fields.Datetime(required=True, readonly=True, default=fields.Datetime.now)
     processed_at = fields.Datetime(readonly=True)
     branch = fields.Selection(STEP_BRANCHES, readonly=True, help="The way the run went on after this step.")
@@ -107,7 +111,7 @@ class MarketingScenarioStep(models.Model):
                 if not participants:
                     continue
                 due = node._due_dates(participants, now)
-                rows.extend((participant.id, node.id, due[participant.id]) for participant in participants)
+                rows.extend((participant_id, node.id, due[participant_id]) for participant_id in participants.ids)
         self._insert_steps(rows)
 
     @api.model
@@ -119,6 +123,9 @@ class MarketingScenarioStep(models.Model):
         self.flush_model()
         uid = self.env.uid
         now = fields.Datetime.now()
+        participant_ids, node_ids, dates = zip(*rows)
+        # Arrays, not a VALUES list: one parameter per column whatever the
+        # number of rows, cheaper to build and to parse.
         self.env.cr.execute(
             SQL(
                 """
@@ -128,10 +135,13 @@ class MarketingScenarioStep(models.Model):
                 )
                 SELECT r.participant_id, r.node_id, r.scheduled_at, 'scheduled', 0, p.scenario_id, p.partner_id,
                        p.company_id, p.is_test, %(uid)s, %(now)s, %(uid)s, %(now)s
-                  FROM (VALUES %(rows)s) AS r (participant_id, node_id, scheduled_at)
+                  FROM unnest(%(participants)s::int[], %(nodes)s::int[], %(dates)s::timestamp[])
+                       AS r (participant_id, node_id, scheduled_at)
                   JOIN marketing_scenario_participant p ON p.id = r.participant_id
                 """,
-                rows=SQL(", ").join(SQL("(%s::int, %s::int, %s::timestamp)", *row) for row in rows),
+                participants=list(participant_ids),
+                nodes=list(node_ids),
+                dates=list(dates),
                 uid=uid,
                 now=now,
             )
@@ -161,7 +171,7 @@ class MarketingScenarioStep(models.Model):
         self.env.cr.execute(
             SQL(
                 """
-                SELECT s.id
+                SELECT s.id, s.node_id
                   FROM marketing_scenario_step s
                   JOIN marketing_scenario sc ON sc.id = s.scenario_id
                  WHERE s.state = 'scheduled' AND s.scheduled_at <= %(now)s AND NOT s.is_test
@@ -174,40 +184,82 @@ class MarketingScenarioStep(models.Model):
                 limit=batch_size,
             )
         )
-        steps = self.browse([row[0] for row in self.env.cr.fetchall()])
+        rows = self.env.cr.fetchall()
+        steps = self.browse([row[0] for row in rows])
         if steps:
-            steps._execute()
-        remaining, next_due = self._due_summary(now)
+            steps._execute(node_ids=[row[1] for row in rows])
+        remaining = self._count_due(now)
         self.env["ir.cron"]._notify_progress(done=len(steps), remaining=remaining)
-        if next_due and next_due > now:
-            self._wake_advance(next_due)
+        if not remaining:
+            next_due = self._next_due(now)
+            if next_due:
+                self._wake_advance(next_due)
         return len(steps)
 
     @api.model
-    def _due_summary(self, now):
+    def _count_due(self, now, cap=ADVANCE_BATCH_SIZE * 10):
+        """How many steps are due, counted up to ``cap``.
+
+        The cron runner only needs to know whether to run again: counting a
+        backlog of a million due steps after each batch would make the run
+        quadratic.
+        """
         self.flush_model()
         self.env.cr.execute(
             SQL(
                 """
-                SELECT count(*) FILTER (WHERE s.scheduled_at <= %(now)s),
-                       min(s.scheduled_at) FILTER (WHERE s.scheduled_at > %(now)s)
+                SELECT count(*) FROM (
+                    SELECT 1
+                      FROM marketing_scenario_step s
+                      JOIN marketing_scenario sc ON sc.id = s.scenario_id
+                     WHERE s.state = 'scheduled' AND s.scheduled_at <= %(now)s AND NOT s.is_test
+                       AND sc.state = 'running'
+                     LIMIT %(cap)s
+                ) due
+                """,
+                now=now,
+                cap=cap,
+            )
+        )
+        return self.env.cr.fetchone()[0]
+
+    @api.model
+    def _next_due(self, now):
+        """When the next scheduled step falls due (the partial index is read in order: one row)."""
+        self.env.cr.execute(
+            SQL(
+                """
+                SELECT s.scheduled_at
                   FROM marketing_scenario_step s
                   JOIN marketing_scenario sc ON sc.id = s.scenario_id
-                 WHERE s.state = 'scheduled' AND NOT s.is_test AND sc.state = 'running'
+                 WHERE s.state = 'scheduled' AND s.scheduled_at > %(now)s AND NOT s.is_test
+                   AND sc.state = 'running'
+                 ORDER BY s.scheduled_at
+                 LIMIT 1
                 """,
                 now=now,
             )
         )
-        return self.env.cr.fetchone()
+        row = self.env.cr.fetchone()
+        return row and row[0]
 
-    def _execute(self):
+    def _execute(self, node_ids=None):
         """Run these steps: one handler call per node, then their children in one insert.
 
-        A handler that raises marks its steps as error with the message and
-        rolls back what it did (savepoint); the other nodes of the batch go on.
+        ``node_ids`` are the steps' nodes in the same order when the caller
+        already read them. A handler that raises marks its steps as error with
+        the message and rolls back what it did (savepoint); the other nodes of
+        the batch go on.
         """
+        if node_ids is None:
+            node_ids = [step.node_id.id for step in self]
+        step_ids_by_node = defaultdict(list)
+        for step_id, node_id in zip(self.ids, node_ids):
+            step_ids_by_node[node_id].append(step_id)
+        Node = self.env["marketing.scenario.node"]
         outcomes = {}
-        for node, node_steps in self.grouped("node_id").items():
+        for node_id, step_ids in step_ids_by_node.items():
+            node, node_steps = Node.browse(node_id), self.browse(step_ids)
             try:
                 with self.env.cr.savepoint():
                     outcomes.update(node._run_steps(node_steps))
@@ -233,25 +285,26 @@ class MarketingScenarioStep(models.Model):
         self._apply_outcomes(outcomes)
 
     def _apply_outcomes(self, outcomes):
-        """Store each step's outcome with one statement, schedule the children, finish what ended."""
+        """Store each step's outcome with one statement, schedule the children, finish what ended.
+
+        Works on ids, not on records: the statement returns each step's
+        participant and node, and the children are computed once per node and
+        branch, so a batch of 500 steps costs the same queries as a batch of 10.
+        """
         now = fields.Datetime.now()
-        values = []
-        for step in self:
-            outcome = outcomes.get(step.id) or {"state": "error", "result": self.env._("The handler gave no result.")}
-            values.append(
-                SQL(
-                    "(%s::int, %s::varchar, %s::varchar, %s::int, %s::text, %s::int, %s::int, %s::timestamp, %s::int)",
-                    step.id,
-                    "scheduled" if outcome["state"] == "retry" else outcome["state"],
-                    outcome.get("branch") if outcome["state"] in ("done", "skipped") else None,
-                    outcome.get("arm_node_id"),
-                    outcome.get("result"),
-                    outcome.get("trace_id"),
-                    outcome.get("status_code"),
-                    outcome.get("scheduled_at") or step.scheduled_at,
-                    step.attempt + (1 if outcome["state"] == "retry" or outcome.get("attempted") else 0),
-                )
-            )
+        columns = defaultdict(list)
+        for step_id in self.ids:
+            outcome = outcomes.get(step_id) or {"state": "error", "result": self.env._("The handler gave no result.")}
+            state = outcome["state"]
+            columns["id"].append(step_id)
+            columns["state"].append("scheduled" if state == "retry" else state)
+            columns["branch"].append(outcome.get("branch") if state in ("done", "skipped") else None)
+            columns["arm"].append(outcome.get("arm_node_id"))
+            columns["result"].append(outcome.get("result"))
+            columns["trace_id"].append(outcome.get("trace_id"))
+            columns["status_code"].append(outcome.get("status_code"))
+            columns["scheduled_at"].append(outcome.get("scheduled_at"))
+            columns["attempts"].append(1 if state == "retry" or outcome.get("attempted") else 0)
         self.flush_model()
         self.env.cr.execute(
             SQL(
@@ -260,30 +313,55 @@ class MarketingScenarioStep(models.Model):
                    SET state = v.state, branch = v.branch, arm_node_id = v.arm, result = v.result,
                        trace_id = COALESCE(v.trace_id, s.trace_id),
                        status_code = COALESCE(v.status_code, s.status_code),
-                       scheduled_at = v.scheduled_at, attempt = v.attempt,
+                       scheduled_at = COALESCE(v.scheduled_at, s.scheduled_at), attempt = s.attempt + v.attempts,
                        processed_at = CASE WHEN v.state = 'scheduled' THEN NULL ELSE %(now)s END,
                        write_date = %(now)s, write_uid = %(uid)s
-                  FROM (VALUES %(values)s)
-                       AS v (id, state, branch, arm, result, trace_id, status_code, scheduled_at, attempt)
+                  FROM unnest(%(id)s::int[], %(state)s::varchar[], %(branch)s::varchar[], %(arm)s::int[],
+                              %(result)s::text[], %(trace_id)s::int[], %(status_code)s::int[],
+                              %(scheduled_at)s::timestamp[], %(attempts)s::int[])
+                       AS v (id, state, branch, arm, result, trace_id, status_code, scheduled_at, attempts)
                  WHERE s.id = v.id
+             RETURNING s.id, s.participant_id, s.node_id
                 """,
-                values=SQL(", ").join(values),
                 now=now,
                 uid=self.env.uid,
+                **columns,
             )
         )
+        rows = self.env.cr.fetchall()
         self.invalidate_recordset()
-        finished = self.filtered(lambda step: outcomes.get(step.id, {}).get("state") in ("done", "skipped"))
-        exits = finished.filtered(lambda step: outcomes[step.id].get("exit"))
-        schedule = defaultdict(lambda: self.env["marketing.scenario.participant"])
-        for step in finished - exits:
-            outcome = outcomes[step.id]
-            for child in step.node_id._children_for(outcome.get("branch") or "always", outcome.get("arm_node_id")):
-                schedule[child] |= step.participant_id
-        self._schedule_nodes([(child, participants) for child, participants in schedule.items()])
-        if exits:
-            exits.participant_id._finish("exited", self.env._("Exit node reached"))
-        self.participant_id._complete_if_done()
+        Node = self.env["marketing.scenario.node"]
+        Participant = self.env["marketing.scenario.participant"]
+        children_cache = {}
+        schedule = defaultdict(list)
+        exit_ids, busy_ids, ended_ids = [], set(), set()
+        for step_id, participant_id, node_id in rows:
+            outcome = outcomes.get(step_id) or {}
+            state = outcome.get("state")
+            if state == "retry":
+                busy_ids.add(participant_id)
+                continue
+            if state not in ("done", "skipped"):
+                ended_ids.add(participant_id)
+                continue
+            if outcome.get("exit"):
+                exit_ids.append(participant_id)
+                continue
+            key = (node_id, outcome.get("branch") or "always", outcome.get("arm_node_id"))
+            if key not in children_cache:
+                children_cache[key] = Node.browse(node_id)._children_for(key[1], key[2])
+            children = children_cache[key]
+            for child in children:
+                schedule[child].append(participant_id)
+            if children:
+                busy_ids.add(participant_id)
+            else:
+                ended_ids.add(participant_id)
+        self._schedule_nodes([(child, Participant.browse(ids)) for child, ids in schedule.items()])
+        if exit_ids:
+            Participant.browse(list(dict.fromkeys(exit_ids)))._finish("exited", self.env._("Exit node reached"))
+        # Only a participant whose step led nowhere may have nothing left to run.
+        Participant.browse(sorted(ended_ids - busy_ids - set(exit_ids)))._complete_if_done()
 
     # ------------------------------------------------------------------
     # Waiting for events

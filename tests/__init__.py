@@ -10,6 +10,7 @@ from . import test_event_type
 from . import test_event_type_views
 from . import test_hostile_actions
 from . import test_hostile_input
+from . import test_ingest_performance
 from . import test_list_and_system_events
 from . import test_mailing_trace_events
 from . import test_multi_company

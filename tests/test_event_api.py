@@ -24,6 +24,9 @@ class TestEventApi(MarketingAutomationHttpCommon):
 
     def test_single_event_is_stored_and_dispatcher_woken(self):
         cron = self.env.ref("marketing_event_automation.ir_cron_dispatch_events")
+        # The dispatcher is woken when a transaction commits: run the pre-commit
+        # hooks of the fixtures (their contact_created events) first.
+        self.env.cr.flush()
         triggers_before = self.env["ir.cron.trigger"].search_count([("cron_id", "=", cron.id)])
         response = self.post_json(EVENTS_URL, self.cart_event())
         self.assertEqual(response.status_code, 202, response.text)

@@ -92,6 +92,96 @@ class TestScenarioQueryCount(ScenarioCommon, MockEmail):
 
 
 @tagged("post_install", "-at_install")
+class TestScenarioQueryCountByNode(ScenarioCommon, MockEmail):
+    """Each kind of node runs a batch of 10 or 100 steps with the same queries, and so does audience entry."""
+
+    def node_values(self, node_type, label):
+        mailing_list = self.env["mailing.list"].create({"name": f"List {label}"})
+        return {
+            "wait": {"wait_amount": 0, "wait_unit": "minutes"},
+            "condition": {"condition_type": "domain", "condition_domain": "[('email', 'ilike', '1@')]"},
+            "tag_add": {"tag_ids": [(6, 0, self.tag_vip.ids)]},
+            "tag_remove": {"tag_ids": [(6, 0, self.tag_vip.ids)]},
+            "score": {"score_delta": 3, "score_reason": "perf"},
+            "exit": {},
+            "email": {},
+            "list_add": {"mailing_list_id": mailing_list.id},
+            "blacklist": {"blacklist_email": True},
+        }[node_type]
+
+    def one_node_batch(self, node_type, size, label):
+        """Queries of the advance cron running ``size`` steps of one ``node_type`` node."""
+        partners = self.env["res.partner"].create(
+            [{"name": f"{label} {i}", "email": f"{label}{i}@example.org"} for i in range(size)]
+        )
+        scenario = self.create_scenario(name=label, trigger_type="now", trigger_event_type_id=False)
+        node = self.add_node(scenario, node_type, **self.node_values(node_type, label))
+        if node_type == "email":
+            node.mailing_id.write({"subject": "Hi", "body_html": "<p>Hello <t t-out='object.name'/></p>"})
+        scenario.action_start()
+        scenario._enroll_partners(partners.ids)
+        self.env.flush_all()
+        self.env.invalidate_all()
+        before = self.cr.sql_log_count
+        with self.mock_mail_gateway():
+            self.assertEqual(self.Step._cron_advance(), size)
+        self.env.flush_all()
+        steps = scenario.participant_ids.step_ids
+        self.assertEqual(set(steps.mapped("state")), {"done"}, f"{node_type}: {set(steps.mapped('result'))}")
+        return self.cr.sql_log_count - before
+
+    def test_each_node_kind_runs_a_batch_in_constant_queries(self):
+        for node_type in ("wait", "condition", "tag_add", "tag_remove", "score", "exit", "email", "list_add"):
+            with self.subTest(node_type=node_type):
+                self.one_node_batch(node_type, 3, f"warm-{node_type}")  # caches: ir.model, templates, users
+                queries_10 = self.one_node_batch(node_type, 10, f"ten-{node_type}")
+                queries_100 = self.one_node_batch(node_type, 100, f"hundred-{node_type}")
+                self.assertLessEqual(
+                    queries_100, queries_10 + CACHE_SLACK, f"{node_type}: {queries_10} then {queries_100} queries"
+                )
+
+    def test_tag_nodes_change_the_relation_and_the_cache(self):
+        partners = self.env["res.partner"].create([{"name": f"T{i}", "email": f"t{i}@example.org"} for i in range(3)])
+        scenario = self.create_scenario(name="Tags", trigger_type="now", trigger_event_type_id=False)
+        added = self.add_node(scenario, "tag_add", tag_ids=[(6, 0, (self.tag_vip | self.tag_lost).ids)])
+        self.add_node(scenario, "tag_remove", added, tag_ids=[(6, 0, self.tag_lost.ids)])
+        partners[0].category_id = self.tag_vip  # already tagged: added once, no duplicate row
+        scenario.action_start()
+        scenario._enroll_partners(partners.ids)
+        self.Step._cron_advance()
+        self.assertEqual(partners.mapped("category_id"), self.tag_vip | self.tag_lost, "read through the cache")
+        self.assertIn(partners[1], self.tag_lost.partner_ids)
+        self.Step._cron_advance()
+        for partner in partners:
+            self.assertEqual(partner.category_id, self.tag_vip)
+        self.assertFalse(self.tag_lost.partner_ids & partners)
+
+    def test_entry_batch_queries_do_not_grow_with_the_audience(self):
+        counts = []
+        for size in (3, 10, 100):
+            label = f"entry{size}"
+            self.env["res.partner"].create(
+                [{"name": f"{label} {i}", "email": f"{label}-{i}@example.org", "ref": label} for i in range(size)]
+            )
+            scenario = self.create_scenario(
+                name=label,
+                trigger_type="now",
+                trigger_event_type_id=False,
+                audience_domain=repr([("ref", "=", label)]),
+            )
+            self.add_node(scenario, "wait", wait_amount=1, wait_unit="hours")
+            scenario.action_start()
+            self.env.flush_all()
+            self.env.invalidate_all()
+            before = self.cr.sql_log_count
+            self.assertEqual(scenario._schedule_one_batch(self.now(), 1000), size)
+            self.env.flush_all()
+            counts.append(self.cr.sql_log_count - before)
+            self.assertEqual(len(scenario.participant_ids.step_ids), size)
+        self.assertLessEqual(counts[2], counts[1] + CACHE_SLACK, f"entry queries at 3, 10 and 100 contacts: {counts}")
+
+
+@tagged("post_install", "-at_install")
 class TestScenarioConcurrency(TransactionCase):
     """Two advance crons on the same due steps, each with its own database transaction."""
 
