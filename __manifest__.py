@@ -41,6 +41,9 @@
         "views/menus.xml",
     ],
     "assets": {
+        "web.assets_backend": [
+            "marketing_event_automation/static/src/scenario_flow/*",
+        ],
         "web.assets_tests": ["marketing_event_automation/static/tests/tours/*.js"],
     },
     "demo": [

@@ -12,6 +12,8 @@ from odoo import models
 from odoo.exceptions import UserError
 from odoo.exceptions import ValidationError
 from odoo.tools import SQL
+from odoo.tools import format_date
+from odoo.tools import format_datetime
 from odoo.tools.safe_eval import safe_eval
 
 from .params_filter import ParamsFilterError
@@ -31,6 +33,7 @@ TRIGGER_TYPES = [
     ("repeat", "Repeat"),
     ("score", "Engagement score"),
 ]
+TRIGGER_ICONS = {"now": "fa-play", "date": "fa-calendar", "event": "fa-bolt", "repeat": "fa-repeat", "score": "fa-star"}
 ENTRY_POLICIES = [
     ("once", "Once ever"),
     ("once_at_a_time", "Once at a time"),
@@ -339,6 +342,16 @@ class MarketingScenario(models.Model):
                         node.condition_node_id.id
                     ]
         return new_scenarios
+
+    def _node_edit_blocker(self):
+        """Why the nodes of these scenarios cannot change now, or an empty string when they can."""
+        running = self.filtered(lambda scenario: scenario.state == "running")
+        if running:
+            return self.env._(
+                "Pause %(names)s before changing its nodes: contacts are moving through them.",
+                names=", ".join(running.mapped("name")),
+            )
+        return ""
 
     @api.ondelete(at_uninstall=False)
     def _unlink_except_running(self):
@@ -808,8 +821,8 @@ class MarketingScenario(models.Model):
         action["context"] = {"default_scenario_id": self.id}
         return action
 
-    @api.model
     def action_open_templates(self):
+        # Not @api.model: the list and kanban header button calls it with the (possibly empty) selected ids.
         return self.env["ir.actions.act_window"]._for_xml_id(
             "marketing_event_automation.action_marketing_scenario_template"
         )
@@ -823,4 +836,99 @@ class MarketingScenario(models.Model):
             "view_mode": "form",
             "target": "new",
             "context": {"default_scenario_id": self.id},
+        }
+
+    # ------------------------------------------------------------------
+    # Flow canvas
+    # ------------------------------------------------------------------
+
+    def get_flow_data(self):
+        """Everything the flow canvas of the form draws, in one call: the trigger and every node with its statistics.
+
+        The number of queries does not grow with the number of nodes: the
+        nodes' statistics, related records and branch counts are read in batch.
+        """
+        self.ensure_one()
+        self.check_access("read")
+        nodes = (
+            self.env["marketing.scenario.node"]
+            .with_context(active_test=False)
+            .search([("scenario_id", "=", self.id)], order="sequence, id")
+        )
+        # The nodes first: their statistics are computed for the whole tree at once. The scenario's own
+        # statistics read those of its email nodes, which would otherwise be computed for them alone,
+        # then for their previous nodes (drop-off), and so on, one batch per level.
+        cards = nodes._flow_cards()
+        blocker = self._node_edit_blocker()
+        states = dict(self._fields["state"]._description_selection(self.env))
+        return {
+            "scenario": {"id": self.id, "name": self.name, "state": self.state, "state_label": states[self.state]},
+            "can_edit": not blocker and self.has_access("write") and nodes.has_access("write"),
+            "locked_reason": blocker,
+            "trigger": self._flow_trigger(),
+            "nodes": cards,
+        }
+
+    def _flow_trigger(self):
+        trigger_type = self.trigger_type
+        labels = dict(self._fields["trigger_type"]._description_selection(self.env))
+        details = []
+        if trigger_type == "event":
+            summary = self.trigger_event_type_id.name or self.env._("Choose the event type")
+            if self.trigger_params_filter:
+                details.append(self.trigger_params_filter)
+        elif trigger_type == "date":
+            summary = (
+                format_datetime(self.env, self.trigger_at, tz=self.timezone, dt_format="short")
+                if self.trigger_at
+                else self.env._("Choose the date")
+            )
+        elif trigger_type == "repeat":
+            units = dict(self._fields["repeat_unit"]._description_selection(self.env))
+            hours, minutes = divmod(round((self.repeat_hour or 0) * 60), 60)
+            summary = self.env._(
+                "Every %(interval)s %(unit)s at %(time)s (%(tz)s)",
+                interval=self.repeat_interval,
+                unit=units.get(self.repeat_unit, "").lower(),
+                time=f"{hours:02d}:{minutes:02d}",
+                tz=self.timezone,
+            )
+            if self.repeat_start or self.repeat_until:
+                details.append(
+                    self.env._(
+                        "From %(start)s until %(until)s",
+                        start=format_date(self.env, self.repeat_start) if self.repeat_start else self.env._("today"),
+                        until=format_date(self.env, self.repeat_until)
+                        if self.repeat_until
+                        else self.env._("further notice"),
+                    )
+                )
+        elif trigger_type == "score":
+            operators = dict(self._fields["score_operator"]._description_selection(self.env))
+            summary = self.env._("Score %(operator)s", operator=operators.get(self.score_operator, ""))
+            if self.score_operator not in ("empty", "not_empty"):
+                summary = f"{summary} {self.score_threshold}"
+        else:
+            summary = self.env._("The audience enters when the scenario starts")
+        policies = dict(self._fields["entry_policy"]._description_selection(self.env))
+        details.append(self.env._("Entry: %(policy)s", policy=policies[self.entry_policy]))
+        if self.audience_domain and self.audience_domain.strip() != "[]":
+            details.append(self.env._("Audience filtered"))
+        if self.exit_event_type_ids:
+            details.append(self.env._("Exits on %(events)s", events=", ".join(self.exit_event_type_ids.mapped("name"))))
+        stats = [
+            {"name": "entered", "label": self.env._("Entered"), "value": self.entered_count},
+            {"name": "active", "label": self.env._("In progress"), "value": self.active_count},
+            {"name": "completed", "label": self.env._("Completed"), "value": self.completed_count},
+            {"name": "exited", "label": self.env._("Exited"), "value": self.exited_count},
+        ]
+        if self.objective_event_type_id:
+            stats.append({"name": "objective", "label": self.env._("Conversions"), "value": self.objective_count})
+        return {
+            "type": trigger_type,
+            "label": labels[trigger_type],
+            "icon": TRIGGER_ICONS.get(trigger_type, "fa-play"),
+            "summary": summary,
+            "details": details,
+            "stats": stats,
         }

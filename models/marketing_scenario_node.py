@@ -9,6 +9,7 @@ from collections import defaultdict
 from datetime import datetime
 from datetime import time
 from datetime import timedelta
+from textwrap import shorten
 from urllib.parse import urlparse
 
 import pytz
@@ -21,6 +22,7 @@ from odoo import models
 from odoo.exceptions import UserError
 from odoo.exceptions import ValidationError
 from odoo.tools import SQL
+from odoo.tools import format_datetime
 from odoo.tools.safe_eval import safe_eval
 
 from .params_filter import ParamsFilterError
@@ -70,6 +72,25 @@ CONDITION_TYPES = [
 ]
 EMAIL_STATUSES = [("opened", "Opened"), ("clicked", "Clicked"), ("replied", "Replied"), ("bounced", "Bounced")]
 FIELD_UPDATE_TYPES = ("char", "text", "selection", "integer", "float", "boolean", "date", "datetime", "many2one")
+FLOW_ICONS = {
+    "wait": "fa-hourglass-half",
+    "wait_event": "fa-bell-o",
+    "condition": "fa-code-fork",
+    "split": "fa-random",
+    "email": "fa-envelope-o",
+    "sms": "fa-mobile",
+    "tag_add": "fa-tag",
+    "tag_remove": "fa-tags",
+    "list_add": "fa-user-plus",
+    "list_remove": "fa-user-times",
+    "blacklist": "fa-ban",
+    "score": "fa-star-half-o",
+    "webhook": "fa-plug",
+    "activity": "fa-tasks",
+    "field_update": "fa-pencil",
+    "server_action": "fa-cogs",
+    "exit": "fa-sign-out",
+}
 WEBHOOK_BACKOFF_SECONDS = 60
 ALLOW_PRIVATE_PARAM = "marketing_event_automation.webhook_allow_private"
 
@@ -362,14 +383,9 @@ class MarketingScenarioNode(models.Model):
             self.branch = "always"
 
     def _check_editable(self):
-        running = self.scenario_id.filtered(lambda scenario: scenario.state == "running")
-        if running:
-            raise UserError(
-                self.env._(
-                    "Pause %(names)s before changing its nodes: contacts are moving through them.",
-                    names=", ".join(running.mapped("name")),
-                )
-            )
+        blocker = self.scenario_id._node_edit_blocker()
+        if blocker:
+            raise UserError(blocker)
 
     @api.model_create_multi
     def create(self, vals_list):
@@ -1211,3 +1227,200 @@ class MarketingScenarioNode(models.Model):
                     "attempted": True,
                 }
         return outcomes
+
+    # ------------------------------------------------------------------
+    # Flow canvas
+    # ------------------------------------------------------------------
+
+    def _flow_cards(self):
+        """The canvas's card of each node: kind, description, place in the tree and live statistics.
+
+        Batch method: the statistics, the related records and the branch counts
+        are read once for the whole recordset, whatever its size.
+        """
+        type_labels = dict(self._fields["node_type"]._description_selection(self.env))
+        branch_counts = self._flow_branch_counts()
+        cards = []
+        for node in self:
+            cards.append(
+                {
+                    "id": node.id,
+                    "name": node.name or type_labels.get(node.node_type, ""),
+                    "node_type": node.node_type,
+                    "type_label": type_labels.get(node.node_type, ""),
+                    "kind": node.kind,
+                    "icon": FLOW_ICONS.get(node.node_type, "fa-circle-o"),
+                    "description": node._flow_description(),
+                    "parent_id": node.parent_id.id or False,
+                    "branch": node.branch,
+                    "split_weight": node.split_weight,
+                    "arm_share": round(node.arm_share, 1),
+                    "active": node.active,
+                    "stats": node._flow_stats(branch_counts),
+                }
+            )
+        return cards
+
+    def _flow_branch_counts(self):
+        """Done steps of the conditions and waits for an event by the branch they took: {(node id, branch): n}."""
+        branching = self.filtered(lambda node: node.node_type in ("condition", "wait_event"))
+        if not branching:
+            return {}
+        groups = self.env["marketing.scenario.step"]._read_group(
+            [
+                ("node_id", "in", branching.ids),
+                ("is_test", "=", False),
+                ("state", "=", "done"),
+                ("branch", "in", ("yes", "no")),
+            ],
+            ["node_id", "branch"],
+            ["__count"],
+        )
+        return {(node.id, branch): count for node, branch, count in groups}
+
+    def _flow_stats(self, branch_counts):
+        """The statistics that tell how this kind of node is doing, as [{name, label, value, tone}]."""
+        self.ensure_one()
+        node_type = self.node_type
+        stats = []
+        if self.kind == "wait":
+            stats.append(("scheduled", self.env._("Waiting"), self.scheduled_count))
+        if node_type in ("condition", "wait_event"):
+            stats.append(("yes", self.env._("Yes"), branch_counts.get((self.id, "yes"), 0)))
+            stats.append(("no", self.env._("No"), branch_counts.get((self.id, "no"), 0)))
+        elif node_type == "email":
+            stats += [
+                ("sent", self.env._("Sent"), self.sent_count),
+                ("opened", self.env._("Opened"), self.opened_count),
+                ("clicked", self.env._("Clicked"), self.clicked_count),
+            ]
+            if self.bounced_count:
+                stats.append(("bounced", self.env._("Bounced"), self.bounced_count))
+        elif node_type == "sms":
+            stats += [
+                ("sent", self.env._("Sent"), self.sent_count),
+                ("clicked", self.env._("Clicked"), self.clicked_count),
+            ]
+            if self.bounced_count:
+                stats.append(("bounced", self.env._("Bounced"), self.bounced_count))
+        elif self.kind == "wait":
+            stats.append(("processed", self.env._("Done"), self.processed_count))
+        else:
+            if self.kind == "action" and self.scheduled_count:
+                stats.append(("scheduled", self.env._("Scheduled"), self.scheduled_count))
+            stats.append(("processed", self.env._("Done"), self.processed_count))
+        if self.skipped_count:
+            stats.append(("skipped", self.env._("Skipped"), self.skipped_count))
+        if self.error_count:
+            stats.append(("error", self.env._("Errors"), self.error_count))
+        danger = {"error", "bounced"}
+        return [
+            {"name": name, "label": label, "value": value, "tone": "danger" if name in danger else ""}
+            for name, label, value in stats
+        ]
+
+    def _flow_description(self):
+        """One line saying what the node does, in the marketer's words."""
+        self.ensure_one()
+        node_type = self.node_type
+        if node_type == "wait":
+            timezone = self.scenario_id.timezone
+            if self.wait_mode == "field":
+                text = self.env._("Until the contact's %(field)s", field=self.wait_field_id.field_description or "?")
+                if self.wait_yearly:
+                    text = self.env._("%(text)s, every year", text=text)
+            elif self.wait_mode == "date":
+                text = (
+                    self.env._(
+                        "Until %(date)s",
+                        date=format_datetime(self.env, self.wait_until, tz=timezone, dt_format="short"),
+                    )
+                    if self.wait_until
+                    else self.env._("Until a date to choose")
+                )
+            else:
+                text = self._flow_duration()
+            if self.window_enabled:
+                text = self.env._(
+                    "%(text)s, sent between %(start)s and %(end)s",
+                    text=text,
+                    start=_format_hour(self.window_start),
+                    end=_format_hour(self.window_end),
+                )
+            return text
+        if node_type == "wait_event":
+            text = self.env._(
+                "%(event)s within %(duration)s",
+                event=self.wait_event_type_id.name or self.env._("an event to choose"),
+                duration=self._flow_duration(),
+            )
+            return f"{text} ({self.wait_event_filter})" if self.wait_event_filter else text
+        if node_type == "condition":
+            return self._flow_condition_description()
+        if node_type == "split":
+            arms = self.child_ids.filtered(lambda child: child.branch == "arm")
+            return self.env._("%(count)s arms, weighted", count=len(arms))
+        if node_type in ("email", "sms"):
+            # sudo: the node's own mailing; scenario builders need no Email Marketing rights to see its subject.
+            mailing = self.mailing_id.sudo()
+            return mailing.subject or mailing.display_name or self.env._("No mailing yet")
+        if node_type in ("tag_add", "tag_remove"):
+            return ", ".join(self.tag_ids.mapped("name")) or self.env._("No tag chosen")
+        if node_type in ("list_add", "list_remove"):
+            return self.mailing_list_id.name or self.env._("No list chosen")
+        if node_type == "blacklist":
+            parts = [self.env._("email")] * self.blacklist_email + [self.env._("phone")] * self.blacklist_phone
+            return ", ".join(parts) or self.env._("Nothing chosen")
+        if node_type == "score":
+            return f"{self.score_delta:+d} {self.score_reason or ''}".strip()
+        if node_type == "webhook":
+            return urlparse(self.webhook_url or "").hostname or self.env._("No URL yet")
+        if node_type == "activity":
+            return self.activity_summary or self.activity_type_id.name or self.env._("No activity type chosen")
+        if node_type == "field_update":
+            if not self.field_id:
+                return self.env._("No field chosen")
+            return f"{self.field_id.field_description} = {self.field_value or ''}"
+        if node_type == "server_action":
+            return self.server_action_id.name or self.env._("No server action chosen")
+        if node_type == "exit":
+            return self.env._("The contact leaves the scenario")
+        return ""
+
+    def _flow_duration(self):
+        units = dict(self._fields["wait_unit"]._description_selection(self.env))
+        return f"{self.wait_amount} {units.get(self.wait_unit or 'days', '').lower()}"
+
+    def _flow_condition_description(self):
+        condition_type = self.condition_type
+        if condition_type == "event":
+            event = self.condition_event_type_id.name or self.env._("an event to choose")
+            if self.condition_event_period == "days":
+                text = self.env._("%(event)s in the last %(days)s days", event=event, days=self.condition_event_days)
+            else:
+                text = self.env._("%(event)s since entry", event=event)
+            return f"{text} ({self.condition_event_filter})" if self.condition_event_filter else text
+        if condition_type in ("email", "sms"):
+            statuses = dict(self._fields["condition_email_status"]._description_selection(self.env))
+            status = (
+                statuses.get(self.condition_email_status, "") if condition_type == "email" else self.env._("Clicked")
+            )
+            return self.env._(
+                "%(message)s: %(status)s?",
+                message=self.condition_node_id.display_name or self.env._("a message to choose"),
+                status=status.lower(),
+            )
+        if condition_type == "score":
+            operators = dict(self._fields["score_operator"]._description_selection(self.env))
+            text = self.env._("Score %(operator)s", operator=operators.get(self.score_operator, ""))
+            if self.score_operator not in ("empty", "not_empty"):
+                text = f"{text} {self.score_threshold}"
+            return text
+        if not self.condition_domain or self.condition_domain.strip() == "[]":
+            return self.env._("Every contact matches (no filter yet)")
+        return self.env._("Contact matches %(domain)s", domain=shorten(self.condition_domain, 80, placeholder="…"))
+
+
+def _format_hour(value):
+    hours, minutes = divmod(round((value or 0) * 60), 60)
+    return f"{hours:02d}:{minutes:02d}"

@@ -21,6 +21,7 @@ from . import test_rate_limit
 from . import test_scenario_abandoned_cart
 from . import test_scenario_actions
 from . import test_scenario_engine
+from . import test_scenario_flow
 from . import test_scenario_performance
 from . import test_scenario_templates
 from . import test_scenario_triggers
