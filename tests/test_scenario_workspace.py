@@ -21,7 +21,7 @@ class TestScenarioObjectiveWizard(ScenarioCommon):
         self.assertFalse(scenario.objective_prompt_skipped)
         action = scenario.action_choose_objective()
         self.assertEqual((action["res_model"], action["target"]), ("marketing.scenario.objective.wizard", "new"))
-        Wizard = self.env[action["res_model"]].with_user(self.marketing_user).with_context(action["context"])
+        Wizard = self.env[action["res_model"]].with_user(self.marketing_user).with_context(**action["context"])
         wizard = Wizard.create({"objective_event_type_id": self.type_purchase.id, "objective_days": 3})
         self.assertEqual(wizard.scenario_id, scenario)
         self.assertEqual(wizard.action_apply(), {"type": "ir.actions.act_window_close"})
