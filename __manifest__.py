@@ -46,6 +46,7 @@
     },
     "demo": [
         "demo/marketing_event_demo.xml",
+        "demo/marketing_scenario_demo.xml",
     ],
     "application": True,
 }

@@ -211,3 +211,36 @@ class TestScenarioStatistics(ScenarioCommon, MockEmail):
         # Without a count: every real step of the node.
         action = self.wait_2.with_user(self.marketing_user).action_view_steps()
         self.assertEqual(Step.search(action["domain"]).partner_id, self.partner | self.bob | self.dave)
+
+
+@tagged("post_install", "-at_install")
+class TestScenarioDemoData(ScenarioCommon):
+    """The test database is installed with demo data: the demo shows a living system."""
+
+    def test_demo_history(self):
+        module = self.env["ir.module.module"].search([("name", "=", "marketing_event_automation")])
+        self.assertTrue(module.demo, "the test runner installs the module with its demo data")
+        source = self.env.ref("marketing_event_automation.event_source_demo_shop")
+        events = self.Event.search([("idempotency_key", "=like", "demo-%")])
+        self.assertGreater(len(events), 300)
+        self.assertEqual(set(events.mapped("state")), {"processed"}, "nothing left for the dispatcher")
+        now = self.now()
+        self.assertTrue(all(now - timedelta(days=31) <= event.occurred_at <= now for event in events))
+        self.assertGreater(self.Event.search_count([("source_id", "=", source.id)]), 200)
+        cart_type = self.EventType._get_by_keys(["cart_abandoned"], self.company)["cart_abandoned"]
+        self.assertIn("items[].sku", cart_type.params_structure, "the types learned their parameters")
+        scenarios = self.Scenario.search([("template_id", "!=", False), ("participant_ids", "!=", False)])
+        self.assertEqual(set(scenarios.mapped("state")), {"running"})
+        self.assertEqual(len(scenarios), 2)
+        for scenario in scenarios:
+            with self.subTest(scenario=scenario.name):
+                self.assertGreater(scenario.entered_count, 30)
+                self.assertGreater(scenario.open_rate, 0)
+                self.assertGreater(scenario.objective_count, 0)
+                self.assertEqual(scenario._check_ready(), [])
+        # Only waits of the welcome series are left to run, and none is due yet.
+        scheduled = self.Step.search([("scenario_id", "in", scenarios.ids), ("state", "=", "scheduled")])
+        self.assertTrue(scheduled)
+        self.assertEqual(set(scheduled.mapped("node_type")), {"wait"})
+        self.assertTrue(all(step.scheduled_at > now for step in scheduled))
+        self.assertEqual(self.Step._cron_advance(), 0)
