@@ -903,8 +903,8 @@ class MarketingScenario(models.Model):
         action["context"] = {"default_scenario_id": self.id}
         return action
 
-    @api.model
     def action_open_templates(self):
+        # A header button of the kanban and list: called on the selected scenarios, or none.
         return self.env["ir.actions.act_window"]._for_xml_id(
             "marketing_event_automation.action_marketing_scenario_template"
         )

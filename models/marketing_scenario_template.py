@@ -537,7 +537,7 @@ class MarketingScenarioTemplate(models.Model):
     def _demo_load_history(self, seed=42):
         """Demo shop contacts, 30 days of events and the runs of two template scenarios through them.
 
-        The history is written as it would have happened (steps, mailing traces, email events),
+        The history is written as it would have happened (shop events, steps, mailing traces),
         already processed: nothing is left for the crons but the waits of the welcome series
         that end in the future. Runs once: a module update keeps the existing history.
         """
@@ -610,7 +610,7 @@ class _DemoHistory:
                 {
                     "name": f"{first} {last}",
                     "email": f"{first.lower()}.{last.lower()}{index}@example.com",
-                    "marketing_external_id": f"C-{3000 + index}",
+                    "marketing_external_id": f"DEMO-{3000 + index}",
                     "tz": "Europe/Brussels",
                     "marketing_birthday": birthday if index % 2 else False,
                 }
@@ -638,7 +638,7 @@ class _DemoHistory:
             "key": key,
             "partner_id": partner.id,
             "company_id": self.company.id,
-            "source_id": None if self.event_type(key).is_internal else self.source.id,
+            "source_id": self.source.id,
             "idempotency_key": f"demo-{key}-{self.sequence}",
             "params": params,
             "occurred_at": moment,
@@ -671,7 +671,7 @@ class _DemoHistory:
         Event.invalidate_model()
 
     def send(self, node, partner, moment):
-        """A sent email of ``node`` to ``partner`` at ``moment``: its trace and events, maybe opened and clicked."""
+        """A sent email of ``node`` to ``partner`` at ``moment``: its trace, maybe opened and clicked."""
         mailing = node.mailing_id
         values = {
             "trace_type": "mail",
@@ -682,16 +682,14 @@ class _DemoHistory:
             "trace_status": "sent",
             "sent_datetime": moment,
         }
-        params = {"mailing_id": mailing.id, "mailing_subject": mailing.subject, "email": partner.email_normalized}
-        self.event("email_sent", partner, moment, params)
         opened = moment + timedelta(minutes=self.rng.randint(5, 20 * 60))
         if opened < self.now and self.rng.random() < 0.55:
             values.update(trace_status="open", open_datetime=opened)
-            self.event("email_opened", partner, opened, params)
             clicked = opened + timedelta(minutes=self.rng.randint(1, 30))
             if clicked < self.now and self.rng.random() < 0.4:
                 values["links_click_datetime"] = clicked
-                self.event("email_clicked", partner, clicked, params)
+        # Muted: the email_* events of these traces are left out of the demo log, which
+        # holds the shop's events only (the internal ones belong to real sendings).
         return self.env["mailing.trace"].with_context(marketing_event_mute=True).create(values)
 
     def step(self, participant, node, scheduled_at, **values):
