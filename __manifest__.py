@@ -33,6 +33,7 @@
         "views/marketing_scenario_participant_views.xml",
         "views/marketing_scenario_step_views.xml",
         "views/marketing_scenario_test_wizard_views.xml",
+        "views/marketing_scenario_objective_wizard_views.xml",
         "views/marketing_engagement_log_views.xml",
         "views/marketing_engagement_rule_views.xml",
         "views/marketing_engagement_adjust_wizard_views.xml",
@@ -48,6 +49,7 @@
     },
     "demo": [
         "demo/marketing_event_demo.xml",
+        "demo/marketing_scenario_demo.xml",
     ],
     "application": True,
 }

@@ -153,6 +153,7 @@ class MarketingScenario(models.Model):
     click_rate = fields.Float(string="Click-through Rate", compute="_compute_statistics")
     node_count = fields.Integer(compute="_compute_node_count")
     trigger_summary = fields.Char(string="Starts When", compute="_compute_trigger_summary")
+    funnel_html = fields.Html(string="Funnel", compute="_compute_funnel_html", sanitize=False)
 
     @api.depends("node_ids")
     def _compute_node_count(self):
@@ -234,15 +235,22 @@ class MarketingScenario(models.Model):
 
     def _objective_counts(self):
         """Entries followed by their objective event within the objective's days, per scenario."""
+        return dict(self._query_converted(SQL("p.scenario_id, count(*)"), SQL("GROUP BY p.scenario_id")))
+
+    def _converted_participants(self):
+        """[(scenario id, participant id)] of the entries followed by their objective event in time."""
+        return self._query_converted(SQL("p.scenario_id, p.id"))
+
+    def _query_converted(self, select, tail=None):
         scenarios = self.filtered(lambda scenario: scenario.id and scenario.objective_event_type_id)
         if not scenarios:
-            return {}
+            return []
         self.env["marketing.scenario.participant"].flush_model()
         self.env["marketing.event"].flush_model(["partner_id", "type_id", "occurred_at"])
         self.env.cr.execute(
             SQL(
                 """
-                SELECT p.scenario_id, count(*)
+                SELECT %(select)s
                   FROM marketing_scenario_participant p
                   JOIN marketing_scenario s ON s.id = p.scenario_id
                  WHERE p.scenario_id IN %(ids)s AND NOT p.is_test
@@ -253,12 +261,14 @@ class MarketingScenario(models.Model):
                            AND e.occurred_at >= p.entered_at
                            AND e.occurred_at <= p.entered_at + make_interval(days => s.objective_days)
                    )
-                 GROUP BY p.scenario_id
+                %(tail)s
                 """,
+                select=select,
                 ids=tuple(scenarios.ids),
+                tail=tail or SQL(),
             )
         )
-        return dict(self.env.cr.fetchall())
+        return self.env.cr.fetchall()
 
     # ------------------------------------------------------------------
     # Constraints
@@ -803,14 +813,132 @@ class MarketingScenario(models.Model):
     # Views
     # ------------------------------------------------------------------
 
-    def action_view_participants(self):
+    def _participants_domain(self, which=None):
+        """The participants behind one of the counts: entered (None), running, completed, exited, converted."""
         self.ensure_one()
+        domain = [("scenario_id", "=", self.id), ("is_test", "=", False)]
+        if which in ("running", "completed", "exited", "canceled"):
+            domain.append(("state", "=", which))
+        elif which == "converted":
+            domain.append(
+                ("id", "in", [participant_id for _scenario, participant_id in self._converted_participants()])
+            )
+        elif which:
+            raise UserError(self.env._("Unknown participant count: %(which)s", which=which))
+        return domain
+
+    def action_view_participants(self):
+        """The participants of one count; the count is the context key ``participant_count``."""
+        self.ensure_one()
+        which = self.env.context.get("participant_count")
         action = self.env["ir.actions.act_window"]._for_xml_id(
             "marketing_event_automation.action_marketing_scenario_participant"
         )
-        action["domain"] = [("scenario_id", "=", self.id)]
-        action["context"] = {"default_scenario_id": self.id, "search_default_filter_not_test": 1}
+        labels = {
+            "running": self.env._("Active"),
+            "completed": self.env._("Completed"),
+            "exited": self.env._("Exited"),
+            "converted": self.env._("Conversions"),
+        }
+        if which in labels:
+            action["name"] = f"{self.name}: {labels[which]}"
+        action["domain"] = self._participants_domain(which)
+        action["context"] = {"default_scenario_id": self.id}
         return action
+
+    def action_view_participants_graph(self):
+        """Entries over time: participants by day of entry, split by state."""
+        action = self.action_view_participants()
+        action["name"] = self.env._("%(name)s: entries over time", name=self.name)
+        action["view_mode"] = "graph,list,form"
+        action["views"] = [
+            (self.env.ref("marketing_event_automation.marketing_scenario_participant_view_graph").id, "graph"),
+            (False, "list"),
+            (False, "form"),
+        ]
+        return action
+
+    def action_choose_objective(self):
+        self.ensure_one()
+        return {
+            "type": "ir.actions.act_window",
+            "name": self.env._("What should %(name)s achieve?", name=self.name),
+            "res_model": "marketing.scenario.objective.wizard",
+            "view_mode": "form",
+            "views": [(False, "form")],
+            "target": "new",
+            "context": {"default_scenario_id": self.id, "default_objective_days": self.objective_days or 7},
+        }
+
+    def action_skip_objective(self):
+        self.write({"objective_prompt_skipped": True})
+        return True
+
+    # Funnel -------------------------------------------------------------
+
+    def _main_path(self):
+        """The nodes most contacts went through, from the first node on: at each step the busiest next node."""
+        self.ensure_one()
+        reached = self._reached_counts()
+        path = self.env["marketing.scenario.node"]
+        candidates = self.node_ids.filtered(lambda node: not node.parent_id)
+        while candidates:
+            node = max(candidates.sorted(lambda node: (node.sequence, node.id), reverse=True), key=reached.get)
+            path |= node
+            candidates = node.child_ids
+        return path, reached
+
+    def _reached_counts(self):
+        """{node: number of real participants that reached it}."""
+        counts = defaultdict(int)
+        for node, count in self.env["marketing.scenario.step"]._read_group(
+            [("scenario_id", "=", self.id), ("is_test", "=", False)],
+            ["node_id"],
+            ["participant_id:count_distinct"],
+        ):
+            counts[node] = count
+        for node in self.node_ids:
+            counts.setdefault(node, 0)
+        return counts
+
+    def _funnel_data(self):
+        """Two funnels: the main path (entered, then each node reached) and the emails (sent, opened,
+        clicked, then converted). Each row: label, count and its share of the funnel's first row."""
+        self.ensure_one()
+
+        def rows(pairs):
+            first = pairs[0][1] if pairs else 0
+            return [
+                {"label": label, "count": count, "rate": round(100.0 * count / first, 1) if first else 0.0}
+                for label, count in pairs
+            ]
+
+        path, reached = self._main_path()
+        path_pairs = [(self.env._("Entered"), self.entered_count)]
+        path_pairs += [(node.display_name, reached[node]) for node in path]
+        emails = self.node_ids.filtered(lambda node: node.node_type == "email")
+        email_pairs = [
+            (self.env._("Emails sent"), sum(emails.mapped("sent_count"))),
+            (self.env._("Opened"), sum(emails.mapped("opened_count"))),
+            (self.env._("Clicked"), sum(emails.mapped("clicked_count"))),
+        ]
+        if self.objective_event_type_id:
+            email_pairs.append(
+                (
+                    self.env._("Converted (%(objective)s)", objective=self.objective_event_type_id.name),
+                    self.objective_count,
+                )
+            )
+        return {"path": rows(path_pairs), "email": rows(email_pairs) if emails else []}
+
+    def _compute_funnel_html(self):
+        for scenario in self:
+            if not scenario.id:
+                scenario.funnel_html = False
+                continue
+            scenario.funnel_html = self.env["ir.qweb"]._render(
+                "marketing_event_automation.scenario_funnel", {"funnel": scenario._funnel_data()}
+            )
 
     def action_view_nodes(self):
         self.ensure_one()
@@ -822,7 +950,7 @@ class MarketingScenario(models.Model):
         return action
 
     def action_open_templates(self):
-        # Not @api.model: the list and kanban header button calls it with the (possibly empty) selected ids.
+        # A header button of the kanban and list: called on the selected scenarios, or none.
         return self.env["ir.actions.act_window"]._for_xml_id(
             "marketing_event_automation.action_marketing_scenario_template"
         )

@@ -316,6 +316,53 @@ class MarketingScenarioNode(models.Model):
             split_total = split_totals.get(node.parent_id.id)
             node.arm_share = 100.0 * arm_counts.get(node.id, 0) / split_total if split_total else 0.0
 
+    # Drill-down ----------------------------------------------------------
+
+    def _steps_domain(self, which=None):
+        """The real steps behind one of the node's counts: a step state, or a message status
+        (sent, opened, clicked, replied, bounced) read from the mailing traces as the counts are."""
+        self.ensure_one()
+        domain = [("node_id", "=", self.id), ("is_test", "=", False)]
+        if which in dict(self.env["marketing.scenario.step"]._fields["state"].selection):
+            return [*domain, ("state", "=", which)]
+        trace_conditions = {
+            "sent": SQL("t.trace_status NOT IN ('cancel', 'error')"),
+            "opened": SQL("t.open_datetime IS NOT NULL OR t.trace_status IN ('open', 'reply')"),
+            "clicked": SQL("t.links_click_datetime IS NOT NULL"),
+            "replied": SQL("t.trace_status = 'reply' OR t.reply_datetime IS NOT NULL"),
+            "bounced": SQL("t.trace_status = 'bounce'"),
+        }
+        if which in trace_conditions:
+            # SQL rather than a domain on trace_id: marketers may have no access to mailing traces.
+            self.env["marketing.scenario.step"].flush_model(["trace_id", "node_id", "is_test"])
+            self.env["mailing.trace"].flush_model()
+            self.env.cr.execute(
+                SQL(
+                    """
+                    SELECT s.id FROM marketing_scenario_step s JOIN mailing_trace t ON t.id = s.trace_id
+                     WHERE s.node_id = %s AND NOT s.is_test AND (%s)
+                    """,
+                    self.id,
+                    trace_conditions[which],
+                )
+            )
+            return [*domain, ("id", "in", [row[0] for row in self.env.cr.fetchall()])]
+        if which:
+            raise UserError(self.env._("Unknown step count: %(which)s", which=which))
+        return domain
+
+    def action_view_steps(self):
+        """The steps of one count of this node; the count is the context key ``step_count``."""
+        self.ensure_one()
+        which = self.env.context.get("step_count")
+        action = self.env["ir.actions.act_window"]._for_xml_id(
+            "marketing_event_automation.action_marketing_scenario_step"
+        )
+        action["name"] = self.display_name
+        action["domain"] = self._steps_domain(which)
+        action["context"] = {}
+        return action
+
     # ------------------------------------------------------------------
     # Constraints and editing rules
     # ------------------------------------------------------------------

@@ -1,9 +1,16 @@
+import random
+from collections import defaultdict
+from datetime import timedelta
+
 from markupsafe import Markup
 
 from odoo import api
 from odoo import fields
 from odoo import models
 from odoo.exceptions import UserError
+from odoo.tools import SQL
+
+from .marketing_event_type import flatten_structure
 
 # Event types the templates trigger on, wait for or count as objective:
 # found by key, created (shared between companies) when missing.
@@ -521,3 +528,262 @@ class MarketingScenarioTemplate(models.Model):
             tag_ids=[(6, 0, self._tag("Bounced email").ids)],
         )
         return scenario
+
+    # ------------------------------------------------------------------
+    # Demo data: two running scenarios with 30 days of history
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _demo_load_history(self, seed=42):
+        """Demo shop contacts, 30 days of events and the runs of two template scenarios through them.
+
+        The history is written as it would have happened (shop events, steps, mailing traces),
+        already processed: nothing is left for the crons but the waits of the welcome series
+        that end in the future. Runs once: a module update keeps the existing history.
+        """
+        Event = self.env["marketing.event"]
+        source = self.env.ref("marketing_event_automation.event_source_demo_shop")
+        if Event.search_count([("source_id", "=", source.id), ("idempotency_key", "=like", "demo-%")], limit=1):
+            return False
+        rng = random.Random(seed)
+        now = fields.Datetime.now().replace(microsecond=0)
+        start = now - timedelta(days=30)
+        company = self.env.company
+        history = _DemoHistory(self.env, rng, now, source, company)
+        partners = history.create_contacts(60)
+
+        cart = self.env.ref("marketing_event_automation.scenario_template_abandoned_cart")._create_scenario()
+        welcome = self.env.ref("marketing_event_automation.scenario_template_welcome_series")._create_scenario()
+        (cart | welcome).action_start()
+        (cart | welcome).write({"started_at": start - timedelta(hours=1)})
+
+        signups = sorted((start + timedelta(minutes=rng.randint(0, 30 * 24 * 60 - 60)), p) for p in partners)
+        for moment, partner in signups:
+            history.event("signup", partner, moment, {"channel": rng.choice(["web", "web", "mobile", "store"])})
+        history.run_welcome(welcome, signups)
+
+        carts = []
+        for number in range(150):
+            partner = rng.choice(partners)
+            moment = start + timedelta(minutes=rng.randint(0, 28 * 24 * 60 - 2 * 24 * 60))
+            carts.append((moment, partner, history.cart_params(number)))
+        carts.sort(key=lambda item: item[0])
+        history.run_cart(cart, carts)
+        for number in range(40):
+            moment = start + timedelta(minutes=rng.randint(0, 30 * 24 * 60 - 60))
+            history.purchase(rng.choice(partners), moment, history.cart_params(1000 + number))
+        history.flush()
+        return True
+
+
+DEMO_FIRST_NAMES = [
+    "Emma", "Lucas", "Olivia", "Noah", "Mila", "Louis", "Alice", "Arthur", "Lina", "Jules",
+    "Nora", "Victor", "Sofia", "Adam", "Julia", "Hugo", "Elena", "Leo", "Zoe", "Gabriel",
+]  # fmt: skip
+DEMO_LAST_NAMES = ["Peeters", "Janssens", "Maes", "Dubois", "Lambert", "Martin", "Claes", "Willems", "Leroy", "Simon"]
+DEMO_CATALOGUE = [
+    ("SHOE-RUN-42", "Running shoes", 89.0),
+    ("SHOE-TRAIL-40", "Trail shoes", 119.0),
+    ("SOCK-3P", "Sports socks (3 pairs)", 12.5),
+    ("JACKET-RAIN", "Rain jacket", 74.9),
+    ("CAP-SUN", "Sun cap", 19.9),
+    ("BOTTLE-750", "Water bottle", 14.0),
+]
+
+
+class _DemoHistory:
+    """Writes the demo history: events (processed), participants, steps and mailing traces."""
+
+    def __init__(self, env, rng, now, source, company):
+        self.env, self.rng, self.now, self.source, self.company = env, rng, now, source, company
+        self.events = []
+        self.types = {}
+        self.sequence = 0
+
+    def create_contacts(self, count):
+        values = []
+        for index in range(count):
+            first = DEMO_FIRST_NAMES[index % len(DEMO_FIRST_NAMES)]
+            last = DEMO_LAST_NAMES[(index * 7) % len(DEMO_LAST_NAMES)]
+            birthday = fields.Date.today() - timedelta(days=self.rng.randint(20 * 365, 60 * 365))
+            values.append(
+                {
+                    "name": f"{first} {last}",
+                    "email": f"{first.lower()}.{last.lower()}{index}@example.com",
+                    "marketing_external_id": f"DEMO-{3000 + index}",
+                    "tz": "Europe/Brussels",
+                    "marketing_birthday": birthday if index % 2 else False,
+                }
+            )
+        # Muted: the demo history writes its own events, at the times they happened.
+        return self.env["res.partner"].with_context(marketing_event_mute=True).create(values)
+
+    def cart_params(self, number):
+        lines = self.rng.sample(DEMO_CATALOGUE, self.rng.randint(1, 3))
+        items = [
+            {"sku": sku, "name": name, "quantity": self.rng.randint(1, 2), "price": price} for sku, name, price in lines
+        ]
+        total = round(sum(item["price"] * item["quantity"] for item in items), 2)
+        return {"cart_id": f"CART-{number:05d}", "total": total, "currency": "EUR", "items": items}
+
+    def event_type(self, key):
+        if key not in self.types:
+            self.types[key] = self.env["marketing.event.type"]._get_by_keys([key], self.company)[key]
+        return self.types[key]
+
+    def event(self, key, partner, moment, params):
+        self.sequence += 1
+        event = {
+            "type": self.event_type(key),
+            "key": key,
+            "partner_id": partner.id,
+            "company_id": self.company.id,
+            "source_id": self.source.id,
+            "idempotency_key": f"demo-{key}-{self.sequence}",
+            "params": params,
+            "occurred_at": moment,
+            "state": "processed",
+        }
+        self.events.append(event)
+        return event
+
+    def purchase(self, partner, moment, cart_params, coupon=None):
+        params = {"order_id": f"SO-{cart_params['cart_id'][5:]}", **cart_params}
+        params.pop("cart_id")
+        if coupon:
+            params["coupon"] = coupon
+        self.event("purchase", partner, moment, params)
+
+    def flush(self):
+        Event = self.env["marketing.event"]
+        ids = Event._insert_events(self.events)
+        structures = defaultdict(dict)
+        for event in self.events:
+            flatten_structure(event["params"], structure=structures[event["type"].id])
+        self.env["marketing.event.type"]._learn_structures(structures)
+        Event.flush_model()
+        self.env.cr.execute(
+            SQL(
+                "UPDATE marketing_event SET processed_at = occurred_at WHERE id IN %s",
+                tuple(event_id for event_id in ids if event_id),
+            )
+        )
+        Event.invalidate_model()
+
+    def send(self, node, partner, moment):
+        """A sent email of ``node`` to ``partner`` at ``moment``: its trace, maybe opened and clicked."""
+        mailing = node.mailing_id
+        values = {
+            "trace_type": "mail",
+            "model": "res.partner",
+            "res_id": partner.id,
+            "mass_mailing_id": mailing.id,
+            "email": partner.email_normalized,
+            "trace_status": "sent",
+            "sent_datetime": moment,
+        }
+        opened = moment + timedelta(minutes=self.rng.randint(5, 20 * 60))
+        if opened < self.now and self.rng.random() < 0.55:
+            values.update(trace_status="open", open_datetime=opened)
+            clicked = opened + timedelta(minutes=self.rng.randint(1, 30))
+            if clicked < self.now and self.rng.random() < 0.4:
+                values["links_click_datetime"] = clicked
+        # Muted: the email_* events of these traces are left out of the demo log, which
+        # holds the shop's events only (the internal ones belong to real sendings).
+        return self.env["mailing.trace"].with_context(marketing_event_mute=True).create(values)
+
+    def step(self, participant, node, scheduled_at, **values):
+        return {
+            "participant_id": participant.id,
+            "node_id": node.id,
+            "scheduled_at": scheduled_at,
+            "state": "done" if scheduled_at <= self.now else "scheduled",
+            "processed_at": scheduled_at if scheduled_at <= self.now else False,
+            **values,
+        }
+
+    def email_step(self, participant, node, moment):
+        trace = self.send(node, participant.partner_id, moment)
+        return self.step(participant, node, moment, branch="always", result=self.env._("Sent"), trace_id=trace.id)
+
+    def participant(self, scenario, partner, moment, event_params):
+        return self.env["marketing.scenario.participant"].create(
+            {
+                "scenario_id": scenario.id,
+                "partner_id": partner.id,
+                "entered_at": moment,
+                "event_type_id": scenario.trigger_event_type_id.id,
+                "event_params": event_params,
+                "is_test": False,  # stored as false, as the engine does: statistics test "NOT is_test"
+            }
+        )
+
+    def finish(self, participant, moment):
+        participant.write({"state": "completed", "ended_at": moment, "end_reason": self.env._("All steps done")})
+
+    def run_welcome(self, scenario, signups):
+        """Welcome email at signup, 3 days, second email, 4 days, third email; later steps still scheduled."""
+        email_1, wait_3, email_2, wait_4, email_3 = scenario.node_ids
+        steps = []
+        waited = self.env._("Waited")
+        for moment, partner in signups:
+            participant = self.participant(scenario, partner, moment, {})
+            steps.append(self.email_step(participant, email_1, moment))
+            second = moment + timedelta(days=3)
+            steps.append(self.step(participant, wait_3, second, branch="always", result=waited))
+            if second > self.now:
+                continue
+            steps.append(self.email_step(participant, email_2, second))
+            third = second + timedelta(days=4)
+            steps.append(self.step(participant, wait_4, third, branch="always", result=waited))
+            if third > self.now:
+                continue
+            steps.append(self.email_step(participant, email_3, third))
+            self.finish(participant, third)
+        for step in steps:
+            if step["state"] == "scheduled":
+                step["result"] = step["branch"] = False
+        self.env["marketing.scenario.step"].create(steps)
+
+    def run_cart(self, scenario, carts):
+        """Wait 4 h for a purchase, reminder, wait a day, coupon; a quarter buy at once, others later or never."""
+        wait_1, reminder, wait_2, coupon = scenario.node_ids
+        received = self.env._("%(type)s received", type=self.event_type("purchase").name)
+        timed_out = self.env._("Timed out")
+        busy_until = {}
+        steps = []
+        for moment, partner, params in carts:
+            self.event("cart_abandoned", partner, moment, params)
+            luck = self.rng.random()
+            if luck < 0.25:
+                bought = moment + timedelta(minutes=self.rng.randint(10, 230))
+            elif luck < 0.4:
+                bought = moment + timedelta(hours=self.rng.randint(5, 27))
+            elif luck < 0.5:
+                bought = moment + timedelta(hours=self.rng.randint(29, 100))
+            else:
+                bought = None
+            if busy_until.get(partner.id, moment) > moment:
+                if bought:
+                    self.purchase(partner, bought, params)
+                continue  # once at a time: still in its previous cart's run
+            participant = self.participant(scenario, partner, moment, params)
+            first_timeout, second_timeout = moment + timedelta(hours=4), moment + timedelta(days=1, hours=4)
+            if bought and bought < first_timeout:
+                steps.append(self.step(participant, wait_1, bought, branch="yes", result=received))
+                end = bought
+            else:
+                steps.append(self.step(participant, wait_1, first_timeout, branch="no", result=timed_out))
+                steps.append(self.email_step(participant, reminder, first_timeout))
+                if bought and bought < second_timeout:
+                    steps.append(self.step(participant, wait_2, bought, branch="yes", result=received))
+                    end = bought
+                else:
+                    steps.append(self.step(participant, wait_2, second_timeout, branch="no", result=timed_out))
+                    steps.append(self.email_step(participant, coupon, second_timeout))
+                    end = second_timeout
+            if bought:
+                self.purchase(partner, bought, params, coupon="CART10" if bought >= second_timeout else None)
+            self.finish(participant, end)
+            busy_until[partner.id] = end
+        self.env["marketing.scenario.step"].create(steps)

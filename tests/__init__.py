@@ -25,5 +25,6 @@ from . import test_scenario_flow
 from . import test_scenario_performance
 from . import test_scenario_templates
 from . import test_scenario_triggers
+from . import test_scenario_workspace
 from . import test_segment_api
 from . import test_system_automation
