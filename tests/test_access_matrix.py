@@ -33,6 +33,7 @@ INTENDED_RIGHTS = {
     "marketing.scenario.step": {"marketing_user": "rw", "marketing_manager": "rwcu"},
     "marketing.scenario.test.wizard": {"marketing_user": "rwc", "marketing_manager": "rwc"},
     # Templates ship with the module; administrators may adjust or add some.
+    "marketing.scenario.objective.wizard": {"marketing_user": "rwc", "marketing_manager": "rwc"},
     "marketing.scenario.template": {"marketing_user": "r", "marketing_manager": "rwcu"},
     # System automations: marketers build them, administrators delete them;
     # runs are written by the cron.

@@ -59,7 +59,7 @@ with registry.cursor() as cr:
         " 'contact', FALSE, now(), now() FROM generate_series(1, %s) g",
         [{contacts}],
     )
-    source = env["marketing.event.source"].create({{"name": "Two servers"}})
+    source = env["marketing.event.source"].create({{"name": "Two servers", "rate_limit": 0}})
     key = source._generate_write_key()
     purchase = env["marketing.event.type"].create({{"name": "Purchase", "key": "purchase"}})
     env["marketing.engagement.rule"].create({{"name": "Purchase", "event_type_id": purchase.id, "points": {points}}})
