@@ -1,3 +1,7 @@
+import threading
+from http.server import BaseHTTPRequestHandler
+from http.server import HTTPServer
+
 from freezegun import freeze_time
 
 from odoo import fields
@@ -79,3 +83,42 @@ class ScenarioCommon(MarketingAutomationCommon):
 
     def now(self):
         return fields.Datetime.now()
+
+
+class WebhookReceiver:
+    """A real HTTP server on 127.0.0.1 that records requests and answers the queued statuses.
+
+    ``location`` adds a Location header to every answer (for redirect statuses).
+    """
+
+    def __init__(self, statuses=None, location=None):
+        self.requests = []
+        self.statuses = list(statuses or [])
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.requests.append({"headers": dict(self.headers), "body": body})
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                self.send_response(status)
+                if location:
+                    self.send_header("Location", location)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,12 +1,9 @@
-import threading
-from http.server import BaseHTTPRequestHandler
-from http.server import HTTPServer
-
 from odoo.addons.mail.tests.common import MockEmail
 from odoo.exceptions import UserError
 from odoo.tests import tagged
 
 from .scenario_common import ScenarioCommon
+from .scenario_common import WebhookReceiver
 
 ALLOW_PRIVATE_PARAM = "marketing_event_automation.webhook_allow_private"
 HOSTILE_PARAMS = {
@@ -15,38 +12,6 @@ HOSTILE_PARAMS = {
     "qweb": "<t t-out='object.id'/>",
     "attribute": '" onmouseover="alert(1)',
 }
-
-
-class Receiver:
-    """A real HTTP server on 127.0.0.1 recording the requests it gets; it answers ``status`` (and ``location``)."""
-
-    def __init__(self, status=200, location=None):
-        self.requests = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                receiver.requests.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                self.send_response(status)
-                if location:
-                    self.send_header("Location", location)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @tagged("post_install", "-at_install")
@@ -151,7 +116,7 @@ class TestWebhookAddresses(ScenarioCommon):
         self.dispatch()
 
     def test_a_refused_address_fails_the_step_without_a_request(self):
-        with Receiver() as receiver:
+        with WebhookReceiver() as receiver:
             self.run_webhook_once(receiver.url)
             # The administrator withdraws the permission before the step runs.
             self.env["ir.config_parameter"].sudo().set_param(ALLOW_PRIVATE_PARAM, "0")
@@ -163,7 +128,7 @@ class TestWebhookAddresses(ScenarioCommon):
 
     def test_redirects_are_not_followed(self):
         """Even allowed, a webhook never follows a redirect: a public URL could send it to a private one."""
-        with Receiver() as target, Receiver(status=302, location=target.url) as redirector:
+        with WebhookReceiver() as target, WebhookReceiver(statuses=[302], location=target.url) as redirector:
             self.run_webhook_once(redirector.url)
             self.advance()
         step = self.Step.search([("node_id", "=", self.node.id)])

@@ -1,10 +1,7 @@
 import hashlib
 import hmac
 import json
-import threading
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler
-from http.server import HTTPServer
 
 from freezegun import freeze_time
 
@@ -15,40 +12,7 @@ from odoo.exceptions import ValidationError
 from odoo.tests import tagged
 
 from .scenario_common import ScenarioCommon
-
-
-class WebhookReceiver:
-    """A real HTTP server on 127.0.0.1 that records requests and answers the queued statuses."""
-
-    def __init__(self, statuses=None):
-        self.requests = []
-        self.statuses = list(statuses or [])
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.requests.append({"headers": dict(self.headers), "body": body})
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+from .scenario_common import WebhookReceiver
 
 
 @tagged("post_install", "-at_install")
