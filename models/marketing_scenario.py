@@ -137,6 +137,11 @@ class MarketingScenario(models.Model):
     enrolling_occurrence_at = fields.Datetime(
         readonly=True, copy=False, help="The occurrence whose audience is being entered, batch by batch."
     )
+    # Where the enrollment of that occurrence stands: the audience is entered in
+    # contact id order, each batch from the last contact the previous one
+    # reached. Without it every batch would scan the contacts already entered
+    # again, and entering a large audience would take quadratic time.
+    enrolling_after_partner_id = fields.Integer(readonly=True, copy=False)
     started_at = fields.Datetime(readonly=True, copy=False)
 
     node_ids = fields.One2many("marketing.scenario.node", "scenario_id", string="Nodes")
@@ -412,6 +417,7 @@ class MarketingScenario(models.Model):
                 values["started_at"] = now
                 values["next_occurrence_at"] = scenario._first_occurrence(now)
                 values["enrolling_occurrence_at"] = False
+                values["enrolling_after_partner_id"] = 0
             scenario.write(values)
         self.env.ref("marketing_event_automation.ir_cron_scenario_schedule")._trigger()
         self.env["marketing.scenario.step"]._wake_advance()
@@ -428,7 +434,14 @@ class MarketingScenario(models.Model):
         scenarios = self.filtered(lambda scenario: scenario.state in ("running", "paused"))
         if not scenarios:
             return True
-        scenarios.write({"state": "stopped", "next_occurrence_at": False, "enrolling_occurrence_at": False})
+        scenarios.write(
+            {
+                "state": "stopped",
+                "next_occurrence_at": False,
+                "enrolling_occurrence_at": False,
+                "enrolling_after_partner_id": 0,
+            }
+        )
         participants = self.env["marketing.scenario.participant"].search(
             [("scenario_id", "in", scenarios.ids), ("state", "=", "running")]
         )
@@ -546,20 +559,26 @@ class MarketingScenario(models.Model):
             conditions.append(SQL("NOT EXISTS (%s AND x.occurrence_at = %s)", existing, occurrence_at))
         return SQL(" AND ").join(conditions) if conditions else SQL("TRUE")
 
-    def _enroll_audience_batch(self, occurrence_at, limit=ENROLL_BATCH_SIZE):
-        """Enter the next ``limit`` contacts of the audience for one occurrence; return how many entered.
+    def _enroll_audience_batch(self, occurrence_at, after_partner_id=0, limit=ENROLL_BATCH_SIZE):
+        """Enter the audience's next ``limit`` contacts after ``after_partner_id``, in contact id order.
 
-        One INSERT ... SELECT per batch: an audience of 100k contacts never
-        goes through the ORM one contact at a time.
+        Returns ``(contacts gone through, contacts entered, last contact id)``:
+        the entry policy may keep some of them out. The batch is read from
+        the audience first, then entered with one INSERT ... SELECT: each batch
+        costs the same however large the audience and however much of it
+        already entered.
         """
         self.ensure_one()
-        Partner = self.env["res.partner"].with_company(self.company_id)
-        query = Partner._search(self._audience_domain())
-        return self._insert_participants(
-            SQL("SELECT p.id AS partner_id FROM res_partner p WHERE p.id IN %s", query.subselect()),
-            occurrence_at=occurrence_at,
-            limit=limit,
+        partner_ids = (
+            self.env["res.partner"]
+            .with_company(self.company_id)
+            .search([("id", ">", after_partner_id), *self._audience_domain()], order="id", limit=limit)
+            .ids
         )
+        if not partner_ids:
+            return 0, 0, after_partner_id
+        entered = self._insert_participants(partner_ids, occurrence_at=occurrence_at)
+        return len(partner_ids), len(entered), partner_ids[-1]
 
     def _enroll_partners(self, partner_ids, events=None, test=False):
         """Enter the given contacts (optionally each with its triggering event); return the participants.
@@ -580,18 +599,19 @@ class MarketingScenario(models.Model):
                 ._search([("id", "in", list(partner_ids)), *self._audience_domain()])
             )
             candidates = SQL("SELECT p.id AS partner_id FROM res_partner p WHERE p.id IN %s", candidates.subselect())
-        participant_ids = self._insert_participants(candidates, events=events, test=test, return_ids=True)
-        return self.env["marketing.scenario.participant"].browse(participant_ids)
+        return self.env["marketing.scenario.participant"].browse(
+            self._insert_participants(candidates, events=events, test=test)
+        )
 
-    def _insert_participants(
-        self, candidates, *, occurrence_at=None, events=None, test=False, limit=None, return_ids=False
-    ):
-        """Insert participants for ``candidates`` (SQL selecting partner_id, or ids), then their first steps."""
+    def _insert_participants(self, candidates, *, occurrence_at=None, events=None, test=False, limit=None):
+        """Insert participants for ``candidates`` (SQL selecting partner_id, or ids), then their first steps.
+
+        Returns the new participants' ids.
+        """
         Participant = self.env["marketing.scenario.participant"]
         Participant.flush_model()
         self.env["res.partner"].flush_model()
         now = fields.Datetime.now()
-        uid = self.env.uid
         events = events or {}
         if isinstance(candidates, list):
             candidates = SQL(
@@ -624,15 +644,13 @@ class MarketingScenario(models.Model):
                 first_steps AS (
                     INSERT INTO marketing_scenario_step (
                         participant_id, node_id, scheduled_at, state, attempt, scenario_id, partner_id, company_id,
-                        is_test, create_uid, create_date, write_uid, write_date
+                        is_test
                     )
                     SELECT e.id, r.node_id, r.scheduled_at, 'scheduled', 0, e.scenario_id, e.partner_id,
-                           e.company_id, e.is_test, %(uid)s, %(now)s, %(uid)s, %(now)s
+                           e.company_id, e.is_test
                       FROM entered e, unnest(%(nodes)s::int[], %(dues)s::timestamp[]) AS r (node_id, scheduled_at)
                 )
                 """,
-                uid=uid,
-                now=now,
                 nodes=[root_id for root_id, _due in root_dues],
                 dues=[due for _root_id, due in root_dues],
             )
@@ -643,10 +661,10 @@ class MarketingScenario(models.Model):
                 WITH entered AS (
                     INSERT INTO marketing_scenario_participant (
                         scenario_id, partner_id, company_id, state, entered_at, occurrence_at, is_test,
-                        event_id, event_type_id, event_params, create_uid, create_date, write_uid, write_date
+                        event_id, event_type_id, event_params
                     )
                     SELECT %(scenario)s, c.partner_id, %(company)s, 'running', %(now)s, %(occurrence)s, %(test)s,
-                           ev.event_id, ev.type_id, e.params, %(uid)s, %(now)s, %(uid)s, %(now)s
+                           ev.event_id, ev.type_id, e.params
                       FROM (%(candidates)s) c
                       %(event_join)s
                       LEFT JOIN marketing_event e ON e.id = ev.event_id
@@ -665,7 +683,6 @@ class MarketingScenario(models.Model):
                 candidates=candidates,
                 event_join=event_join,
                 policy=policy,
-                uid=uid,
                 limit=SQL("LIMIT %s", limit) if limit else SQL(),
                 first_steps=first_steps,
             )
@@ -682,7 +699,7 @@ class MarketingScenario(models.Model):
                 Step._schedule_nodes([(roots, participants)])
             if not roots:
                 participants._complete_if_done()
-        return participant_ids if return_ids else len(participant_ids)
+        return participant_ids
 
     # ------------------------------------------------------------------
     # Crons and event consumption
@@ -719,13 +736,25 @@ class MarketingScenario(models.Model):
         if not self.enrolling_occurrence_at:
             occurrence = self.next_occurrence_at
             following = self._next_repeat(occurrence) if self.trigger_type == "repeat" else False
-            self.write({"enrolling_occurrence_at": occurrence, "next_occurrence_at": following})
-        entered = self._enroll_audience_batch(self.enrolling_occurrence_at, limit=batch_size)
-        if entered < batch_size:
-            self.write({"enrolling_occurrence_at": False})
+            self.write(
+                {
+                    "enrolling_occurrence_at": occurrence,
+                    "next_occurrence_at": following,
+                    "enrolling_after_partner_id": 0,
+                }
+            )
+        gone_through, entered, last_partner_id = self._enroll_audience_batch(
+            self.enrolling_occurrence_at, after_partner_id=self.enrolling_after_partner_id, limit=batch_size
+        )
+        if gone_through < batch_size:
+            self.write({"enrolling_occurrence_at": False, "enrolling_after_partner_id": 0})
+        else:
+            self.write({"enrolling_after_partner_id": last_partner_id})
         if entered:
             self.env["marketing.scenario.step"]._wake_advance()
-        return entered
+        # The progress is the part of the audience gone through: a batch whose
+        # contacts the entry policy all kept out must not end the cron's run.
+        return gone_through
 
     @api.model
     def _consume_events(self, events, results):

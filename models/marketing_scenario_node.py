@@ -755,7 +755,7 @@ class MarketingScenarioNode(models.Model):
         partners = (
             self.env["res.partner"]
             .with_context(active_test=False)
-            .search([("id", "in", steps.partner_id.ids), *domain])
+            .search([("id", "in", steps.partner_id.ids), *domain], order="id")
         )
         matching_ids = set(partners.ids)
         return {step.id for step in steps if step.partner_id.id in matching_ids}

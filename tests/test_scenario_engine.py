@@ -339,6 +339,34 @@ class TestScenarioEngine(ScenarioCommon):
         self.assertTrue(all(self.tag_vip in partner.category_id for partner in partners))
         self.assertEqual(self.Scenario._cron_schedule(), 0, "a 'now' trigger enters its audience once")
 
+    def test_audience_entry_goes_on_from_the_last_contact_through_refused_batches(self):
+        partners = self.env["res.partner"].create(
+            [{"name": f"Cursor {i}", "email": f"cursor{i}@example.org", "ref": "CURSOR"} for i in range(25)]
+        )
+        scenario = self.create_scenario(
+            trigger_type="now",
+            trigger_event_type_id=False,
+            entry_policy="once",
+            audience_domain="[('ref', '=', 'CURSOR')]",
+        )
+        self.add_node(scenario, "wait", wait_amount=1, wait_unit="days")
+        scenario.action_start()
+        # The first twelve contacts were in the scenario already: with the
+        # "once" policy, the first batch of ten enters nobody.
+        already_in = partners[:12]
+        scenario._enroll_partners(already_in.ids)
+        progress = []
+        while done := self.Scenario._cron_schedule(batch_size=10):
+            progress.append((done, scenario.enrolling_after_partner_id))
+        self.assertEqual(
+            progress,
+            [(10, partners[9].id), (10, partners[19].id), (5, 0)],
+            "each batch goes on after the previous one's last contact, a batch of refusals too",
+        )
+        self.assertEqual(scenario.participant_ids.partner_id, partners)
+        self.assertEqual(len(scenario.participant_ids), 25, "nobody entered twice")
+        self.assertFalse(scenario.enrolling_occurrence_at)
+
     def test_a_locked_contact_reschedules_the_steps(self):
         # A committed contact, locked by another transaction as a concurrent
         # score change would: the handler cannot take its row in time.

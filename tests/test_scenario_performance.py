@@ -1,4 +1,5 @@
 import threading
+import time
 
 import psycopg2
 
@@ -8,8 +9,11 @@ from odoo.addons.mail.tests.common import MockEmail
 from odoo.api import Transaction
 from odoo.tests import TransactionCase
 from odoo.tests import tagged
+from odoo.tools import SQL
 from odoo.tools import mute_logger
 
+from ..models.table_statistics import STALE_STATISTICS_MARGIN
+from ..models.table_statistics import analyze_if_stale
 from .scenario_common import ScenarioCommon
 
 CACHE_SLACK = 2
@@ -281,3 +285,54 @@ class TestScenarioConcurrency(TransactionCase):
                 [self.ids["scenario"]],
             )
             self.assertEqual(dict(cr.fetchall()), {"done": self.SIZE})
+
+
+@tagged("post_install", "-at_install")
+class TestQueueStatistics(TransactionCase):
+    """The engine refreshes the planner's statistics of a queue that outgrew them."""
+
+    TABLE = "marketing_statistics_probe"
+
+    def setUp(self):
+        super().setUp()
+        with self.registry.cursor() as cr:
+            cr.execute(SQL("CREATE TABLE %s (id serial PRIMARY KEY, value int)", SQL.identifier(self.TABLE)))
+            cr.execute(SQL("ANALYZE %s", SQL.identifier(self.TABLE)))
+        self.addCleanup(self.drop_probe)
+
+    def drop_probe(self):
+        with self.registry.cursor() as cr:
+            cr.execute(SQL("DROP TABLE IF EXISTS %s", SQL.identifier(self.TABLE)))
+
+    def insert_committed(self, count):
+        with self.registry.cursor() as cr:
+            cr.execute(
+                SQL("INSERT INTO %s (value) SELECT g FROM generate_series(1, %s) g", SQL.identifier(self.TABLE), count)
+            )
+        with self.registry.cursor() as cr:
+            # Statistics reach pg_stat_user_tables when a session reports them,
+            # at most once a second: wait for this insert's to be there.
+            for _attempt in range(50):
+                # A transaction reads the statistics once and keeps them: read them anew.
+                cr.execute("SELECT pg_stat_clear_snapshot()")
+                cr.execute("SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relname = %s", [self.TABLE])
+                if cr.fetchone()[0] >= count:
+                    break
+                time.sleep(0.1)
+
+    def analyze_if_stale(self):
+        # In a transaction of its own, as each cron batch is: the test's would
+        # keep the table's lock after the ANALYZE until the end of the class.
+        with self.registry.cursor() as cr:
+            return analyze_if_stale(cr, [self.TABLE])
+
+    def test_a_table_grown_past_its_statistics_is_analyzed_once(self):
+        self.insert_committed(STALE_STATISTICS_MARGIN // 2)
+        self.assertEqual(self.analyze_if_stale(), [], "a few changed rows: autovacuum's job")
+        self.insert_committed(STALE_STATISTICS_MARGIN * 3)
+        self.assertEqual(self.analyze_if_stale(), [self.TABLE])
+        with self.registry.cursor() as cr:
+            cr.execute("SELECT reltuples FROM pg_class WHERE relname = %s", [self.TABLE])
+            reltuples = cr.fetchone()[0]
+        self.assertEqual(reltuples, STALE_STATISTICS_MARGIN * 3 + STALE_STATISTICS_MARGIN // 2)
+        self.assertEqual(self.analyze_if_stale(), [], "analyzed: fresh until it grows again")

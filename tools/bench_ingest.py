@@ -166,14 +166,13 @@ def direct_insert(db_name, source_id, type_ids, events, *, batch_size, run_tag):
             """
             INSERT INTO marketing_event (
                 type_id, event_key, partner_id, source_id, idempotency_key, params,
-                occurred_at, received_at, state, create_uid, create_date, write_uid, write_date
+                occurred_at, received_at, state
             )
             VALUES %s
             ON CONFLICT DO NOTHING
             """,
             rows[offset : offset + batch_size],
-            template="(%s, %s, %s, %s, %s, %s::jsonb, now() at time zone 'utc', now() at time zone 'utc', "
-            "'pending', 1, now() at time zone 'utc', 1, now() at time zone 'utc')",
+            template="(%s, %s, %s, %s, %s, %s::jsonb, now() at time zone 'utc', now() at time zone 'utc', 'pending')",
             page_size=batch_size,
         )
         connection.commit()
