@@ -92,6 +92,8 @@ FLOW_ICONS = {
     "exit": "fa-sign-out",
 }
 WEBHOOK_BACKOFF_SECONDS = 60
+# The links mass_mailing never shortens (its own render post-processing list).
+LINK_SHORTENING_BLACKLIST = ["/unsubscribe_from_list", "/view", "/cards"]
 ALLOW_PRIVATE_PARAM = "marketing_event_automation.webhook_allow_private"
 
 
@@ -882,11 +884,21 @@ class MarketingScenarioNode(models.Model):
         mailing = self.mailing_id.sudo()
         partner_ids = list(dict.fromkeys(sendable.partner_id.ids))
         before = self._max_trace_id()
+        # The template's links are shortened once for the whole batch: each
+        # rendered mail then holds only short links, which mass_mailing's
+        # shortening after rendering skips, where it would otherwise look up
+        # the link tracker once per recipient. Links built per contact
+        # (t-attf-href) only exist once rendered and are still shortened then.
+        body = mailing._shorten_links(
+            mailing._prepend_preview(mailing.body_html or "", mailing.preview),
+            mailing._get_link_tracker_values(),
+            blacklist=LINK_SHORTENING_BLACKLIST,
+        )
         composer_values = {
             "auto_delete": not mailing.keep_archives,
             "author_id": (self.scenario_id.user_id.partner_id or self.env.user.partner_id).id,
             "attachment_ids": [(4, attachment.id) for attachment in mailing.attachment_ids],
-            "body": mailing._prepend_preview(mailing.body_html or "", mailing.preview),
+            "body": body,
             "composition_mode": "mass_mail",
             "email_from": mailing.email_from,
             "mail_server_id": mailing.mail_server_id.id,

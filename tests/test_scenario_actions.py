@@ -62,6 +62,38 @@ class TestScenarioActions(ScenarioCommon, SMSCase, MockEmail):
         self.assertIn("No valid email address: 1", email.skipped_reasons)
         self.assertEqual(scenario.open_rate, 100.0)
 
+    def test_email_links_are_tracked_once_per_link_and_per_contact_link(self):
+        scenario = self.create_scenario()
+        email = self.add_node(scenario, "email")
+        email.mailing_id.write(
+            {
+                "subject": "New in",
+                "body_html": "<p><a href='https://shop.example.com/new'>New</a>"
+                "<a t-attf-href='https://shop.example.com/for/{{ object.id }}'>For you</a></p>",
+            }
+        )
+        other = self.env["res.partner"].create({"name": "Other", "email": "other@example.com"})
+        self.start_for(scenario, self.partner | other)
+        with self.mock_mail_gateway():
+            self.advance()
+        trackers = self.env["link.tracker"].search([("mass_mailing_id", "=", email.mailing_id.id)])
+        self.assertEqual(
+            sorted(trackers.mapped("url")),
+            sorted(
+                [
+                    "https://shop.example.com/new",
+                    f"https://shop.example.com/for/{self.partner.id}",
+                    f"https://shop.example.com/for/{other.id}",
+                ]
+            ),
+            "the template's link is tracked once for everybody, the per-contact link once per contact",
+        )
+        mails = self.env["mail.mail"].sudo().search([("mailing_id", "=", email.mailing_id.id)])
+        self.assertEqual(len(mails), 2)
+        for mail in mails:
+            self.assertNotIn("shop.example.com", mail.body_html, "every link goes through the tracker")
+            self.assertEqual(mail.body_html.count("/r/"), 2)
+
     def test_email_condition_reads_the_trace(self):
         scenario = self.create_scenario()
         email = self.add_node(scenario, "email")
