@@ -19,6 +19,7 @@ from odoo.tools import create_index
 from .marketing_event_type import EVENT_KEY_MAX_LENGTH
 from .marketing_event_type import EVENT_KEY_PATTERN
 from .marketing_event_type import flatten_structure
+from .table_statistics import analyze_if_stale
 
 _logger = logging.getLogger(__name__)
 
@@ -745,6 +746,10 @@ class MarketingEvent(models.Model):
     def _cron_dispatch(self, batch_size=DISPATCH_BATCH_SIZE):
         """Process one batch of pending events; the cron runner commits and calls again."""
         self.flush_model()
+        # The events' batch enters contacts and schedules their steps: plan
+        # those statements on statistics that know each table's size.
+        queues = [self, self.env["marketing.scenario.participant"], self.env["marketing.scenario.step"]]
+        analyze_if_stale(self.env.cr, [queue._table for queue in queues])
         # SKIP LOCKED: several cron workers may dispatch at once, each takes
         # a disjoint batch and none waits for the others.
         self.env.cr.execute(

@@ -920,8 +920,10 @@ class MarketingScenario(models.Model):
     def _reached_counts(self):
         """{node: number of real participants that reached it}."""
         counts = defaultdict(int)
+        # By node (archived ones too), which the steps' (node, state) index serves.
+        nodes = self.with_context(active_test=False).node_ids
         for node, count in self.env["marketing.scenario.step"]._read_group(
-            [("scenario_id", "=", self.id), ("is_test", "=", False)],
+            [("node_id", "in", nodes.ids), ("is_test", "=", False)],
             ["node_id"],
             ["participant_id:count_distinct"],
         ):

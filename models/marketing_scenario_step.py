@@ -48,9 +48,9 @@ class MarketingScenarioStep(models.Model):
     )
     # No index of its own: marketing_scenario_step_node_state_idx starts with it.
     node_id = fields.Many2one("marketing.scenario.node", required=True, ondelete="cascade", readonly=True)
-    scenario_id = fields.Many2one(
-        "marketing.scenario", related="participant_id.scenario_id", store=True, index=True, readonly=True
-    )
+    # No index: the engine reaches steps by due time, node or participant, and
+    # every index of the queue is written again each time a step changes state.
+    scenario_id = fields.Many2one("marketing.scenario", related="participant_id.scenario_id", store=True, readonly=True)
     # Indexed for the ON DELETE CASCADE of a contact's deletion (and its
     # history): without it, each deleted contact scans the whole queue. Events
     # resuming the scheduled steps of their contacts use it too.
@@ -85,7 +85,9 @@ class MarketingScenarioStep(models.Model):
         # The advance cron looks only at due scheduled steps: keep that index
         # small, and in the cron's order (scheduled_at, id) so that a batch is
         # read straight off the index, never by sorting every due step.
+        # Indexes of earlier versions: the due index without its order, the scenario's.
         self.env.cr.execute("DROP INDEX IF EXISTS marketing_scenario_step_due_idx")
+        self.env.cr.execute("DROP INDEX IF EXISTS marketing_scenario_step__scenario_id_index")
         create_index(
             self.env.cr,
             "marketing_scenario_step_due_order_idx",
