@@ -2,12 +2,14 @@
 # pylint: disable=print-used
 """Ingestion benchmark: the native and Segment batch APIs against PostgreSQL's own insert speed.
 
-    python3 tools/bench_ingest.py [--events 50000] [--batch 500] [--runs 3] [--clients 4]
+    python3 tools/bench_ingest.py [--events 50000] [--batch 500] [--runs 3] [--clients N]
                                   [--py-spy FILE]
 
 It creates a benchmark database with the module (no demo data), starts Odoo with
 ``--workers=2`` (crons off, so only ingestion is measured). Each run posts N events
-in batches to ``/automation/v1/events`` from several client threads, with a mix of
+in batches to ``/automation/v1/events`` from one client thread per worker (a client
+more than the workers only adds a wait for a free worker to each request's latency;
+``--clients`` changes it), with a mix of
 cart_abandoned / purchase / signup events and one third unknown contacts, then N
 other events of the same mix as Segment ``track`` messages to
 ``/automation/segment/v1/batch``. In the same run it measures the *limit*: the
@@ -233,12 +235,18 @@ def main():
     parser.add_argument("--events", type=int, default=50000, help="events per phase and run")
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients")
+    parser.add_argument(
+        "--clients",
+        type=int,
+        help="concurrent HTTP clients (default: one per worker: with more, a request's latency includes"
+        " its wait for a free worker)",
+    )
     parser.add_argument("--known", type=int, default=10000, help="contacts that exist before the run")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--py-spy", metavar="FILE", help="sample the workers during the first native phase")
     parser.add_argument("--keep-db", action="store_true")
     options = parser.parse_args()
+    options.clients = options.clients or options.workers
 
     db_name = f"mea_bench_{uuid.uuid4().hex[:8]}"
     addons = addons_path_option()
