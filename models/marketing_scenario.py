@@ -603,7 +603,7 @@ class MarketingScenario(models.Model):
             self._insert_participants(candidates, events=events, test=test)
         )
 
-    def _insert_participants(self, candidates, *, occurrence_at=None, events=None, test=False, limit=None):
+    def _insert_participants(self, candidates, *, occurrence_at=None, events=None, test=False):
         """Insert participants for ``candidates`` (SQL selecting partner_id, or ids), then their first steps.
 
         Returns the new participants' ids.
@@ -670,7 +670,6 @@ class MarketingScenario(models.Model):
                       LEFT JOIN marketing_event e ON e.id = ev.event_id
                      WHERE %(policy)s
                      ORDER BY c.partner_id
-                     %(limit)s
                     RETURNING id, scenario_id, partner_id, company_id, is_test
                 ) %(first_steps)s
                 SELECT id FROM entered
@@ -683,7 +682,6 @@ class MarketingScenario(models.Model):
                 candidates=candidates,
                 event_join=event_join,
                 policy=policy,
-                limit=SQL("LIMIT %s", limit) if limit else SQL(),
                 first_steps=first_steps,
             )
         )
