@@ -172,9 +172,6 @@ class MarketingScenarioStep(models.Model):
         self.env["marketing.scenario"].flush_model(["state"])
         analyze_if_stale(self.env.cr, [self._table, self.env["marketing.scenario.participant"]._table])
         now = fields.Datetime.now()
-        # SKIP LOCKED: concurrent cron workers take disjoint batches, and the
-        # state test rejects a step another worker finished meanwhile: a step
-        # never runs twice.
         running = self._running_scenario_ids()
         if not running:
             self.env["ir.cron"]._notify_progress(done=0, remaining=0)
@@ -182,6 +179,9 @@ class MarketingScenarioStep(models.Model):
         # The running scenarios as a list, not a join: PostgreSQL then knows
         # how many steps qualify and reads the first ones off the due index
         # in order, instead of sorting every due step of the queue.
+        # SKIP LOCKED: concurrent cron workers take disjoint batches, and the
+        # state test rejects a step another worker finished meanwhile: a step
+        # never runs twice.
         self.env.cr.execute(
             SQL(
                 """
@@ -212,6 +212,7 @@ class MarketingScenarioStep(models.Model):
 
     @api.model
     def _running_scenario_ids(self):
+        """The running scenarios of every company: the engine serves them all, whoever runs the cron."""
         self.env.cr.execute("SELECT id FROM marketing_scenario WHERE state = 'running' ORDER BY id")
         return [row[0] for row in self.env.cr.fetchall()]
 
