@@ -170,12 +170,12 @@ class MarketingScenarioStep(models.Model):
         """Run one batch of due steps; the cron runner commits it and calls again while some remain."""
         self.flush_model()
         self.env["marketing.scenario"].flush_model(["state"])
-        analyze_if_stale(self.env.cr, [self._table, self.env["marketing.scenario.participant"]._table])
         now = fields.Datetime.now()
         running = self._running_scenario_ids()
         if not running:
             self.env["ir.cron"]._notify_progress(done=0, remaining=0)
             return 0
+        analyze_if_stale(self.env.cr, [self._table, self.env["marketing.scenario.participant"]._table])
         # The running scenarios as a list, not a join: PostgreSQL then knows
         # how many steps qualify and reads the first ones off the due index
         # in order, instead of sorting every due step of the queue.
