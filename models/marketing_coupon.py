@@ -120,6 +120,7 @@ class MarketingCoupon(models.Model):
         )
         redeemed = {event_id: code for event_id, code in self.env.cr.fetchall()}
         self.invalidate_model(["state", "redeemed_at", "redeemed_event_id", "partner_id"])
+        self.env["marketing.coupon.list"].invalidate_model()
         for (code, _company_id), event in by_code.items():
             if event.id in redeemed:
                 results[event.id]["coupon"].append(self.env._("%(code)s redeemed", code=code))

@@ -67,6 +67,9 @@ class MarketingCouponList(models.Model):
     low_notified = fields.Boolean(
         readonly=True, copy=False, help="The list is below its threshold and coupon_list_low was logged."
     )
+    empty_notified = fields.Boolean(
+        readonly=True, copy=False, help="A scenario found the list empty and its owner got an activity."
+    )
     coupon_ids = fields.One2many("marketing.coupon", "list_id", string="Codes")
     total_count = fields.Integer(string="Codes in the List", compute="_compute_counts")
     available_count = fields.Integer(string="Left", compute="_compute_counts")
@@ -171,7 +174,9 @@ class MarketingCouponList(models.Model):
         )
         inserted = self.env.cr.rowcount
         self.env["marketing.coupon"].invalidate_model()
-        self.invalidate_recordset(["coupon_ids"])
+        self.invalidate_model()
+        if inserted and self.empty_notified:
+            self.empty_notified = False
         return inserted
 
     def _generate(self, count):
@@ -287,6 +292,7 @@ class MarketingCouponList(models.Model):
         )
         rows = self.env.cr.fetchall()
         Coupon.invalidate_model()
+        self.invalidate_model()
         if self.source == "loyalty":
             self._loyalty_assign([(partner_id, card_id) for partner_id, _id, _code, card_id in rows])
         return {partner_id: (coupon_id, code) for partner_id, coupon_id, code, _card in rows}
@@ -319,6 +325,29 @@ class MarketingCouponList(models.Model):
         )
         return self.env.cr.fetchone()[0]
 
+    def _set_flag(self, flag, value):
+        """Set a notification flag of the list if it is not set already, in the database at once.
+
+        Two engines crossing the same threshold at the same time both reach
+        this statement: the second waits for the first's row lock and, once the
+        first commits, fails to serialize and retries its batch, so the event
+        or the activity that follows happens once.
+        """
+        self.ensure_one()
+        self.flush_recordset([flag])
+        self.env.cr.execute(
+            SQL(
+                "UPDATE marketing_coupon_list SET %(flag)s = %(value)s"
+                " WHERE id = %(id)s AND %(flag)s IS DISTINCT FROM %(value)s RETURNING id",
+                flag=SQL.identifier(flag),
+                value=value,
+                id=self.id,
+            )
+        )
+        changed = bool(self.env.cr.fetchone())
+        self.invalidate_recordset([flag])
+        return changed
+
     def _check_low_stock(self):
         """Log coupon_list_low once when a list falls below its threshold; re-arm it once refilled."""
         low_events = []
@@ -327,20 +356,20 @@ class MarketingCouponList(models.Model):
                 continue
             left = coupon_list._available_count()
             if left < coupon_list.low_threshold and not coupon_list.low_notified:
-                coupon_list.low_notified = True
-                low_events.append(
-                    {
-                        "company_id": coupon_list.company_id.id,
-                        "params": {
-                            "coupon_list_id": coupon_list.id,
-                            "coupon_list_name": coupon_list.name,
-                            "left": left,
-                            "threshold": coupon_list.low_threshold,
-                        },
-                    }
-                )
+                if coupon_list._set_flag("low_notified", True):
+                    low_events.append(
+                        {
+                            "company_id": coupon_list.company_id.id,
+                            "params": {
+                                "coupon_list_id": coupon_list.id,
+                                "coupon_list_name": coupon_list.name,
+                                "left": left,
+                                "threshold": coupon_list.low_threshold,
+                            },
+                        }
+                    )
             elif left >= coupon_list.low_threshold and coupon_list.low_notified:
-                coupon_list.low_notified = False
+                coupon_list._set_flag("low_notified", False)
         if low_events:
             self.env["marketing.event"]._emit("coupon_list_low", low_events)
             self.env["marketing.event"]._wake_dispatcher()
@@ -349,23 +378,16 @@ class MarketingCouponList(models.Model):
         """Give the list's owner an activity: a scenario needs codes the list no longer has."""
         self.ensure_one()
         owner = self.user_id or node.scenario_id.user_id
-        if not owner:
+        # Once until codes are added again, however many batches find it empty.
+        if not owner or self.empty_notified or not self._set_flag("empty_notified", True):
             return
-        summary = self.env._("Coupon list %(list)s is empty", list=self.name)
-        # sudo: the engine assigns the activity to the owner, whoever runs it;
-        # one open activity per list is enough.
-        Activity = self.env["mail.activity"].sudo()
-        model_id = self.env["ir.model"]._get_id(self._name)
-        if Activity.search_count(
-            [("res_model_id", "=", model_id), ("res_id", "=", self.id), ("summary", "=", summary)], limit=1
-        ):
-            return
-        Activity.create(
+        # sudo: the engine assigns the activity to the owner, whoever runs it.
+        self.env["mail.activity"].sudo().create(
             {
-                "res_model_id": model_id,
+                "res_model_id": self.env["ir.model"]._get_id(self._name),
                 "res_id": self.id,
                 "activity_type_id": self.env.ref("mail.mail_activity_data_todo").id,
-                "summary": summary,
+                "summary": self.env._("Coupon list %(list)s is empty", list=self.name),
                 "note": self.env._(
                     "The node %(node)s of the scenario %(scenario)s found no code left: import or generate more.",
                     node=node.display_name,
@@ -420,6 +442,7 @@ class MarketingCouponList(models.Model):
             )
         )
         self.env["marketing.coupon"].invalidate_model()
+        self.invalidate_model()
 
     def _loyalty_assign(self, partner_cards):
         """Make each handed-out card the contact's, as Loyalty shows nominative coupons."""
@@ -450,6 +473,7 @@ class MarketingCouponList(models.Model):
                 )
             )
             self.env["marketing.coupon"].invalidate_model()
+            self.invalidate_model()
         return len(redeemed)
 
     def action_loyalty_sync(self):
