@@ -35,10 +35,12 @@ class MarketingCoupon(models.Model):
     node_id = fields.Many2one("marketing.scenario.node", string="Given by Node", readonly=True, ondelete="set null")
     given_at = fields.Datetime(readonly=True)
     redeemed_at = fields.Datetime(readonly=True)
-    redeemed_event_id = fields.Many2one("marketing.event", string="Redemption Event", readonly=True, ondelete="set null")
+    redeemed_event_id = fields.Many2one(
+        "marketing.event", string="Redemption Event", readonly=True, ondelete="set null"
+    )
     # The loyalty.card behind the code when the list takes its codes from a
     # loyalty program; an id, not a Many2one: Loyalty may not be installed.
-    loyalty_card_id = fields.Integer(string="Loyalty Card", readonly=True, index="btree_not_null")
+    loyalty_card_id = fields.Integer(readonly=True, index="btree_not_null")
 
     # One code once per list, whatever writes it (generation, import,
     # Loyalty): the inserts use ON CONFLICT DO NOTHING on it.
@@ -118,13 +120,11 @@ class MarketingCoupon(models.Model):
                 moments=moments,
             )
         )
-        redeemed = {event_id: code for event_id, code in self.env.cr.fetchall()}
+        redeemed = dict(self.env.cr.fetchall())
         self.invalidate_model(["state", "redeemed_at", "redeemed_event_id", "partner_id"])
         self.env["marketing.coupon.list"].invalidate_model()
         for (code, _company_id), event in by_code.items():
             if event.id in redeemed:
                 results[event.id]["coupon"].append(self.env._("%(code)s redeemed", code=code))
             else:
-                results[event.id]["coupon"].append(
-                    self.env._("%(code)s: unknown or already redeemed code", code=code)
-                )
+                results[event.id]["coupon"].append(self.env._("%(code)s: unknown or already redeemed code", code=code))

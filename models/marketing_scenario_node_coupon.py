@@ -20,7 +20,6 @@ class MarketingScenarioNode(models.Model):
     node_type = fields.Selection(selection_add=[("coupon", "Give a coupon")], ondelete={"coupon": "cascade"})
     coupon_list_id = fields.Many2one(
         "marketing.coupon.list",
-        string="Coupon List",
         ondelete="restrict",
         domain="[('company_id', '=', company_id)]",
         help="Each contact gets one unused code of this list.",
@@ -28,8 +27,7 @@ class MarketingScenarioNode(models.Model):
     coupon_same_again = fields.Boolean(
         string="Same Code Again",
         default=True,
-        help="A contact who already holds an unredeemed code of this list gets that code again "
-        "instead of a new one.",
+        help="A contact who already holds an unredeemed code of this list gets that code again instead of a new one.",
     )
     coupon_given_count = fields.Integer(string="Codes Given", compute="_compute_coupon_statistics")
     coupon_redeemed_count = fields.Integer(string="Codes Redeemed", compute="_compute_coupon_statistics")

@@ -47,7 +47,6 @@ class MarketingScenarioParticipant(models.Model):
     )
     coupon_id = fields.Many2one(
         "marketing.coupon",
-        string="Coupon",
         readonly=True,
         ondelete="set null",
         index="btree_not_null",

@@ -6,6 +6,7 @@ from odoo import api
 from odoo import fields
 from odoo import models
 from odoo.exceptions import UserError
+from odoo.tools import email_split
 
 from .marketing_system_automation_job import iso_datetime
 
@@ -24,7 +25,6 @@ class MarketingSystemAutomationJob(models.Model):
     )
     coupon_list_id = fields.Many2one(
         "marketing.coupon.list",
-        string="Coupon List",
         ondelete="cascade",
         help="Empty: the list the event names (coupon_list_id, as coupon_list_low gives it).",
     )
@@ -48,7 +48,7 @@ class MarketingSystemAutomationJob(models.Model):
     )
     def _compute_summary(self):
         coupon_jobs = self.filtered(lambda job: job.job_type in ("coupon_refill", "coupon_export"))
-        super(MarketingSystemAutomationJob, self - coupon_jobs)._compute_summary()
+        result = super(MarketingSystemAutomationJob, self - coupon_jobs)._compute_summary()
         for job in coupon_jobs:
             coupon_list = job.coupon_list_id.name or self.env._("list of the event")
             if job.job_type == "coupon_refill":
@@ -56,14 +56,17 @@ class MarketingSystemAutomationJob(models.Model):
                     "%(count)s new codes → %(list)s", count=job.coupon_refill_count, list=coupon_list
                 )
             else:
-                recipients = ", ".join(job.recipient_user_ids.mapped("name") + [job.recipient_emails or ""])
-                job.summary = f"{coupon_list} → {recipients.strip(', ')}"
+                recipients = ", ".join(job.recipient_user_ids.mapped("name") + email_split(job.recipient_emails or ""))
+                job.summary = f"{coupon_list} → {recipients}"
+        return result
 
     def _coupon_list(self, run_job):
         """The job's list, else the event's (coupon_list_id), within the automation's companies."""
         coupon_list = self.coupon_list_id or self._event_record(run_job, "marketing.coupon.list", ("coupon_list_id",))
         if not coupon_list:
-            raise UserError(self.env._("Coupon List: choose one, or trigger the job by an event naming coupon_list_id."))
+            raise UserError(
+                self.env._("Coupon List: choose one, or trigger the job by an event naming coupon_list_id.")
+            )
         company = self.automation_id.company_id
         if company and coupon_list.company_id != company:
             raise UserError(

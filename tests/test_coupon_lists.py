@@ -290,3 +290,16 @@ class TestCouponAccessMarketer(MarketingAutomationCommon):
         coupon_list._generate(5)
         self.assertFalse(self.env["marketing.coupon.list"].with_user(outsider).search([("id", "=", coupon_list.id)]))
         self.assertFalse(self.env["marketing.coupon"].with_user(outsider).search([("list_id", "=", coupon_list.id)]))
+
+
+@tagged("post_install", "-at_install")
+class TestCouponWithoutLoyalty(MarketingAutomationCommon):
+    """Without Odoo's Loyalty app (the main test run), the bridge is simply not offered."""
+
+    def test_only_own_codes_without_loyalty(self):
+        self.assertNotIn("loyalty.program", self.env)
+        CouponList = self.env["marketing.coupon.list"]
+        self.assertEqual([key for key, _label in CouponList._selection_source()], ["codes"])
+        self.assertEqual(CouponList._selection_loyalty_program(), [])
+        with self.assertRaisesRegex(UserError, "no loyalty program to take codes from"):
+            CouponList.create({"name": "Plain"})._loyalty_program()

@@ -25,7 +25,7 @@ class MarketingCouponImportWizard(models.TransientModel):
     state = fields.Selection([("draft", "Draft"), ("done", "Done")], default="draft", required=True)
     imported_count = fields.Integer(string="Imported", readonly=True)
     rejected_count = fields.Integer(string="Rejected", readonly=True)
-    rejected_rows = fields.Text(string="Rejected Rows", readonly=True)
+    rejected_rows = fields.Text(readonly=True)
 
     def _rows(self):
         """(where, text) of every code given, in order: a CSV file's rows and the pasted lines."""
@@ -46,7 +46,7 @@ class MarketingCouponImportWizard(models.TransientModel):
                 dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|")
             except csv.Error:
                 dialect = csv.excel
-            table = [row for row in csv.reader(io.StringIO(text), dialect)]
+            table = list(csv.reader(io.StringIO(text), dialect))
             column, start = 0, 0
             if table:
                 header = [cell.strip().lower() for cell in table[0]]
@@ -99,9 +99,7 @@ class MarketingCouponImportWizard(models.TransientModel):
         )
         for code in existing:
             rejected.append(
-                self.env._(
-                    "%(where)s: the code %(code)s is already in the list", where=candidates.pop(code), code=code
-                )
+                self.env._("%(where)s: the code %(code)s is already in the list", where=candidates.pop(code), code=code)
             )
         imported = coupon_list._insert_codes(list(candidates))
         coupon_list._check_low_stock()
