@@ -2,6 +2,7 @@ from . import test_access_matrix
 from . import test_coupon_lists
 from . import test_coupon_loyalty
 from . import test_coupon_redemption
+from . import test_coupon_tour
 from . import test_engagement_access
 from . import test_engagement_concurrency
 from . import test_engagement_decay
