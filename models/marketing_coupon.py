@@ -26,8 +26,9 @@ class MarketingCoupon(models.Model):
     status = fields.Selection(
         COUPON_STATUSES, compute="_compute_status", help="The state, or Expired once the list's expiry date passed."
     )
+    # Cascade, as every link to a contact: deleting a contact deletes the codes it held.
     partner_id = fields.Many2one(
-        "res.partner", string="Contact", readonly=True, ondelete="set null", index="btree_not_null"
+        "res.partner", string="Contact", readonly=True, ondelete="cascade", index="btree_not_null"
     )
     scenario_id = fields.Many2one(
         "marketing.scenario", string="Given by Scenario", readonly=True, ondelete="set null", index="btree_not_null"

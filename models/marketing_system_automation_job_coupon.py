@@ -30,22 +30,8 @@ class MarketingSystemAutomationJob(models.Model):
     )
     coupon_refill_count = fields.Integer(string="Codes to Add", default=1000)
 
-    @api.depends(
-        "job_type",
-        "mailing_template_id",
-        "audience",
-        "mailing_list_ids",
-        "export_kind",
-        "export_format",
-        "export_period",
-        "target_list_id",
-        "membership_action",
-        "source_list_id",
-        "recipient_user_ids",
-        "recipient_emails",
-        "coupon_list_id",
-        "coupon_refill_count",
-    )
+    # Added to the base method's dependencies (Odoo collects them along the MRO).
+    @api.depends("coupon_list_id", "coupon_refill_count")
     def _compute_summary(self):
         coupon_jobs = self.filtered(lambda job: job.job_type in ("coupon_refill", "coupon_export"))
         result = super(MarketingSystemAutomationJob, self - coupon_jobs)._compute_summary()
