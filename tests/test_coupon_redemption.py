@@ -10,6 +10,7 @@ from odoo.tests import tagged
 from odoo.tools import mute_logger
 
 from .common import MarketingAutomationHttpCommon
+from .scenario_common import CommittedLeftovers
 from .test_coupon_lists import CouponCommon
 from .test_system_automation import SystemAutomationCommon
 
@@ -159,7 +160,7 @@ class TestCouponListLow(SystemAutomationCommon, CouponCommon):
 
 
 @tagged("post_install", "-at_install")
-class TestCouponConcurrency(TransactionCase):
+class TestCouponConcurrency(CommittedLeftovers, TransactionCase):
     """Two engines hand out codes of one list at the same time, each in its own committed transactions."""
 
     CONTACTS = 40
@@ -169,10 +170,7 @@ class TestCouponConcurrency(TransactionCase):
         super().setUp()
         with self.registry.cursor() as cr:
             env = api.Environment(cr, SUPERUSER_ID, {"tracking_disable": True})
-            cr.execute("SELECT COALESCE(max(id), 0) FROM ir_cron_trigger")
-            self.max_trigger_id = cr.fetchone()[0]
-            cr.execute("SELECT COALESCE(max(id), 0) FROM marketing_event")
-            self.max_event_id = cr.fetchone()[0]
+            self.remember_last_ids(cr)
             partners = env["res.partner"].create(
                 [{"name": f"Coupon race {i}", "email": f"race{i}@example.org"} for i in range(self.CONTACTS)]
             )
@@ -197,8 +195,7 @@ class TestCouponConcurrency(TransactionCase):
             scenario.unlink()
             env["marketing.coupon.list"].browse(self.ids["list"]).unlink()
             env["res.partner"].browse(self.ids["partners"]).unlink()
-            cr.execute("DELETE FROM ir_cron_trigger WHERE id > %s", [self.max_trigger_id])
-            cr.execute("DELETE FROM marketing_event WHERE id > %s", [self.max_event_id])
+            self.remove_leftovers(cr)
 
     def test_no_code_is_given_twice(self):
         barrier = threading.Barrier(2)

@@ -1,6 +1,4 @@
 import base64
-import csv
-import io
 import re
 
 from odoo import fields
@@ -8,6 +6,7 @@ from odoo import models
 from odoo.exceptions import UserError
 
 from ..models.marketing_coupon_list import CODE_MAX_LENGTH
+from ..models.marketing_system_automation_job import csv_reader
 
 CODE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*")
 CODE_HEADERS = ("code", "coupon", "coupon code", "codes")
@@ -34,19 +33,10 @@ class MarketingCouponImportWizard(models.TransientModel):
             raw = base64.b64decode(self.import_file)
             if len(raw) > MAX_IMPORT_BYTES:
                 raise UserError(self.env._("CSV File: larger than 20 MB; split it."))
-            for encoding in ("utf-8-sig", "cp1252"):
-                try:
-                    text = raw.decode(encoding)
-                    break
-                except UnicodeDecodeError:
-                    continue
-            else:
-                raise UserError(self.env._("CSV File: neither UTF-8 nor Windows-1252 text."))
             try:
-                dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|")
-            except csv.Error:
-                dialect = csv.excel
-            table = list(csv.reader(io.StringIO(text), dialect))
+                table = list(csv_reader(raw))
+            except ValueError as error:
+                raise UserError(self.env._("CSV File: %(error)s.", error=error)) from error
             column, start = 0, 0
             if table:
                 header = [cell.strip().lower() for cell in table[0]]
