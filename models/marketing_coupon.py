@@ -78,7 +78,12 @@ class MarketingCoupon(models.Model):
         for event in events:
             code = (event.params or {}).get("code") if isinstance(event.params, dict) else None
             if isinstance(code, str) and code.strip():
-                by_code.setdefault((code.strip(), event.company_id.id or 0), event)
+                key = (code.strip(), event.company_id.id or 0)
+                if key in by_code:
+                    # A second report of the same code in one batch: the first redeems it.
+                    results[event.id]["coupon"].append(self.env._("%(code)s: already redeemed", code=key[0]))
+                else:
+                    by_code[key] = event
             else:
                 results[event.id]["coupon"].append(self.env._("no code in the event's params"))
         if not by_code:

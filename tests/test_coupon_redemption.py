@@ -72,6 +72,29 @@ class TestCouponRedemption(MarketingAutomationHttpCommon, CouponCommon):
         self.assertIn("NOPE-9: unknown or already redeemed", events[2].processing_summary)
         self.assertEqual(coupon.redeemed_event_id, events[0])
 
+    def test_one_code_reported_twice_in_a_batch_is_redeemed_once(self):
+        coupon_list = self.make_list(["TWICE-1"])
+        response = self.post_json(
+            "/automation/v1/events",
+            {
+                "events": [
+                    {
+                        "event": "coupon_redeemed",
+                        "event_id": f"o-{n}",
+                        "contact": {"email": self.partner.email},
+                        "params": {"code": "TWICE-1"},
+                    }
+                    for n in range(2)
+                ]
+            },
+        )
+        self.assertEqual([result["status"] for result in response.json()["results"]], ["accepted"] * 2)
+        self.dispatch()
+        coupon = coupon_list.coupon_ids
+        self.assertEqual(coupon.state, "redeemed")
+        other = self.Event.search([("idempotency_key", "in", ("o-0", "o-1"))]) - coupon.redeemed_event_id
+        self.assertIn("TWICE-1: already redeemed", other.processing_summary)
+
     def test_an_event_without_code_is_rejected_naming_the_field(self):
         response = self.post_redeemed(None, "order-x")
         self.assertEqual(response.status_code, 400, response.text)
