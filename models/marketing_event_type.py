@@ -588,12 +588,22 @@ class MarketingEventType(models.Model):
 
         Its row is invisible to this transaction's snapshot (REPEATABLE
         READ), so the type cannot be used here. An insert with ON CONFLICT DO
-        NOTHING waits for that transaction and, once it committed, makes
-        PostgreSQL raise SQLSTATE 40001, which Odoo's retry loop handles: it
-        replays the request, and the replay finds the type. (A unique
-        violation, or an exception made in Python without a SQLSTATE, would
-        reach the client as a 500.) The insert is always rolled back.
+        NOTHING makes PostgreSQL raise SQLSTATE 40001 for a row committed
+        since the snapshot, which Odoo's retry loop handles: it replays the
+        request, and the replay finds the type. (A unique violation, or an
+        exception made in Python without a SQLSTATE, would reach the client
+        as a 500.) The insert is always rolled back; the advisory locks, held
+        until this transaction ends, make a concurrent registration of the
+        same key wait for this one and then meet its committed row here.
         """
+        self.env.cr.execute(
+            SQL(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s || key, 0))"
+                " FROM unnest(%s::varchar[]) AS key ORDER BY key",
+                f"marketing.event.type:{company.id}:",
+                sorted(keys),
+            )
+        )
         with contextlib.closing(self.env.cr.savepoint(flush=False)):
             self.env.cr.execute(
                 SQL(

@@ -3,6 +3,8 @@ import re
 from datetime import timedelta
 
 import phonenumbers
+import psycopg2
+from psycopg2 import errorcodes
 
 from odoo import api
 from odoo import fields
@@ -46,6 +48,12 @@ SCORE_BANDS = [
 # not count as activity for the decay (decay itself emits score_changed).
 DECAY_IGNORED_EVENT_KEYS = ("score_changed", "email_sent", "sms_sent", "scenario_completed")
 DECAY_BATCH_SIZE = 1000
+
+
+class ConcurrentContactCreation(psycopg2.errors.SerializationFailure):
+    """Another transaction created the contact; Odoo's retry loop replays the request on this SQLSTATE."""
+
+    pgcode = errorcodes.SERIALIZATION_FAILURE
 
 
 def normalize_email(text):
@@ -646,6 +654,7 @@ class ResPartner(models.Model):
                         code="limit_exceeded",
                     )
         if to_create:
+            self._marketing_check_not_created_concurrently(company, [values for values, _p in to_create.values()])
             created = Partner._marketing_create_contacts(
                 [values for values, _positions in to_create.values()], log_events=log_events
             )
@@ -653,6 +662,53 @@ class ResPartner(models.Model):
                 for position in positions:
                     results[position] = partner.id
         return results
+
+    @api.model
+    def _marketing_check_not_created_concurrently(self, company, values_list):
+        """Raise a serialization failure when another request created one of these contacts meanwhile.
+
+        Two requests bringing the same unknown contact at once would each
+        create it: neither sees the other's row in its snapshot. An advisory
+        lock per identifier, held until the transaction ends, makes the
+        second wait for the first; a fresh snapshot (a cursor of its own)
+        then shows whether the first created it. If so the request fails as
+        a serialization failure does, which Odoo's retry loop replays: the
+        replay finds the contact.
+        """
+        identifiers = {
+            (kind, values[field_name])
+            for values in values_list
+            for kind, field_name in (("x", "marketing_external_id"), ("e", "email"), ("p", "phone"))
+            if values.get(field_name)
+        }
+        emails = [normalize_email(value) for kind, value in identifiers if kind == "e"]
+        self.env.cr.execute(
+            SQL(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s || identifier, 0))"
+                " FROM unnest(%s::varchar[]) AS identifier ORDER BY identifier",
+                f"res.partner:{company.id}:",
+                sorted(f"{kind}:{normalize_email(value) if kind == 'e' else value}" for kind, value in identifiers),
+            )
+        )
+        with self.env.registry.cursor() as cr:
+            cr.execute(
+                SQL(
+                    """
+                    SELECT 1 FROM res_partner
+                     WHERE (company_id = %(company)s OR company_id IS NULL)
+                       AND (marketing_external_id = ANY(%(external_ids)s) OR email_normalized = ANY(%(emails)s)
+                            OR phone_sanitized = ANY(%(phones)s))
+                     LIMIT 1
+                    """,
+                    company=company.id,
+                    external_ids=[value for kind, value in identifiers if kind == "x"],
+                    emails=emails,
+                    phones=[value for kind, value in identifiers if kind == "p"],
+                )
+            )
+            created_meanwhile = cr.fetchone()
+        if created_meanwhile:
+            raise ConcurrentContactCreation("contact: created by a concurrent request, replay this one")
 
     @api.model
     def _marketing_contact_create_values(self, contact, company, source=None):
