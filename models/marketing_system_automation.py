@@ -158,9 +158,6 @@ class MarketingSystemAutomation(models.Model):
             for automation in automations:
                 if (automation.id, event.id) in existing or not automation._matches(event):
                     continue
-                # An event of a company starts only its own automations and shared ones.
-                if event.company_id and automation.company_id and automation.company_id != event.company_id:
-                    continue
                 if (automation.id, (event.params or {}).get("mailing_id")) in own_mailings:
                     continue
                 vals_list.append(

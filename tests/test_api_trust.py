@@ -51,18 +51,19 @@ class TestApiNeverChangesOdooUsersContacts(ApiTrustCommon):
             with self.subTest(user=user.login):
                 partner = user.partner_id
                 email, login = partner.email, user.login
-                result = self.identify(f"ATT-{user.id}", {"email": email})
-                self.assertIn("userId: not applied, the contact belongs to an Odoo user", result["not_applied"])
-                self.assertFalse(partner.marketing_external_id, "the attacker's userId is not linked to the user")
-                result = self.identify(f"ATT-{user.id}", {"email": "attacker@evil.example", "name": "Mallory"})
-                self.assertEqual((partner.email, partner.name), (email, user.name))
+                first = self.identify(f"ATT-{user.id}", {"email": email})
+                second = self.identify(f"ATT-{user.id}", {"email": "attacker@evil.example", "name": "Mallory"})
+                self.assertEqual((partner.email, partner.name), (email, user.name), "the user's contact is unchanged")
                 self.assertEqual(user.login, login, "nor the login")
-                self.assertNotEqual(self.Event.browse(result["id"]).partner_id, partner)
+                self.assertFalse(partner.marketing_external_id, "the attacker's userId is not linked to the user")
+                self.assertNotEqual(self.Event.browse(second["id"]).partner_id, partner)
+                self.assertIn("userId: not applied, the contact belongs to an Odoo user", first["not_applied"])
 
     def test_identify_by_phone_then_new_email_changes_nothing(self):
         partner = self.employee.partner_id
         result = self.identify("ATT-PHONE", {"phone": "+32 470 99 88 77", "email": "attacker@evil.example"})
         self.assertEqual(self.Event.browse(result["id"]).partner_id, partner, "found by its phone")
+        self.assertEqual(partner.email, "victim@example.com")
         self.assertEqual(
             sorted(result["not_applied"]),
             [
@@ -77,6 +78,7 @@ class TestApiNeverChangesOdooUsersContacts(ApiTrustCommon):
         self.source.allow_contact_update = True
         partner = self.portal.partner_id
         result = self.identify("ATT-2", {"email": "portal@example.com", "name": "Mallory", "phone": "+32 470 00 00 01"})
+        self.assertEqual((partner.name, partner.phone_sanitized), (self.portal.name, "+32470998866"))
         self.assertEqual(
             sorted(result["not_applied"]),
             [
@@ -125,6 +127,7 @@ class TestApiChangesOnlyItsOwnContacts(ApiTrustCommon):
     def test_contact_created_in_odoo_keeps_its_details(self):
         result = self.identify("C-77", {"email": "alice@example.com", "name": "Not Alice", "phone": "+32 470 00 00 02"})
         self.assertEqual(self.Event.browse(result["id"]).partner_id, self.partner)
+        self.assertEqual((self.partner.name, self.partner.phone_sanitized), ("Alice Shopper", "+32470123456"))
         self.assertEqual(
             sorted(result["not_applied"]),
             [
@@ -174,13 +177,13 @@ class TestApiChangesOnlyItsOwnContacts(ApiTrustCommon):
             {"name": "Holder", "company_id": other_company.id, "marketing_external_id": "C-90"}
         )
         result = self.identify("C-90", {"email": "alice@example.com"})
+        self.assertFalse(self.partner.marketing_external_id, "two contacts never share an external id")
         self.assertEqual(result["not_applied"], ["userId: not applied, another contact holds this external id"])
-        self.assertFalse(self.partner.marketing_external_id)
         self.assertEqual(holder.marketing_external_id, "C-90")
         self.partner.marketing_external_id = "C-91"
         result = self.identify("C-92", {"email": "alice@example.com"})
-        self.assertEqual(result["not_applied"], ["userId: not applied, the contact is linked to another external id"])
         self.assertEqual(self.partner.marketing_external_id, "C-91", "a contact is never re-linked")
+        self.assertEqual(result["not_applied"], ["userId: not applied, the contact is linked to another external id"])
 
 
 @tagged("post_install", "-at_install")
@@ -351,7 +354,8 @@ class TestRateLimitCountsRetriesOnce(ApiTrustCommon):
 
 @tagged("post_install", "-at_install")
 class TestSourceEventsStayInTheirCompany(ApiTrustCommon, ScenarioCommon):
-    """A shop of company A, a contact shared by A and B: A's events never move anything of B."""
+    """A shop of company A, a contact shared by A and B: A's events never move anything of B
+    (scenario triggers, exit events, waits for events, score rules, score triggers, system automations)."""
 
     @classmethod
     def setUpClass(cls):
