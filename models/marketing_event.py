@@ -554,6 +554,8 @@ class MarketingEvent(models.Model):
         """
         Partner = self.env["res.partner"]
         events = self.filtered("partner_id")
+        # sudo: which contacts are Odoo users' and which external ids are
+        # taken, whoever may read them; only these facts leave the queries.
         user_partner_ids = set(
             self.env["res.users"]
             .sudo()

@@ -601,6 +601,8 @@ class ResPartner(models.Model):
 
         by_id = lookup("id", [contact.get("id") for contact in contacts])
         if by_id:
+            # sudo: which of these contacts are Odoo users' (internal or
+            # portal, archived too); only their ids leave the query.
             user_partner_ids = set(
                 self.env["res.users"]
                 .sudo()
