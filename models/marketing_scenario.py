@@ -774,13 +774,21 @@ class MarketingScenario(models.Model):
             )
             matching = events.filtered(
                 lambda event, scenario=scenario, clauses=clauses: (
-                    event.company_id in (scenario.company_id, self.env["res.company"])
-                    and params_match(clauses, event.params)
+                    scenario._reached_by(event) and params_match(clauses, event.params)
                 )
             )
             scenario._enter_from_events(matching, results)
         if event_type.key == "score_changed":
             self._trigger_score_scenarios(events, results)
+
+    def _reached_by(self, event):
+        """Whether ``event`` may move this scenario's contacts: an event of a company reaches only its scenarios.
+
+        Events without a company (Odoo's own about a contact, such as emails
+        opened) reach the scenarios of every company.
+        """
+        self.ensure_one()
+        return not event.company_id or event.company_id == self.company_id
 
     def _enter_from_events(self, events, results):
         self.ensure_one()
@@ -803,7 +811,8 @@ class MarketingScenario(models.Model):
         for scenario in scenarios:
             crossing = events.filtered(
                 lambda event, scenario=scenario: (
-                    not score_matches(
+                    scenario._reached_by(event)
+                    and not score_matches(
                         scenario.score_operator, scenario.score_threshold, (event.params or {}).get("old")
                     )
                     and score_matches(
@@ -828,13 +837,27 @@ class MarketingScenario(models.Model):
         )
         if not participants:
             return
+        events_by_partner = events.grouped("partner_id")
+        participants = participants.filtered(
+            lambda participant: any(
+                participant.scenario_id._reached_by(event) for event in events_by_partner[participant.partner_id]
+            )
+        )
+        if not participants:
+            return
         reason = self.env._("Exit event: %(type)s", type=event_type.name)
         participants._finish("exited", reason)
-        names_by_partner = defaultdict(set)
+        scenarios_by_partner = defaultdict(set)
         for participant in participants:
-            names_by_partner[participant.partner_id.id].add(participant.scenario_id.name)
+            scenarios_by_partner[participant.partner_id.id].add(participant.scenario_id)
         for event in events:
-            results[event.id]["exited"].extend(sorted(names_by_partner.get(event.partner_id.id, ())))
+            results[event.id]["exited"].extend(
+                sorted(
+                    scenario.name
+                    for scenario in scenarios_by_partner.get(event.partner_id.id, ())
+                    if scenario._reached_by(event)
+                )
+            )
 
     # ------------------------------------------------------------------
     # Views

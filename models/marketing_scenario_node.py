@@ -1110,7 +1110,12 @@ class MarketingScenarioNode(models.Model):
         for step in steps:
             deltas[step.partner_id.id] += self.score_delta
         changes = self.env["res.partner"]._marketing_change_score(
-            dict(deltas), self.score_reason, "scenario", origin_ref=self
+            dict(deltas),
+            self.score_reason,
+            "scenario",
+            origin_ref=self,
+            # A scenario's score change moves only its company's score triggers.
+            event_company_id=self.scenario_id.company_id.id,
         )
         return {
             step.id: {

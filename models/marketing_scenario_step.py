@@ -420,7 +420,11 @@ class MarketingScenarioStep(models.Model):
             if node.id not in filters:
                 filters[node.id] = parse_params_filter(node.wait_event_filter, node.wait_event_type_id.params_structure)
             for event in events_by_partner.get(step.partner_id, ()):
-                if event.occurred_at >= step.participant_id.entered_at and params_match(filters[node.id], event.params):
+                if (
+                    step.scenario_id._reached_by(event)
+                    and event.occurred_at >= step.participant_id.entered_at
+                    and params_match(filters[node.id], event.params)
+                ):
                     outcomes[step.id] = {
                         "state": "done",
                         "branch": "yes",

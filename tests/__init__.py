@@ -1,4 +1,6 @@
 from . import test_access_matrix
+from . import test_api_concurrency
+from . import test_api_trust
 from . import test_engagement_access
 from . import test_engagement_concurrency
 from . import test_engagement_decay

@@ -50,6 +50,8 @@ INTENDED_RIGHTS = {
 EXTENDED_MODELS = {
     "res.partner": {
         "marketing_external_id": "base.group_user",
+        # Which API source created the contact (it may update its details).
+        "marketing_source_id": "base.group_user",
         "engagement_score": "base.group_user",
         "engagement_score_set": "base.group_user",
         "engagement_score_band": "base.group_user",
