@@ -487,7 +487,9 @@ class MarketingScenarioNode(models.Model):
             except Exception as error:
                 raise ValidationError(
                     self.env._(
-                        "Contact Filter of %(node)s is not a valid filter: %(error)s", node=node.display_name, error=error
+                        "Contact Filter of %(node)s is not a valid filter: %(error)s",
+                        node=node.display_name,
+                        error=error,
                     )
                 ) from error
 
@@ -609,9 +611,8 @@ class MarketingScenarioNode(models.Model):
         node_type = self.node_type
         Partner = self.env["res.partner"].with_user(user)
         problems = []
-        if node_type in ("tag_add", "tag_remove", "field_update", "activity", "server_action") and not Partner.has_access(
-            "write"
-        ):
+        edits_contacts = node_type in ("tag_add", "tag_remove", "field_update", "activity", "server_action")
+        if edits_contacts and not Partner.has_access("write"):
             problems.append(self.env._("%(user)s may not edit contacts", user=user.name))
         if node_type == "field_update" and self.field_id:
             refusal = self._field_update_refusal()
@@ -700,7 +701,9 @@ class MarketingScenarioNode(models.Model):
         steps = self.env["marketing.scenario.step"].search([("node_id", "in", self.ids), ("state", "=", "scheduled")])
         if not steps:
             return
-        steps.write({"state": "canceled", "result": reason, "processed_at": fields.Datetime.now()})
+        # sudo: the queue is the engine's; marketing users only read it. Bounded
+        # to the scheduled steps of the nodes being archived.
+        steps.sudo().write({"state": "canceled", "result": reason, "processed_at": fields.Datetime.now()})
         steps.participant_id._complete_if_done()
 
     def _create_missing_mailings(self):
@@ -1511,14 +1514,10 @@ class MarketingScenarioNode(models.Model):
             )
         return urllib3.HTTPConnectionPool(address, port, **options)
 
-    @staticmethod
-    def _webhook_failure_label(env, error, timeout):
-        """What the step tells of a failed call: its kind, never its text (which maps the network)."""
-        if isinstance(error, urllib3.exceptions.TimeoutError):
-            return env._("No answer within %(seconds)s s", seconds=timeout)
-        if isinstance(error, urllib3.exceptions.SSLError):
-            return env._("TLS handshake or certificate refused")
-        return env._("Connection failed")
+    def _webhook_failure_label(self):
+        """What a step tells of a call that got no answer: the same for a timeout, a refused
+        connection or a TLS failure, never the exception's text (it would map the network)."""
+        return self.env._("The endpoint could not be reached")
 
     def _webhook_payload(self, step):
         partner = step.partner_id
@@ -1591,8 +1590,9 @@ class MarketingScenarioNode(models.Model):
                     status = response.status
                     if not 200 <= status < 300:
                         failure = f"HTTP {status}"
-                except urllib3.exceptions.HTTPError as error:
-                    failure = self._webhook_failure_label(self.env, error, timeout)
+                except urllib3.exceptions.HTTPError:
+                    _logger.info("Webhook node %s: %s could not be reached", self.id, parsed.hostname, exc_info=True)
+                    failure = self._webhook_failure_label()
                     unreachable = True
                 outcomes[step.id] = self._webhook_outcome(step, status, failure, now)
         finally:

@@ -36,6 +36,22 @@ STEP_STATES = [
     ("error", "Error"),
 ]
 STEP_BRANCHES = [("always", "Always"), ("yes", "Yes"), ("no", "No"), ("arm", "Split arm")]
+# Written only by the engine: see write.
+QUEUE_FIELDS = {
+    "participant_id",
+    "node_id",
+    "scenario_id",
+    "partner_id",
+    "company_id",
+    "is_test",
+    "state",
+    "scheduled_at",
+    "processed_at",
+    "branch",
+    "arm_node_id",
+    "attempt",
+    "trace_id",
+}
 
 
 class MarketingScenarioStep(models.Model):
@@ -106,6 +122,13 @@ class MarketingScenarioStep(models.Model):
             self._table,
             ["node_id", "state"],
         )
+
+    def write(self, vals):
+        # A step that changes node, contact, state or due time outside the
+        # engine would run twice, never, or for somebody else.
+        if not self.env.su and set(vals) & QUEUE_FIELDS:
+            raise AccessError(self.env._("Scenario steps change only through the engine and the scenario's actions."))
+        return super().write(vals)
 
     # ------------------------------------------------------------------
     # Scheduling
