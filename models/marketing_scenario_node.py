@@ -1590,8 +1590,8 @@ class MarketingScenarioNode(models.Model):
                     status = response.status
                     if not 200 <= status < 300:
                         failure = f"HTTP {status}"
-                except urllib3.exceptions.HTTPError:
-                    _logger.info("Webhook node %s: %s could not be reached", self.id, parsed.hostname, exc_info=True)
+                except urllib3.exceptions.HTTPError as error:
+                    _logger.info("Webhook node %s could not reach %s: %s", self.id, parsed.hostname, error)
                     failure = self._webhook_failure_label()
                     unreachable = True
                 outcomes[step.id] = self._webhook_outcome(step, status, failure, now)

@@ -72,7 +72,9 @@ class TestEventRetry(ScenarioCommon):
     def fail_scenarios_once(self):
         """An event whose score rule applies and whose scenario step then fails (a database constraint)."""
         self.env.cr.execute(
-            "ALTER TABLE marketing_scenario_participant ADD CONSTRAINT mea_test_no_entry CHECK (partner_id < 0)"
+            "ALTER TABLE marketing_scenario_participant ADD CONSTRAINT mea_test_no_entry"
+            " CHECK (partner_id <> %s) NOT VALID",
+            (self.partner.id,),
         )
         event = self.emit(self.type_cart, self.partner, {"total": 1.0, "items": [{"sku": "A"}]})
         with mute_logger("odoo.addons.marketing_event_automation.models.marketing_event", "odoo.sql_db"):
