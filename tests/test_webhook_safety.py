@@ -110,12 +110,16 @@ class TestWebhookConnectsToTheCheckedAddress(ScenarioCommon):
         return node
 
     def test_dns_rebinding_cannot_reach_a_local_server(self):
-        """The name resolves to a public address when checked, then to 127.0.0.1: no request gets there."""
+        """The name resolves to a public address when checked, then to 127.0.0.1: no request gets there.
+
+        The name is ``localhost`` because Odoo's tests let ``requests`` reach it
+        only: the DNS answers are the fake ones.
+        """
         real_getaddrinfo = socket.getaddrinfo
         answers = []
 
         def rebinding_dns(host, port, *args, **kwargs):
-            if host != "rebind.example.test":
+            if host != "localhost":
                 return real_getaddrinfo(host, port, *args, **kwargs)
             address = "93.184.215.14" if not answers else "127.0.0.1"
             answers.append(address)
@@ -123,7 +127,7 @@ class TestWebhookConnectsToTheCheckedAddress(ScenarioCommon):
 
         with WebhookReceiver() as receiver, patch("socket.getaddrinfo", rebinding_dns):
             port = receiver.server.server_port
-            node = self.start_with(f"http://rebind.example.test:{port}/hook")
+            node = self.start_with(f"http://localhost:{port}/hook")
             self.env["ir.config_parameter"].sudo().set_param(ALLOW_PRIVATE_PARAM, "0")
             answers.clear()  # Start checked the URL too: the run resolves it afresh
             with mute_logger(STEP_LOGGER):
