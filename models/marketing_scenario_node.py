@@ -611,9 +611,13 @@ class MarketingScenarioNode(models.Model):
         node_type = self.node_type
         Partner = self.env["res.partner"].with_user(user)
         problems = []
-        edits_contacts = node_type in ("tag_add", "tag_remove", "field_update", "activity", "server_action")
-        if edits_contacts and not Partner.has_access("write"):
+        if node_type in ("field_update", "activity", "server_action") and not Partner.has_access("write"):
             problems.append(self.env._("%(user)s may not edit contacts", user=user.name))
+        # Segmenting the contacts he can read (tags, lists, blacklists) is
+        # what the marketing user group grants, without editing contacts.
+        segments = node_type in ("tag_add", "tag_remove", "list_add", "list_remove", "blacklist")
+        if segments and not user.has_group("marketing_event_automation.group_marketing_automation_user"):
+            problems.append(self.env._("%(user)s is not a marketing automation user", user=user.name))
         if node_type == "field_update" and self.field_id:
             refusal = self._field_update_refusal()
             if refusal:
@@ -635,13 +639,14 @@ class MarketingScenarioNode(models.Model):
 
         The handlers that write through SQL or as superuser (tags, lists,
         blacklists, activities) rely on it: the user's rights are checked
-        once for the whole batch, on the model and on its contacts' records.
+        once for the whole batch, on the model and on its contacts' records
+        (read for segmenting, write or post for the others).
         """
         problems = self._rights_problems(self.env.user)
         if problems:
             raise AccessError("; ".join(problems))
         partners = steps.partner_id
-        if self.node_type in ("tag_add", "tag_remove", "field_update", "server_action"):
+        if self.node_type in ("field_update", "server_action"):
             partners.check_access("write")
         elif self.node_type == "activity":
             partners.check_access(getattr(partners, "_mail_post_access", "write"))

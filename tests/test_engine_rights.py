@@ -145,7 +145,7 @@ class TestEngineActsAsResponsible(ScenarioCommon, MockEmail):
         self.assertEqual(self.steps_of(participant, node).state, "error")
         self.assertFalse(self.partner.ref)
 
-    def test_tags_and_activities_need_the_right_to_edit_contacts(self):
+    def test_activities_need_the_right_to_edit_contacts_tags_the_marketing_group(self):
         scenario = self.create_scenario(user_id=self.marketer.id)
         tag = self.add_node(scenario, "tag_add", tag_ids=[(6, 0, self.tag_vip.ids)])
         activity = self.add_node(
@@ -157,14 +157,24 @@ class TestEngineActsAsResponsible(ScenarioCommon, MockEmail):
         )
         self.force_start(scenario)
         participant = self.run_for(scenario, self.partner)
+        self.assertEqual(self.steps_of(participant, tag).state, "done", "segmenting is the marketer's right")
+        self.assertIn(self.tag_vip, self.partner.category_id)
+        step = self.steps_of(participant, activity)
+        self.assertEqual(step.state, "error")
+        self.assertIn("may not edit contacts", step.result)
+        self.assertFalse(
+            self.env["mail.activity"].search([("res_model", "=", "res.partner"), ("res_id", "=", self.partner.id)])
+        )
+        # A Responsible outside the marketing group does not even tag.
+        scenario.sudo().write({"user_id": self.sales_user.id})
+        participant = self.run_for(scenario, self.bob)
         self.assertEqual(self.steps_of(participant, tag).state, "error")
-        self.assertNotIn(self.tag_vip, self.partner.category_id)
-        self.assertFalse(self.steps_of(participant, activity), "nothing runs after an error")
+        self.assertNotIn(self.tag_vip, self.bob.category_id)
         scenario.sudo().write({"state": "draft"})
         scenario.with_user(self.editor).action_start()
-        participant = self.run_for(scenario, self.bob)
+        carol = self.env["res.partner"].create({"name": "Carol", "email": "carol@example.com"})
+        participant = self.run_for(scenario, carol)
         self.assertEqual(self.steps_of(participant).mapped("state"), ["done", "done"])
-        self.assertIn(self.tag_vip, self.bob.category_id)
 
     def test_marketer_cannot_make_somebody_else_responsible(self):
         admin = self.env.ref("base.user_admin")
