@@ -278,3 +278,57 @@ class TestTestRunRights(ScenarioCommon, MockEmail):
         self.assertEqual(step.state, "error")
         self.assertIn("may not edit contacts", step.result)
         self.assertFalse(self.partner.ref)
+
+
+@tagged("post_install", "-at_install")
+class TestEngineRightsQueryCount(ScenarioCommon, MockEmail):
+    """Acting as a Responsible who is not superuser costs the same queries for 10 steps as for 100."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.editor = new_test_user(
+            cls.env,
+            login="mea_rights_perf_editor",
+            groups="marketing_event_automation.group_marketing_automation_user,base.group_partner_manager",
+        )
+        cls.mailing_list = cls.env["mailing.list"].create({"name": "Rights perf"})
+
+    def node_values(self, node_type):
+        return {
+            "tag_add": {"tag_ids": [(6, 0, self.tag_vip.ids)]},
+            "condition": {"condition_type": "domain", "condition_domain": "[('email', 'ilike', '1@')]"},
+            "field_update": {
+                "field_id": self.env["ir.model.fields"]._get("res.partner", "ref").id,
+                "field_value": "PERF",
+            },
+            "list_add": {"mailing_list_id": self.mailing_list.id},
+            "blacklist": {"blacklist_email": True},
+            "score": {"score_delta": 1, "score_reason": "perf"},
+        }[node_type]
+
+    def one_node_batch(self, node_type, size, label):
+        partners = self.env["res.partner"].create(
+            [{"name": f"{label} {i}", "email": f"{label}{i}@example.org"} for i in range(size)]
+        )
+        scenario = self.create_scenario(name=label, trigger_type="now", trigger_event_type_id=False)
+        self.add_node(scenario, node_type, **self.node_values(node_type))
+        scenario.with_user(self.editor).action_start()
+        scenario._enroll_partners(partners.ids)
+        self.env.flush_all()
+        self.env.invalidate_all()
+        before = self.cr.sql_log_count
+        with self.mock_mail_gateway():
+            self.assertEqual(self.Step._cron_advance(), size)
+        self.env.flush_all()
+        steps = scenario.participant_ids.step_ids
+        self.assertEqual(set(steps.mapped("state")), {"done"}, f"{node_type}: {set(steps.mapped('result'))}")
+        return self.cr.sql_log_count - before
+
+    def test_each_checked_node_kind_runs_a_batch_in_constant_queries(self):
+        for node_type in ("tag_add", "condition", "field_update", "list_add", "blacklist", "score"):
+            with self.subTest(node_type=node_type):
+                self.one_node_batch(node_type, 3, f"warm-r-{node_type}")
+                queries_10 = self.one_node_batch(node_type, 10, f"ten-r-{node_type}")
+                queries_100 = self.one_node_batch(node_type, 100, f"hundred-r-{node_type}")
+                self.assertLessEqual(queries_100, queries_10 + 2, f"{node_type}: {queries_10} then {queries_100}")
