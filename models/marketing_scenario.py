@@ -355,8 +355,10 @@ class MarketingScenario(models.Model):
 
     def copy_data(self, default=None):
         vals_list = super().copy_data(default=default)
+        # A copy is its maker's: he answers for what its nodes do.
+        responsible = {} if self.env.su or "user_id" in (default or {}) else {"user_id": self.env.uid}
         return [
-            dict(vals, name=self.env._("%(name)s (copy)", name=scenario.name))
+            dict(vals, name=self.env._("%(name)s (copy)", name=scenario.name), **responsible)
             for scenario, vals in zip(self, vals_list)
         ]
 

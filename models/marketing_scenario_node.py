@@ -474,7 +474,7 @@ class MarketingScenarioNode(models.Model):
         for node in self.filtered(lambda node: node.node_type == "field_update" and node.field_id):
             refusal = node._field_update_refusal()
             if refusal:
-                raise ValidationError(f"{node.display_name}: {refusal}")
+                raise ValidationError(self.env._("%(node)s: %(refusal)s", node=node.display_name, refusal=refusal))
             node._field_update_value()
 
     @api.constrains("condition_domain", "condition_type", "node_type")

@@ -6,9 +6,16 @@ from odoo.tests import new_test_user
 from odoo.tests import tagged
 from odoo.tools import mute_logger
 
+from . import test_scenario_performance
 from .scenario_common import ScenarioCommon
 
 STEP_LOGGER = "odoo.addons.marketing_event_automation.models.marketing_scenario_step"
+MARKETING_USER_GROUP = "marketing_event_automation.group_marketing_automation_user"
+
+
+def marketing_user(env, login, *groups):
+    """A user of the marketing group only, or with ``groups`` too (the right to edit contacts...)."""
+    return new_test_user(env, login=login, groups=",".join((MARKETING_USER_GROUP, *groups)))
 
 
 @tagged("post_install", "-at_install")
@@ -18,16 +25,8 @@ class TestEngineActsAsResponsible(ScenarioCommon, MockEmail):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.marketer = new_test_user(
-            cls.env,
-            login="mea_rights_marketer",
-            groups="marketing_event_automation.group_marketing_automation_user",
-        )
-        cls.editor = new_test_user(
-            cls.env,
-            login="mea_rights_editor",
-            groups="marketing_event_automation.group_marketing_automation_user,base.group_partner_manager",
-        )
+        cls.marketer = marketing_user(cls.env, "mea_rights_marketer")
+        cls.editor = marketing_user(cls.env, "mea_rights_editor", "base.group_partner_manager")
         cls.employee = new_test_user(cls.env, login="mea_rights_employee", email="employee@example.com")
         cls.ref_field = cls.env["ir.model.fields"]._get("res.partner", "ref")
         cls.email_field = cls.env["ir.model.fields"]._get("res.partner", "email")
@@ -185,6 +184,8 @@ class TestEngineActsAsResponsible(ScenarioCommon, MockEmail):
             self.Scenario.with_user(self.marketer).create({"name": "Mine", "user_id": admin.id})
         with self.assertRaises(AccessError):
             scenario.write({"state": "running"})
+        # A copy of somebody else's scenario is the copier's.
+        self.assertEqual(self.create_scenario(user_id=admin.id).with_user(self.marketer).copy().user_id, self.marketer)
 
     def test_condition_counts_only_what_the_responsible_can_search(self):
         """A contact filter reaching a contact of another company answers No for a marketer who cannot see it."""
@@ -231,11 +232,7 @@ class TestTestRunRights(ScenarioCommon, MockEmail):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.marketer = new_test_user(
-            cls.env,
-            login="mea_test_run_marketer",
-            groups="marketing_event_automation.group_marketing_automation_user",
-        )
+        cls.marketer = marketing_user(cls.env, "mea_test_run_marketer")
         cls.other_company = cls.env["res.company"].create({"name": "Other company"})
         cls.outsider = cls.env["res.partner"].create(
             {"name": "Outsider", "email": "outsider@other.example", "company_id": cls.other_company.id}
@@ -287,43 +284,18 @@ class TestEngineRightsQueryCount(ScenarioCommon, MockEmail):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.editor = new_test_user(
-            cls.env,
-            login="mea_rights_perf_editor",
-            groups="marketing_event_automation.group_marketing_automation_user,base.group_partner_manager",
-        )
-        cls.mailing_list = cls.env["mailing.list"].create({"name": "Rights perf"})
+        cls.editor = marketing_user(cls.env, "mea_rights_perf_editor", "base.group_partner_manager")
 
-    def node_values(self, node_type):
-        return {
-            "tag_add": {"tag_ids": [(6, 0, self.tag_vip.ids)]},
-            "condition": {"condition_type": "domain", "condition_domain": "[('email', 'ilike', '1@')]"},
-            "field_update": {
-                "field_id": self.env["ir.model.fields"]._get("res.partner", "ref").id,
-                "field_value": "PERF",
-            },
-            "list_add": {"mailing_list_id": self.mailing_list.id},
-            "blacklist": {"blacklist_email": True},
-            "score": {"score_delta": 1, "score_reason": "perf"},
-        }[node_type]
+    def create_scenario(self, **values):
+        return super().create_scenario(user_id=self.editor.id, **values)
 
-    def one_node_batch(self, node_type, size, label):
-        partners = self.env["res.partner"].create(
-            [{"name": f"{label} {i}", "email": f"{label}{i}@example.org"} for i in range(size)]
-        )
-        scenario = self.create_scenario(name=label, trigger_type="now", trigger_event_type_id=False)
-        self.add_node(scenario, node_type, **self.node_values(node_type))
-        scenario.with_user(self.editor).action_start()
-        scenario._enroll_partners(partners.ids)
-        self.env.flush_all()
-        self.env.invalidate_all()
-        before = self.cr.sql_log_count
-        with self.mock_mail_gateway():
-            self.assertEqual(self.Step._cron_advance(), size)
-        self.env.flush_all()
-        steps = scenario.participant_ids.step_ids
-        self.assertEqual(set(steps.mapped("state")), {"done"}, f"{node_type}: {set(steps.mapped('result'))}")
-        return self.cr.sql_log_count - before
+    def node_values(self, node_type, label):
+        if node_type == "field_update":
+            return {"field_id": self.env["ir.model.fields"]._get("res.partner", "ref").id, "field_value": "PERF"}
+        return test_scenario_performance.TestScenarioQueryCountByNode.node_values(self, node_type, label)
+
+    # The performance test's own batch, run with this class's Responsible.
+    one_node_batch = test_scenario_performance.TestScenarioQueryCountByNode.one_node_batch
 
     def test_each_checked_node_kind_runs_a_batch_in_constant_queries(self):
         for node_type in ("tag_add", "condition", "field_update", "list_add", "blacklist", "score"):

@@ -1,9 +1,9 @@
 from odoo.exceptions import AccessError
-from odoo.tests import new_test_user
 from odoo.tests import tagged
 from odoo.tools import mute_logger
 
 from .scenario_common import ScenarioCommon
+from .test_engine_rights import marketing_user
 
 
 @tagged("post_install", "-at_install")
@@ -13,9 +13,7 @@ class TestQueueWrittenByTheEngineOnly(ScenarioCommon):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.marketer = new_test_user(
-            cls.env, login="mea_queue_marketer", groups="marketing_event_automation.group_marketing_automation_user"
-        )
+        cls.marketer = marketing_user(cls.env, "mea_queue_marketer")
 
     def setUp(self):
         super().setUp()

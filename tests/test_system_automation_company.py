@@ -5,6 +5,7 @@ from odoo.tests import tagged
 from odoo.tools import mute_logger
 
 from .scenario_common import ScenarioCommon
+from .test_engine_rights import marketing_user
 from .test_system_automation import RUNNER_LOGGER
 from .test_system_automation import SystemAutomationCommon
 
@@ -17,9 +18,7 @@ class TestSystemAutomationsStayInTheirCompany(SystemAutomationCommon, ScenarioCo
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.marketer = new_test_user(
-            cls.env, login="mea_company_marketer", groups="marketing_event_automation.group_marketing_automation_user"
-        )
+        cls.marketer = marketing_user(cls.env, "mea_company_marketer")
         cls.other_company = cls.env["res.company"].create({"name": "Other company"})
         cls.outsider_user = new_test_user(
             cls.env,

@@ -6,12 +6,12 @@ from unittest.mock import patch
 from odoo.addons.mail.tests.common import MockEmail
 from odoo.exceptions import UserError
 from odoo.exceptions import ValidationError
-from odoo.tests import new_test_user
 from odoo.tests import tagged
 from odoo.tools import mute_logger
 
 from .scenario_common import ScenarioCommon
 from .scenario_common import WebhookReceiver
+from .test_engine_rights import marketing_user
 
 ALLOW_PRIVATE_PARAM = "marketing_event_automation.webhook_allow_private"
 STEP_LOGGER = "odoo.addons.marketing_event_automation.models.marketing_scenario_step"
@@ -191,9 +191,7 @@ class TestTestRunHidesNetworkErrors(ScenarioCommon, MockEmail):
 
     def test_closed_and_silent_ports_read_the_same(self):
         self.env["ir.config_parameter"].sudo().set_param(ALLOW_PRIVATE_PARAM, "1")
-        marketer = new_test_user(
-            self.env, login="mea_hook_marketer", groups="marketing_event_automation.group_marketing_automation_user"
-        )
+        marketer = marketing_user(self.env, "mea_hook_marketer")
         closed = socket.socket()
         closed.bind(("127.0.0.1", 0))
         closed_url = f"http://127.0.0.1:{closed.getsockname()[1]}/hook"
