@@ -175,6 +175,24 @@ class TestEngineActsAsResponsible(ScenarioCommon, MockEmail):
         participant = self.run_for(scenario, carol)
         self.assertEqual(self.steps_of(participant).mapped("state"), ["done", "done"])
 
+    def test_marketer_sends_and_segments_the_contacts_he_reads(self):
+        """Emails, scores, lists and blacklists are the marketing group's own: no right to edit contacts needed."""
+        mailing_list = self.env["mailing.list"].create({"name": "Marketer's list"})
+        scenario = self.create_scenario(user_id=self.marketer.id)
+        email = self.add_node(scenario, "email")
+        email.mailing_id.write({"subject": "Hi", "body_html": "<p>Hi</p>"})
+        score = self.add_node(scenario, "score", email, score_delta=2, score_reason="mailed")
+        listed = self.add_node(scenario, "list_add", score, mailing_list_id=mailing_list.id)
+        self.add_node(scenario, "blacklist", listed, blacklist_email=True)
+        scenario.with_user(self.marketer).action_start()
+        participant = self.run_for(scenario, self.partner)
+        self.assertEqual(
+            self.steps_of(participant).mapped("state"), ["done"] * 4, self.steps_of(participant).mapped("result")
+        )
+        self.assertEqual(self.partner.engagement_score, 2)
+        self.assertIn("alice@example.com", mailing_list.contact_ids.mapped("email"))
+        self.assertTrue(self.partner.is_blacklisted)
+
     def test_marketer_cannot_make_somebody_else_responsible(self):
         admin = self.env.ref("base.user_admin")
         scenario = self.create_scenario().with_user(self.marketer)
