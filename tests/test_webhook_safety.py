@@ -1,7 +1,16 @@
+import datetime
 import socket
+import ssl
+import tempfile
 import threading
 import time
 from unittest.mock import patch
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from odoo.addons.mail.tests.common import MockEmail
 from odoo.exceptions import UserError
@@ -48,6 +57,72 @@ class SilentServer:
         for connection in self.connections:
             connection.close()
         self.socket.close()
+
+
+class TlsServer:
+    """A real TLS server on 127.0.0.1 with a self-signed certificate for ``localhost``.
+
+    It records the server name (SNI) each client asks for; no client trusts its certificate.
+    """
+
+    def __init__(self):
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        self.files = tempfile.TemporaryDirectory()
+        cert_path, key_path = f"{self.files.name}/cert.pem", f"{self.files.name}/key.pem"
+        with open(cert_path, "wb") as cert_file:
+            cert_file.write(certificate.public_bytes(serialization.Encoding.PEM))
+        with open(key_path, "wb") as key_file:
+            key_file.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                )
+            )
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert_path, key_path)
+        self.server_names = []
+        self.context.sni_callback = lambda _socket, server_name, _context: self.server_names.append(server_name)
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(8)
+        self.socket.settimeout(0.2)
+        self.port = self.socket.getsockname()[1]
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+
+    def serve(self):
+        while not self.stopped.is_set():
+            try:
+                connection, _address = self.socket.accept()
+            except OSError:
+                continue
+            connection.settimeout(2)
+            try:
+                self.context.wrap_socket(connection, server_side=True).close()
+            except (OSError, ssl.SSLError):
+                connection.close()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.thread.join()
+        self.socket.close()
+        self.files.cleanup()
 
 
 @tagged("post_install", "-at_install")
@@ -136,6 +211,17 @@ class TestWebhookConnectsToTheCheckedAddress(ScenarioCommon):
         self.assertEqual(receiver.requests, [], "the second answer of the DNS is never used")
         self.assertEqual(answers, ["93.184.215.14"], "resolved once, for the check")
         self.assertIn(step.state, ("error", "scheduled"))
+
+    def test_tls_speaks_to_the_url_host_and_checks_its_certificate(self):
+        """Connected to the resolved address, the TLS handshake names the URL's host and trusts no unknown issuer."""
+        with TlsServer() as server:
+            node = self.start_with(f"https://localhost:{server.port}/hook")
+            with mute_logger(STEP_LOGGER):
+                self.advance()
+        step = self.Step.search([("node_id", "=", node.id)])
+        self.assertEqual(server.server_names, ["localhost"], "the server name is the URL's host, not the address")
+        self.assertEqual(step.state, "error")
+        self.assertIn("could not be reached", step.result, "a self-signed certificate is refused")
 
     def test_the_url_host_is_sent_to_the_pinned_address(self):
         with WebhookReceiver() as receiver:
