@@ -26,15 +26,15 @@ ALLOW_PRIVATE_PARAM = "marketing_event_automation.webhook_allow_private"
 STEP_LOGGER = "odoo.addons.marketing_event_automation.models.marketing_scenario_step"
 
 
-class SilentServer:
-    """A real TCP server on 127.0.0.1 that accepts connections and never answers."""
+class LocalTcpServer:
+    """A real TCP server on 127.0.0.1; ``handle`` decides what becomes of each accepted connection."""
 
     def __init__(self):
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.socket.bind(("127.0.0.1", 0))
         self.socket.listen(256)
         self.socket.settimeout(0.2)
-        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}/hook"
+        self.port = self.socket.getsockname()[1]
         self.connections = []
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self.serve, daemon=True)
@@ -45,7 +45,10 @@ class SilentServer:
                 connection, _address = self.socket.accept()
             except OSError:
                 continue
-            self.connections.append(connection)
+            self.handle(connection)
+
+    def handle(self, connection):
+        self.connections.append(connection)
 
     def __enter__(self):
         self.thread.start()
@@ -59,7 +62,15 @@ class SilentServer:
         self.socket.close()
 
 
-class TlsServer:
+class SilentServer(LocalTcpServer):
+    """Accepts connections and never answers."""
+
+    def __init__(self):
+        super().__init__()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+
+
+class TlsServer(LocalTcpServer):
     """A real TLS server on 127.0.0.1 with a self-signed certificate for ``localhost``.
 
     It records the server name (SNI) each client asks for; no client trusts its certificate.
@@ -94,34 +105,17 @@ class TlsServer:
         self.context.load_cert_chain(cert_path, key_path)
         self.server_names = []
         self.context.sni_callback = lambda _socket, server_name, _context: self.server_names.append(server_name)
-        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.socket.bind(("127.0.0.1", 0))
-        self.socket.listen(8)
-        self.socket.settimeout(0.2)
-        self.port = self.socket.getsockname()[1]
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self.serve, daemon=True)
+        super().__init__()
 
-    def serve(self):
-        while not self.stopped.is_set():
-            try:
-                connection, _address = self.socket.accept()
-            except OSError:
-                continue
-            connection.settimeout(2)
-            try:
-                self.context.wrap_socket(connection, server_side=True).close()
-            except (OSError, ssl.SSLError):
-                connection.close()
-
-    def __enter__(self):
-        self.thread.start()
-        return self
+    def handle(self, connection):
+        connection.settimeout(2)
+        try:
+            self.context.wrap_socket(connection, server_side=True).close()
+        except (OSError, ssl.SSLError):
+            connection.close()
 
     def __exit__(self, *exc):
-        self.stopped.set()
-        self.thread.join()
-        self.socket.close()
+        super().__exit__(*exc)
         self.files.cleanup()
 
 
