@@ -115,8 +115,9 @@ class TlsServer(LocalTcpServer):
             connection.close()
 
     def __exit__(self, *exc):
-        super().__exit__(*exc)
+        result = super().__exit__(*exc)
         self.files.cleanup()
+        return result
 
 
 @tagged("post_install", "-at_install")
