@@ -1,3 +1,7 @@
+# Abstract models first: the models inheriting them are built after them.
+from . import marketing_event_ingestion
+
+# isort: split
 from . import mailing_contact
 from . import mailing_list
 from . import mailing_mailing

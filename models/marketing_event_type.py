@@ -1,5 +1,4 @@
 import json
-import re
 from collections import defaultdict
 from datetime import timedelta
 from functools import lru_cache
@@ -15,8 +14,8 @@ from odoo.exceptions import ValidationError
 from odoo.tools import SQL
 from odoo.tools import create_unique_index
 
-EVENT_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+$")
-EVENT_KEY_MAX_LENGTH = 128
+from ..utils.payload import EVENT_KEY_MAX_LENGTH
+from ..utils.payload import EVENT_KEY_PATTERN
 
 # JSON types of the learned parameter structure, as JSON Schema names them.
 _PYTHON_JSON_TYPES = (

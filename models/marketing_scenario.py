@@ -16,11 +16,11 @@ from odoo.tools import format_date
 from odoo.tools import format_datetime
 from odoo.tools.safe_eval import safe_eval
 
-from .params_filter import ParamsFilterError
-from .params_filter import params_match
-from .params_filter import parse_params_filter
-from .res_partner import SCORE_OPERATORS
-from .res_partner import score_matches
+from ..utils.params_filter import ParamsFilterError
+from ..utils.params_filter import params_match
+from ..utils.params_filter import parse_params_filter
+from ..utils.scores import SCORE_OPERATORS
+from ..utils.scores import score_matches
 
 _logger = logging.getLogger(__name__)
 

@@ -25,11 +25,12 @@ from odoo.tools import SQL
 from odoo.tools import format_datetime
 from odoo.tools.safe_eval import safe_eval
 
-from .params_filter import ParamsFilterError
-from .params_filter import params_match
-from .params_filter import parse_params_filter
-from .res_partner import SCORE_OPERATORS
-from .res_partner import score_matches
+from ..utils.params_filter import ParamsFilterError
+from ..utils.params_filter import params_match
+from ..utils.params_filter import parse_params_filter
+from ..utils.payload import phone_e164
+from ..utils.scores import SCORE_OPERATORS
+from ..utils.scores import score_matches
 
 _logger = logging.getLogger(__name__)
 
@@ -933,9 +934,8 @@ class MarketingScenarioNode(models.Model):
 
     def _run_sms(self, steps):
         country = self.scenario_id.company_id.country_id
-        Partner = self.env["res.partner"]
         numbers = {
-            step.id: Partner._marketing_phone_e164(step.partner_id.mobile or step.partner_id.phone or "", country)
+            step.id: phone_e164(step.partner_id.mobile or step.partner_id.phone or "", country.code)
             if (step.partner_id.mobile or step.partner_id.phone)
             else None
             for step in steps

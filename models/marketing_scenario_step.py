@@ -10,9 +10,9 @@ from odoo import models
 from odoo.tools import SQL
 from odoo.tools import create_index
 
-from .params_filter import params_match
-from .params_filter import parse_params_filter
-from .table_statistics import analyze_if_stale
+from ..utils.params_filter import params_match
+from ..utils.params_filter import parse_params_filter
+from ..utils.table_statistics import analyze_if_stale
 
 _logger = logging.getLogger(__name__)
 

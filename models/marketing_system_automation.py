@@ -3,9 +3,9 @@ from odoo import fields
 from odoo import models
 from odoo.exceptions import ValidationError
 
-from .params_filter import ParamsFilterError
-from .params_filter import params_match
-from .params_filter import parse_params_filter
+from ..utils.params_filter import ParamsFilterError
+from ..utils.params_filter import params_match
+from ..utils.params_filter import parse_params_filter
 
 
 class MarketingSystemAutomation(models.Model):
