@@ -26,3 +26,4 @@ from . import marketing_system_schedule
 from . import res_company
 from . import res_config_settings
 from . import res_partner
+from . import scenario_node
