@@ -14,8 +14,10 @@ from . import marketing_event_category
 from . import marketing_event_source
 from . import marketing_event_type
 from . import marketing_scenario
+from . import marketing_scenario_enrollment
 from . import marketing_scenario_node
 from . import marketing_scenario_participant
+from . import marketing_scenario_statistics
 from . import marketing_scenario_step
 from . import marketing_scenario_template
 from . import marketing_system_automation
