@@ -1,5 +1,6 @@
 # Abstract models first: the models inheriting them are built after them.
 from . import marketing_event_ingestion
+from . import marketing_subscription_tracking_mixin
 
 # isort: split
 from . import mailing_contact
