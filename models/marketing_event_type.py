@@ -14,6 +14,7 @@ from odoo.exceptions import ValidationError
 from odoo.tools import SQL
 from odoo.tools import create_unique_index
 
+from ..utils.constants import COMPARISONS
 from ..utils.payload import EVENT_KEY_MAX_LENGTH
 from ..utils.payload import EVENT_KEY_PATTERN
 
@@ -346,14 +347,10 @@ class MarketingEventType(models.Model):
             type_id: len(set().union(*found.values())) if kind == "any" else len(found[kind])
             for type_id, found in dependencies.items()
         }
-        compare = {
-            "=": lambda count: count == value,
-            "!=": lambda count: count != value,
-            ">": lambda count: count > value,
-            ">=": lambda count: count >= value,
-            "<": lambda count: count < value,
-            "<=": lambda count: count <= value,
-        }[operator]
+
+        def compare(count):
+            return COMPARISONS[operator](count, value)
+
         if compare(0):
             # Types without any dependency match too: exclude those that do not.
             return [("id", "not in", [type_id for type_id, count in counts.items() if not compare(count)])]

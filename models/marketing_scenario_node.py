@@ -7,6 +7,7 @@ from odoo.exceptions import UserError
 from odoo.exceptions import ValidationError
 
 from ..utils.constants import BRANCHES
+from ..utils.constants import STEP_STATES
 from ..utils.params_filter import ParamsFilterError
 from ..utils.params_filter import parse_params_filter
 
@@ -25,8 +26,6 @@ NODE_TYPE_DEFAULTS = {
     "describe": None,
     "stats": "_flow_stats_action",
 }
-# The states a step may reach, in the order the statistics count them.
-REACHED_STEP_STATES = ("scheduled", "done", "skipped", "error", "canceled")
 
 
 class MarketingScenarioNode(models.Model):
@@ -177,7 +176,7 @@ class MarketingScenarioNode(models.Model):
             ):
                 arm_counts[arm.id] += count
                 split_totals[split.id] += count
-        reached = {node.id: sum(counts[node.id, state] for state in REACHED_STEP_STATES) for node in self}
+        reached = {node.id: sum(counts[node.id, state] for state, _label in STEP_STATES) for node in self}
         for node in self:
             node.scheduled_count = counts[node.id, "scheduled"]
             node.processed_count = counts[node.id, "done"]

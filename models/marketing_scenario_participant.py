@@ -4,12 +4,7 @@ from odoo import models
 from odoo.tools import SQL
 from odoo.tools import create_index
 
-PARTICIPANT_STATES = [
-    ("running", "Running"),
-    ("completed", "Completed"),
-    ("exited", "Exited"),
-    ("canceled", "Canceled"),
-]
+from ..utils.constants import PARTICIPANT_STATES
 
 
 class MarketingScenarioParticipant(models.Model):

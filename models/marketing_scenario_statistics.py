@@ -7,6 +7,7 @@ from odoo.tools import SQL
 from odoo.tools import format_date
 from odoo.tools import format_datetime
 
+from ..utils.constants import PARTICIPANT_STATES
 from ..utils.formatting import format_hour
 from ..utils.formatting import format_score_condition
 
@@ -47,7 +48,7 @@ class MarketingScenario(models.Model):
             for name in ("sent", "opened", "clicked"):
                 mail_stats[node.scenario_id.id][name] += node[f"{name}_count"]
         for scenario in self:
-            entered = sum(counts[scenario.id, state] for state in ("running", "completed", "exited", "canceled"))
+            entered = sum(counts[scenario.id, state] for state, _label in PARTICIPANT_STATES)
             scenario.entered_count = entered
             scenario.active_count = counts[scenario.id, "running"]
             scenario.completed_count = counts[scenario.id, "completed"]
@@ -99,7 +100,7 @@ class MarketingScenario(models.Model):
         """The participants behind one of the counts: entered (None), running, completed, exited, converted."""
         self.ensure_one()
         domain = [("scenario_id", "=", self.id), ("is_test", "=", False)]
-        if which in ("running", "completed", "exited", "canceled"):
+        if which in dict(PARTICIPANT_STATES):
             domain.append(("state", "=", which))
         elif which == "converted":
             domain.append(

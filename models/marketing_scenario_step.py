@@ -10,6 +10,8 @@ from odoo import models
 from odoo.tools import SQL
 from odoo.tools import create_index
 
+from ..utils.constants import BRANCHES
+from ..utils.constants import STEP_STATES
 from ..utils.params_filter import params_match
 from ..utils.params_filter import parse_params_filter
 from ..utils.table_statistics import analyze_if_stale
@@ -23,14 +25,6 @@ TRANSIENT_ERRORS = (
     psycopg2.errors.LockNotAvailable,
 )
 TRANSIENT_RETRY_SECONDS = 60
-STEP_STATES = [
-    ("scheduled", "Scheduled"),
-    ("done", "Done"),
-    ("skipped", "Skipped"),
-    ("canceled", "Canceled"),
-    ("error", "Error"),
-]
-STEP_BRANCHES = [("always", "Always"), ("yes", "Yes"), ("no", "No"), ("arm", "Split arm")]
 
 
 class MarketingScenarioStep(models.Model):
@@ -70,7 +64,7 @@ class MarketingScenarioStep(models.Model):
     state = fields.Selection(STEP_STATES, required=True, default="scheduled", readonly=True)
     scheduled_at = fields.Datetime(required=True, readonly=True, default=fields.Datetime.now)
     processed_at = fields.Datetime(readonly=True)
-    branch = fields.Selection(STEP_BRANCHES, readonly=True, help="The way the run went on after this step.")
+    branch = fields.Selection(BRANCHES, readonly=True, help="The way the run went on after this step.")
     arm_node_id = fields.Many2one(
         "marketing.scenario.node", string="Split Arm", readonly=True, ondelete="set null", help="The arm a split chose."
     )
