@@ -23,6 +23,8 @@ DISPATCH_BATCH_SIZE = 1000
 # in all, after a random pause of up to attempt x this many seconds.
 DISPATCH_ATTEMPTS = 5
 DISPATCH_RETRY_PAUSE = 0.05
+# The backlog reported to the cron runner is counted up to this many batches.
+PROGRESS_COUNT_BATCHES = 10
 WAKE_DISPATCHER_FLAG = "marketing_event_automation.wake_dispatcher"
 
 EVENT_STATES = [
@@ -324,7 +326,7 @@ class MarketingEvent(models.Model):
             SQL(
                 "SELECT count(*) FROM (SELECT 1 FROM marketing_event WHERE state = 'pending' ORDER BY id LIMIT %s)"
                 " pending",
-                batch_size * 10,
+                batch_size * PROGRESS_COUNT_BATCHES,
             )
         )
         remaining = self.env.cr.fetchone()[0]

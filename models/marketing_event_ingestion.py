@@ -18,6 +18,9 @@ from ..utils.payload import relabel
 from ..utils.payload import segment_event_key
 from ..utils.scores import score_band
 
+# Odoo ids are PostgreSQL integers.
+MAX_CONTACT_ID = 2**31 - 1
+
 
 class MarketingEventIngestion(models.AbstractModel):
     """What the HTTP API does with a request: check each event, resolve its contact, store the good ones.
@@ -358,7 +361,7 @@ class MarketingEventIngestion(models.AbstractModel):
         normalized = {}
         contact_id = contact.get("id")
         if contact_id is not None:
-            if isinstance(contact_id, bool) or not isinstance(contact_id, int) or not 0 < contact_id < 2**31:
+            if isinstance(contact_id, bool) or not isinstance(contact_id, int) or not 0 < contact_id <= MAX_CONTACT_ID:
                 raise EventRejected(f"{prefix}.id: must be a positive integer (an Odoo contact id)")
             normalized["id"] = contact_id
         for field_name in ("external_id", "email", "phone", "name"):

@@ -20,6 +20,9 @@ KEY_ID_LENGTH = 12
 DEFAULT_RATE_LIMIT = 600
 RATE_WINDOW_SECONDS = 60
 RATE_TABLE = "marketing_event_source_rate"
+# Longer texts are no write key: refused before any lookup.
+WRITE_KEY_MAX_LENGTH = 200
+SECRET_BYTES = 32
 
 
 def is_hex(text):
@@ -141,7 +144,7 @@ class MarketingEventSource(models.Model):
         """Give the source a new write key and return it: it is never stored in clear."""
         self.ensure_one()
         key_id = secrets.token_hex(KEY_ID_LENGTH // 2)
-        secret = secrets.token_urlsafe(32)
+        secret = secrets.token_urlsafe(SECRET_BYTES)
         # sudo: key_hash is readable by system administrators only, on purpose
         # even marketing administrators never see it, yet they may rotate keys.
         self.sudo().write(
@@ -174,7 +177,12 @@ class MarketingEventSource(models.Model):
     @api.model
     def _authenticate(self, write_key):
         """Return the active source owning ``write_key``, or an empty recordset."""
-        if not write_key or not isinstance(write_key, str) or len(write_key) > 200 or not write_key.isascii():
+        if (
+            not write_key
+            or not isinstance(write_key, str)
+            or len(write_key) > WRITE_KEY_MAX_LENGTH
+            or not write_key.isascii()
+        ):
             return self.browse()
         prefix, _sep, rest = write_key.partition("_")
         key_id, _sep, secret = rest.partition("_")

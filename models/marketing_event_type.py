@@ -18,6 +18,8 @@ from ..utils.constants import COMPARISONS
 from ..utils.payload import EVENT_KEY_MAX_LENGTH
 from ..utils.payload import EVENT_KEY_PATTERN
 
+# The shape of a long array is known from its first items.
+STRUCTURE_SAMPLE_ITEMS = 50
 # JSON types of the learned parameter structure, as JSON Schema names them.
 _PYTHON_JSON_TYPES = (
     (bool, "boolean"),
@@ -52,7 +54,7 @@ def flatten_structure(params, prefix="", structure=None):
         if isinstance(value, dict):
             flatten_structure(value, f"{path}.", structure)
         elif isinstance(value, list):
-            for item in value[:50]:  # the shape of a long array is known from its first items
+            for item in value[:STRUCTURE_SAMPLE_ITEMS]:
                 if isinstance(item, dict):
                     flatten_structure(item, f"{path}[].", structure)
                 else:

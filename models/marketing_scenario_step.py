@@ -79,9 +79,6 @@ class MarketingScenarioStep(models.Model):
         # The advance cron looks only at due scheduled steps: keep that index
         # small, and in the cron's order (scheduled_at, id) so that a batch is
         # read straight off the index, never by sorting every due step.
-        # Indexes of earlier versions: the due index without its order, the scenario's.
-        self.env.cr.execute("DROP INDEX IF EXISTS marketing_scenario_step_due_idx")
-        self.env.cr.execute("DROP INDEX IF EXISTS marketing_scenario_step__scenario_id_index")
         create_index(
             self.env.cr,
             "marketing_scenario_step_due_order_idx",
@@ -307,7 +304,7 @@ class MarketingScenarioStep(models.Model):
 
         Works on ids, not on records: the statement returns each step's
         participant and node, and the children are computed once per node and
-        branch, so a batch of 500 steps costs the same queries as a batch of 10.
+        branch, so a batch costs the same queries whatever its size.
         """
         now = fields.Datetime.now()
         columns = defaultdict(list)

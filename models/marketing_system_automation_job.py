@@ -39,6 +39,8 @@ EXPORT_PERIODS = [
     ("event", "Period given by the event (schedule)"),
 ]
 PERIOD_LENGTHS = {"day": timedelta(days=1), "week": timedelta(days=7), "month": timedelta(days=30)}
+# The skipped rows an import names in its message; the file of all of them is attached.
+SKIPPED_ROWS_SHOWN = 10
 MAILING_STAT_FIELDS = ("expected", "sent", "delivered", "opened", "clicked", "replied", "bounced", "failed", "canceled")
 
 
@@ -427,50 +429,22 @@ class MarketingSystemAutomationJob(models.Model):
         ]
         return header, rows, "mailing_statistics"
 
-    def _scenario_models(self, *model_names):
-        """The scenario engine's models, or a clear error when the engine is not installed."""
-        missing = [name for name in model_names if name not in self.env]
-        if missing:
-            raise UserError(
-                self.env._(
-                    "This export needs the scenario engine (%(models)s), which is not available in this database.",
-                    models=", ".join(missing),
-                )
-            )
-        return [self.env[name] for name in model_names]
-
-    def _event_scenario_domain(self, run_job, model, field_path):
+    def _event_scenario_domain(self, run_job):
         scenario_id = self._event_params(run_job).get("scenario_id")
-        if (
-            isinstance(scenario_id, int)
-            and not isinstance(scenario_id, bool)
-            and field_path.split(".")[0] in model._fields
-        ):
-            return [(field_path, "=", scenario_id)]
+        if isinstance(scenario_id, int) and not isinstance(scenario_id, bool):
+            return [("scenario_id", "=", scenario_id)]
         return []
 
     def _export_participants(self, run_job):
-        (Participant,) = self._scenario_models("marketing.scenario.participant")
-        Step = self.env.get("marketing.scenario.step")
-        domain = self._event_scenario_domain(run_job, Participant, "scenario_id")
-        if "is_test" in Participant._fields:
-            domain.append(("is_test", "=", False))
-        participants = Participant.search(domain, order="id")
-        participant_fields = [
-            name
-            for name in ("scenario_id", "partner_id", "state", "entered_at", "ended_at", "end_reason")
-            if name in Participant._fields
-        ]
-        step_fields = []
+        Participant, Step = self.env["marketing.scenario.participant"], self.env["marketing.scenario.step"]
+        participants = Participant.search([*self._event_scenario_domain(run_job), ("is_test", "=", False)], order="id")
+        participant_fields = ["scenario_id", "partner_id", "state", "entered_at", "ended_at", "end_reason"]
+        step_fields = ["node_id", "state", "scheduled_at", "processed_at", "result"]
         steps_by_participant = {}
-        if Step is not None and "participant_id" in Step._fields:
-            step_fields = [
-                name for name in ("node_id", "state", "scheduled_at", "processed_at", "result") if name in Step._fields
-            ]
-            for step in Step.search([("participant_id", "in", participants.ids)], order="participant_id, id"):
-                steps_by_participant.setdefault(step.participant_id.id, []).append(step)
+        for step in Step.search([("participant_id", "in", participants.ids)], order="participant_id, id"):
+            steps_by_participant.setdefault(step.participant_id.id, []).append(step)
         header = ["Participant ID", *(Participant._fields[name].string for name in participant_fields)]
-        header += [f"Step: {Step._fields[name].string}" for name in step_fields] if step_fields else []
+        header += [f"Step: {Step._fields[name].string}" for name in step_fields]
         rows = []
         for participant in participants:
             base = [participant.id, *(self._cell(participant, name) for name in participant_fields)]
@@ -480,17 +454,12 @@ class MarketingSystemAutomationJob(models.Model):
         return header, rows, "scenario_participants"
 
     def _export_node_stats(self, run_job):
-        Node, Step = self._scenario_models("marketing.scenario.node", "marketing.scenario.step")
-        if "node_id" not in Step._fields or "state" not in Step._fields:
-            raise UserError(self.env._("Node statistics need steps with a node and a state."))
-        node_domain = self._event_scenario_domain(run_job, Node, "scenario_id")
-        nodes = Node.search(node_domain, order="id")
+        Node, Step = self.env["marketing.scenario.node"], self.env["marketing.scenario.step"]
+        nodes = Node.search(self._event_scenario_domain(run_job), order="id")
         counts = {
             (node.id, state): count
             for node, state, count in Step._read_group(
-                [("node_id", "in", nodes.ids)] + ([("is_test", "=", False)] if "is_test" in Step._fields else []),
-                ["node_id", "state"],
-                ["__count"],
+                [("node_id", "in", nodes.ids), ("is_test", "=", False)], ["node_id", "state"], ["__count"]
             )
         }
         states = [state for state, _label in Step._fields["state"]._description_selection(self.env)]
@@ -498,8 +467,7 @@ class MarketingSystemAutomationJob(models.Model):
         rows = []
         for node in nodes:
             per_state = [counts.get((node.id, state), 0) for state in states]
-            scenario = node.scenario_id.display_name if "scenario_id" in Node._fields else ""
-            rows.append([node.id, node.display_name, scenario, *per_state, sum(per_state)])
+            rows.append([node.id, node.display_name, node.scenario_id.display_name, *per_state, sum(per_state)])
         return header, rows, "scenario_node_statistics"
 
     @staticmethod
@@ -601,8 +569,8 @@ class MarketingSystemAutomationJob(models.Model):
             skipped=len(skipped),
         )
         if skipped:
-            reasons = "; ".join(f"row {row}: {reason}" for row, _value, reason in sorted(skipped)[:10])
-            message += "\n" + reasons + ("..." if len(skipped) > 10 else "")
+            reasons = "; ".join(f"row {row}: {reason}" for row, _value, reason in sorted(skipped)[:SKIPPED_ROWS_SHOWN])
+            message += "\n" + reasons + ("..." if len(skipped) > SKIPPED_ROWS_SHOWN else "")
         return {
             "message": message,
             "processed": len(created) + len(to_subscribe),
@@ -710,15 +678,13 @@ class MarketingSystemAutomationJob(models.Model):
         return {"message": self.env._("%s mailed.", title), "processed": 1, "mail_id": mail.id}
 
     def _scenario_report_rows(self, run_job):
-        Scenario, Participant = self._scenario_models("marketing.scenario", "marketing.scenario.participant")
-        scenario = Scenario.browse(self._event_params(run_job)["scenario_id"]).exists()
+        Participant = self.env["marketing.scenario.participant"]
+        scenario = self.env["marketing.scenario"].browse(self._event_params(run_job)["scenario_id"]).exists()
         if not scenario:
             raise UserError(self.env._("The scenario of the event no longer exists."))
         title = self.env._("Scenario report: %s", scenario.display_name)
-        rows = []
-        if "scenario_id" in Participant._fields and "state" in Participant._fields:
-            counts = Participant._read_group([("scenario_id", "=", scenario.id)], ["state"], ["__count"])
-            labels = dict(Participant._fields["state"]._description_selection(self.env))
-            rows = [(labels.get(state, state), count) for state, count in counts]
-            rows.append((self.env._("Participants"), sum(count for _state, count in counts)))
+        counts = Participant._read_group([("scenario_id", "=", scenario.id)], ["state"], ["__count"])
+        labels = dict(Participant._fields["state"]._description_selection(self.env))
+        rows = [(labels.get(state, state), count) for state, count in counts]
+        rows.append((self.env._("Participants"), sum(count for _state, count in counts)))
         return rows, title
