@@ -14,6 +14,5 @@ class MailingContact(models.Model):
     @api.model
     def load(self, fields, data):
         result = super().load(fields, data)
-        if self.env.context.get("import_file") and result.get("ids"):
-            self.env["marketing.event"]._emit_contacts_imported(self.browse(result["ids"]))
+        self.env["marketing.event"]._emit_contacts_loaded(self, result)
         return result

@@ -252,6 +252,16 @@ class MarketingEvent(models.Model):
         ]
 
     @api.model
+    def _emit_contacts_loaded(self, model, load_result):
+        """After ``model.load()``: the contacts_imported event of a file import's batch.
+
+        base_import loads each batch of a file with import_file set: one
+        contacts_imported event per batch, next to each contact's contact_created.
+        """
+        if self.env.context.get("import_file") and load_result.get("ids"):
+            self._emit_contacts_imported(model.browse(load_result["ids"]))
+
+    @api.model
     def _emit_contacts_imported(self, records, mailing_lists=None):
         """Log one system event for a batch of imported contacts or mailing contacts.
 

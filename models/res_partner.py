@@ -169,10 +169,7 @@ class ResPartner(models.Model):
     @api.model
     def load(self, fields, data):
         result = super().load(fields, data)
-        # base_import loads each batch of a file with import_file set: one
-        # contacts_imported event per batch, next to each contact's contact_created.
-        if self.env.context.get("import_file") and result.get("ids"):
-            self.env["marketing.event"]._emit_contacts_imported(self.browse(result["ids"]))
+        self.env["marketing.event"]._emit_contacts_loaded(self, result)
         return result
 
     @api.depends_context("marketing_event_params")

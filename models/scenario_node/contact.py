@@ -169,25 +169,23 @@ class MarketingScenarioNode(models.Model):
         field = self.env["res.partner"]._fields["category_id"]
         self.env["res.partner"].flush_model(["category_id"])
         self.env["res.partner.category"].flush_model(["partner_ids"])
+        names = {
+            "table": SQL.identifier(field.relation),
+            "partner": SQL.identifier(field.column1),
+            "tag": SQL.identifier(field.column2),
+            "partners": partner_ids,
+            "tags": self.tag_ids.ids,
+        }
         if add:
             query = SQL(
                 "INSERT INTO %(table)s (%(partner)s, %(tag)s)"
                 " SELECT partner_id, tag_id FROM unnest(%(partners)s::int[]) partner_id, unnest(%(tags)s::int[]) tag_id"
                 " ON CONFLICT DO NOTHING",
-                table=SQL.identifier(field.relation),
-                partner=SQL.identifier(field.column1),
-                tag=SQL.identifier(field.column2),
-                partners=partner_ids,
-                tags=self.tag_ids.ids,
+                **names,
             )
         else:
             query = SQL(
-                "DELETE FROM %(table)s WHERE %(partner)s = ANY(%(partners)s) AND %(tag)s = ANY(%(tags)s)",
-                table=SQL.identifier(field.relation),
-                partner=SQL.identifier(field.column1),
-                tag=SQL.identifier(field.column2),
-                partners=partner_ids,
-                tags=self.tag_ids.ids,
+                "DELETE FROM %(table)s WHERE %(partner)s = ANY(%(partners)s) AND %(tag)s = ANY(%(tags)s)", **names
             )
         self.env.cr.execute(query)
         self.env["res.partner"].invalidate_model(["category_id"])
