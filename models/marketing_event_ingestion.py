@@ -195,7 +195,9 @@ class MarketingEventIngestion(models.AbstractModel):
         # through is accepted here too.
         size = len(json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode(errors="surrogatepass"))
         if size > SEGMENT_MAX_MESSAGE_SIZE:
-            raise EventRejected(f"message: larger than 32 KB ({size} bytes)", code="too_large")
+            raise EventRejected(
+                f"message: larger than {SEGMENT_MAX_MESSAGE_SIZE // 1024} KB ({size} bytes)", code="too_large"
+            )
         call = message.get("type")
         context = message.get("context")
         if context is not None and not isinstance(context, dict):
