@@ -62,11 +62,10 @@ PEER_TEMPLATE = "mea_bench_oca_template"
 # ----------------------------------------------------------------------
 
 
-def _registry(db_name, addons):
+def _registry(db_name):
+    """The registry of the database, which the launcher's script (run_worker) has configured and loaded."""
     from odoo.modules.registry import Registry  # noqa: PLC0415
-    from odoo.tools import config  # noqa: PLC0415
 
-    config.parse_config(["-d", db_name, addons, "--log-level=warn"])
     return Registry(db_name)
 
 
@@ -182,7 +181,7 @@ def _engine_scenario(env, tag, first_node="wait"):
 
 
 def worker_engine(db_name, addons, contacts):
-    registry = _registry(db_name, addons)
+    registry = _registry(db_name)
     tag = "eng-" + uuid.uuid4().hex[:8]
     with registry.cursor() as cr:
         env = _env(cr)
@@ -202,7 +201,7 @@ def worker_engine(db_name, addons, contacts):
 
 def worker_peer(db_name, addons, contacts):
     """automation_oca: one configuration on the same contacts, one server action adding a tag."""
-    registry = _registry(db_name, addons)
+    registry = _registry(db_name)
     tag = "oca-" + uuid.uuid4().hex[:8]
     with registry.cursor() as cr:
         env = _env(cr)
@@ -283,7 +282,7 @@ EMAIL_BODY = (
 
 
 def worker_email(db_name, addons, contacts):
-    registry = _registry(db_name, addons)
+    registry = _registry(db_name)
     tag = "mail-" + uuid.uuid4().hex[:8]
     with registry.cursor() as cr:
         env = _env(cr)
@@ -433,7 +432,7 @@ def _scale_fill(registry, rows):
 
 
 def worker_scale(db_name, addons, rows, batches):
-    registry = _registry(db_name, addons)
+    registry = _registry(db_name)
     tag = "scale-" + uuid.uuid4().hex[:8]
     with registry.cursor() as cr:
         env = _env(cr)
