@@ -1,4 +1,8 @@
 import json
+from collections import defaultdict
+
+import psycopg2
+from psycopg2 import errorcodes
 
 from odoo import api
 from odoo import models
@@ -20,6 +24,12 @@ from ..utils.scores import score_band
 
 # Odoo ids are PostgreSQL integers.
 MAX_CONTACT_ID = 2**31 - 1
+
+
+class ConcurrentContactCreation(psycopg2.errors.SerializationFailure):
+    """Another transaction created the contact; Odoo's retry loop replays the request on this SQLSTATE."""
+
+    pgcode = errorcodes.SERIALIZATION_FAILURE
 
 
 class MarketingEventIngestion(models.AbstractModel):
@@ -99,12 +109,31 @@ class MarketingEventIngestion(models.AbstractModel):
             try:
                 if isinstance(event_type, EventRejected):
                     raise event_type
+                # What Odoo records itself (emails opened, scores, imports,
+                # schedules) drives scores and system automations: a shop may
+                # not forge it, whatever the source allows.
+                if event_type.is_internal:
+                    raise EventRejected(f"event: {event['key']!r} is recorded by Odoo itself", code="not_allowed")
+                if event_type.scope != "contact":
+                    raise EventRejected(
+                        f"event: {event['key']!r} is a system event, recorded by Odoo itself", code="not_allowed"
+                    )
                 if not source._check_type_allowed(event_type):
                     raise EventRejected(
                         f"event: the type {event['key']!r} is not allowed for this source", code="not_allowed"
                     )
                 if not event_type.active:
                     raise EventRejected(f"event: the type {event['key']!r} is inactive")
+                if source.max_params_bytes:
+                    # Measured as Segment measures a message; kept for the INSERT.
+                    event["params_json"] = json.dumps(event["params"], ensure_ascii=False, separators=(",", ":"))
+                    size = len(event["params_json"].encode())
+                    if size > source.max_params_bytes:
+                        field_name = relabel("params", event.get("labels"))
+                        raise EventRejected(
+                            f"{field_name}: larger than {source.max_params_bytes} bytes ({size} bytes)",
+                            code="too_large",
+                        )
                 errors = event_type._params_errors(event["params"])
                 if errors:
                     reason = "; ".join(relabel(error, event.get("labels")) for error in errors)
@@ -125,6 +154,7 @@ class MarketingEventIngestion(models.AbstractModel):
             company,
             create=source.unknown_contact_policy == "create",
             log_events=contact_events,
+            source=source,
         )
         partner_iterator = iter(partner_ids)
         for position, event, event_type in contacts_to_resolve:
@@ -149,6 +179,8 @@ class MarketingEventIngestion(models.AbstractModel):
                     "source_id": source.id,
                     "idempotency_key": event["idempotency_key"],
                     "params": event["params"],
+                    "params_json": event.get("params_json"),
+                    "max_structure_paths": source.max_structure_paths,
                     "occurred_at": event["occurred_at"],
                 }
                 for event_type, event, partner_id in rows
@@ -299,18 +331,57 @@ class MarketingEventIngestion(models.AbstractModel):
             for result, message in zip(results, messages)
             if result["status"] == "accepted" and normalized.get(id(message), {}).get("segment_call") == "identify"
         }
-        self.browse(list(identified))._update_contacts_from_traits(identified)
+        labels = {
+            result["id"]: normalized[id(message)]["labels"]
+            for result, message in zip(results, messages)
+            if result.get("id") in identified
+        }
+        not_applied = self.browse(list(identified))._update_contacts_from_traits(identified, source, labels)
+        for result in results:
+            if not_applied.get(result.get("id")):
+                result["not_applied"] = not_applied[result["id"]]
         return results
 
-    def _update_contacts_from_traits(self, contacts_by_event_id):
-        """Write the name, email, phone and external id an identify call gave to its contact.
+    def _update_contacts_from_traits(self, contacts_by_event_id, source, labels_by_event_id=None):
+        """Write the name, email, phone and external id an identify call gave to its contact, where allowed.
+
+        Contact details belong to Odoo: the contact of an Odoo user (internal
+        or portal) never changes through the API, since its email is a login
+        and where password resets go; other contacts change only when this
+        source created them or may update contact details. A contact keeps
+        its external id, and never takes one another contact holds. Returns
+        ``{event id: ["traits.email: not applied, <why>"]}`` for the answer.
 
         Contacts are written one by one because each gets its own values and
         the ORM keeps the normalized email and sanitized phone in step; only
         contacts that really change are written.
         """
-        for event in self.filtered("partner_id"):
+        Partner = self.env["res.partner"]
+        events = self.filtered("partner_id")
+        # sudo: which contacts are Odoo users' and which external ids are
+        # taken, whoever may read them; only these facts leave the queries.
+        user_partner_ids = set(
+            self.env["res.users"]
+            .sudo()
+            .with_context(active_test=False)
+            .search([("partner_id", "in", events.partner_id.ids)])
+            .partner_id.ids
+        )
+        external_ids = [contact.get("external_id") for contact in contacts_by_event_id.values()]
+        taken_external_ids = defaultdict(set)
+        for record in (
+            Partner.sudo()
+            .with_context(active_test=False)
+            .search_read(
+                [("marketing_external_id", "in", [value for value in external_ids if value])],
+                ["id", "marketing_external_id"],
+            )
+        ):
+            taken_external_ids[record["marketing_external_id"]].add(record["id"])
+        not_applied = defaultdict(list)
+        for event in events:
             contact = contacts_by_event_id.get(event.id) or {}
+            labels = (labels_by_event_id or {}).get(event.id) or {}
             partner = event.partner_id
             values = {}
             name = contact.get("name")
@@ -323,10 +394,39 @@ class MarketingEventIngestion(models.AbstractModel):
                 phone = phone_e164(contact["phone"], event.company_id.country_id.code)
                 if phone and phone != partner.phone_sanitized:
                     values["phone"] = phone
-            if contact.get("external_id") and not partner.marketing_external_id:
-                values["marketing_external_id"] = contact["external_id"]
-            if values:
+            external_id = contact.get("external_id")
+            if external_id and external_id != partner.marketing_external_id:
+                if partner.marketing_external_id:
+                    reason = self.env._("the contact is linked to another external id")
+                elif taken_external_ids[external_id] - {partner.id}:
+                    reason = self.env._("another contact holds this external id")
+                else:
+                    reason = None
+                    values["marketing_external_id"] = external_id
+                if reason:
+                    field_label = labels.get("contact.external_id", "contact.external_id")
+                    not_applied[event.id].append(f"{field_label}: not applied, {reason}")
+            if not values:
+                continue
+            if partner.id in user_partner_ids:
+                reason = self.env._("the contact belongs to an Odoo user")
+            elif partner.marketing_source_id != source and not source.allow_contact_update:
+                reason = self.env._("the contact was not created by this source")
+            else:
                 partner.write(values)
+                if "marketing_external_id" in values:
+                    taken_external_ids[external_id].add(partner.id)
+                continue
+            fields_by_value = {
+                "name": "contact.name",
+                "email": "contact.email",
+                "phone": "contact.phone",
+                "marketing_external_id": "contact.external_id",
+            }
+            for field_name in values:
+                native = fields_by_value[field_name]
+                not_applied[event.id].append(f"{labels.get(native, native)}: not applied, {reason}")
+        return not_applied
 
     @api.model
     def _resolve_event_types(self, source, names_by_key):
@@ -344,8 +444,15 @@ class MarketingEventIngestion(models.AbstractModel):
                     f"event: the type {key!r} is not allowed for this source", code="not_allowed"
                 )
         elif source.unknown_type_policy == "register":
+            allowed = source._consume_quota("event_types", len(unknown), source.max_new_types_per_day)
+            for key in unknown[allowed:]:
+                types_by_key[key] = EventRejected(
+                    f"event: unknown event type {key!r}, and this source registered its "
+                    f"{source.max_new_types_per_day} new event types of the day",
+                    code="limit_exceeded",
+                )
             registered = EventType._register_unknown_keys(
-                {key: names_by_key[key] for key in unknown}, source.company_id
+                {key: names_by_key[key] for key in unknown[:allowed]}, source.company_id, source=source
             )
             types_by_key.update({event_type.key: event_type for event_type in registered})
         else:
@@ -387,14 +494,17 @@ class MarketingEventIngestion(models.AbstractModel):
         return normalized
 
     @api.model
-    def _marketing_resolve_contacts(self, contacts, company, create=True, log_events=None):
+    def _marketing_resolve_contacts(self, contacts, company, create=True, log_events=None, source=None):
         """Find (or create) the partner of each posted contact, with one query per identifier kind.
 
         Identifiers are tried in order: Odoo id, external id, normalized
         email, phone in E.164 (the company's country is the default region).
+        An Odoo id never finds the contact of an Odoo user: ids are easy to
+        guess, and such a contact is found only by what the shop knows of it.
         Returns a list aligned on ``contacts``: a partner id or an
         EventRejected saying why there is none. ``log_events``: see
-        ``_marketing_create_contacts``.
+        ``_marketing_create_contacts``. ``source``: the API source, which
+        the new contacts remember and whose daily cap of new contacts applies.
         """
         if not contacts:
             return []
@@ -422,6 +532,17 @@ class MarketingEventIngestion(models.AbstractModel):
             return found
 
         by_id = lookup("id", [contact.get("id") for contact in contacts])
+        if by_id:
+            # sudo: which of these contacts are Odoo users' (internal or
+            # portal, archived too); only their ids leave the query.
+            user_partner_ids = set(
+                self.env["res.users"]
+                .sudo()
+                .with_context(active_test=False)
+                .search([("partner_id", "in", list(by_id.values()))])
+                .partner_id.ids
+            )
+            by_id = {key: partner_id for key, partner_id in by_id.items() if partner_id not in user_partner_ids}
         by_external_id = lookup("marketing_external_id", [contact.get("external_id") for contact in contacts])
         by_email = lookup("email_normalized", [contact.get("email") for contact in contacts])
         by_phone = lookup("phone_sanitized", [contact.get("phone_e164") for contact in contacts])
@@ -453,9 +574,21 @@ class MarketingEventIngestion(models.AbstractModel):
                 results[position] = EventRejected(f"contact: no contact matches {identifiers}", code="unknown_contact")
                 continue
             identity = contact.get("external_id") or contact.get("email") or contact.get("phone_e164")
-            entry = to_create.setdefault(identity, (self._marketing_contact_create_values(contact, company), []))
+            entry = to_create.setdefault(
+                identity, (self._marketing_contact_create_values(contact, company, source), [])
+            )
             entry[1].append(position)
+        if to_create and source:
+            allowed = source._consume_quota("contacts", len(to_create), source.max_new_contacts_per_day)
+            for identity in list(to_create)[allowed:]:
+                for position in to_create.pop(identity)[1]:
+                    results[position] = EventRejected(
+                        f"contact: unknown, and this source created its {source.max_new_contacts_per_day} "
+                        "new contacts of the day",
+                        code="limit_exceeded",
+                    )
         if to_create:
+            self._marketing_check_not_created_concurrently(company, [values for values, _p in to_create.values()])
             # sudo: see above; the contacts are created in the source's company.
             created = self.sudo()._marketing_create_contacts(
                 [values for values, _positions in to_create.values()], log_events=log_events
@@ -466,13 +599,61 @@ class MarketingEventIngestion(models.AbstractModel):
         return results
 
     @api.model
-    def _marketing_contact_create_values(self, contact, company):
+    def _marketing_check_not_created_concurrently(self, company, values_list):
+        """Raise a serialization failure when another request created one of these contacts meanwhile.
+
+        Two requests bringing the same unknown contact at once would each
+        create it: neither sees the other's row in its snapshot. An advisory
+        lock per identifier, held until the transaction ends, makes the
+        second wait for the first; a fresh snapshot (a cursor of its own)
+        then shows whether the first created it. If so the request fails as
+        a serialization failure does, which Odoo's retry loop replays: the
+        replay finds the contact.
+        """
+        identifiers = {
+            (kind, values[field_name])
+            for values in values_list
+            for kind, field_name in (("x", "marketing_external_id"), ("e", "email"), ("p", "phone"))
+            if values.get(field_name)
+        }
+        emails = [normalize_email(value) for kind, value in identifiers if kind == "e"]
+        self.env.cr.execute(
+            SQL(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s || identifier, 0))"
+                " FROM unnest(%s::varchar[]) AS identifier ORDER BY identifier",
+                f"res.partner:{company.id}:",
+                sorted(f"{kind}:{normalize_email(value) if kind == 'e' else value}" for kind, value in identifiers),
+            )
+        )
+        with self.env.registry.cursor() as cr:
+            cr.execute(
+                SQL(
+                    """
+                    SELECT 1 FROM res_partner
+                     WHERE (company_id = %(company)s OR company_id IS NULL)
+                       AND (marketing_external_id = ANY(%(external_ids)s) OR email_normalized = ANY(%(emails)s)
+                            OR phone_sanitized = ANY(%(phones)s))
+                     LIMIT 1
+                    """,
+                    company=company.id,
+                    external_ids=[value for kind, value in identifiers if kind == "x"],
+                    emails=emails,
+                    phones=[value for kind, value in identifiers if kind == "p"],
+                )
+            )
+            created_meanwhile = cr.fetchone()
+        if created_meanwhile:
+            raise ConcurrentContactCreation("contact: created by a concurrent request, replay this one")
+
+    @api.model
+    def _marketing_contact_create_values(self, contact, company, source=None):
         return {
             "name": contact.get("name") or contact.get("email") or contact.get("phone") or contact.get("external_id"),
             "email": contact.get("email"),
             "phone": contact.get("phone_e164"),
             "marketing_external_id": contact.get("external_id"),
             "company_id": company.id,
+            "marketing_source_id": source.id if source else False,
         }
 
     @api.model

@@ -5,6 +5,7 @@ import pytz
 from odoo import api
 from odoo import fields
 from odoo import models
+from odoo.exceptions import AccessError
 from odoo.exceptions import UserError
 from odoo.exceptions import ValidationError
 
@@ -189,7 +190,35 @@ class MarketingScenario(models.Model):
             if scenario.objective_days < 0:
                 raise ValidationError(self.env._("Objective days cannot be negative."))
 
+    @api.model_create_multi
+    def create(self, vals_list):
+        for vals in vals_list:
+            self._check_responsible_change(vals)
+        return super().create(vals_list)
+
+    def _check_responsible_change(self, vals):
+        """Refuse what would make the engine act with rights other than the user's own.
+
+        The nodes' side effects run with the rights of the Responsible: only a
+        system administrator gives a scenario to somebody else. The state
+        changes only through Start, Pause, Resume and Stop (which write it as
+        superuser after their checks), never by a plain write.
+        """
+        if self.env.su:
+            return
+        if "state" in vals:
+            raise AccessError(self.env._("The state of a scenario changes with its Start, Pause and Stop buttons."))
+        user_id = vals.get("user_id")
+        if "user_id" in vals and user_id not in (False, self.env.uid) and not self.env.user._is_system():
+            raise AccessError(
+                self.env._(
+                    "Only an administrator may make another user responsible for a scenario: "
+                    "its nodes act with the rights of its Responsible."
+                )
+            )
+
     def write(self, vals):
+        self._check_responsible_change(vals)
         changed_trigger = TRIGGER_FIELDS & set(vals)
         if changed_trigger:
             busy = self.filtered(lambda scenario: scenario.active_count)
@@ -205,8 +234,10 @@ class MarketingScenario(models.Model):
 
     def copy_data(self, default=None):
         vals_list = super().copy_data(default=default)
+        # A copy is its maker's: he answers for what its nodes do.
+        responsible = {} if self.env.su or "user_id" in (default or {}) else {"user_id": self.env.uid}
         return [
-            dict(vals, name=self.env._("%(name)s (copy)", name=scenario.name))
+            dict(vals, name=self.env._("%(name)s (copy)", name=scenario.name), **responsible)
             for scenario, vals in zip(self, vals_list)
         ]
 
@@ -274,6 +305,16 @@ class MarketingScenario(models.Model):
             problems.append(self.env._("Trigger: say how often the audience enters."))
         if self.trigger_type == "score" and not self.score_operator:
             problems.append(self.env._("Trigger: choose the score condition."))
+        if not self.user_id:
+            problems.append(self.env._("Responsible: choose the user whose rights the scenario acts with."))
+        elif not self.user_id._is_superuser() and self.company_id not in self.user_id.company_ids:
+            problems.append(
+                self.env._(
+                    "Responsible: %(user)s has no access to the company %(company)s.",
+                    user=self.user_id.name,
+                    company=self.company_id.name,
+                )
+            )
         nodes = self.node_ids
         if not nodes:
             problems.append(self.env._("The scenario has no step: add at least one node."))
@@ -285,6 +326,10 @@ class MarketingScenario(models.Model):
         for scenario in self:
             if scenario.state not in ("draft", "paused", "stopped"):
                 continue
+            if not self.env.su and scenario.user_id != self.env.user:
+                # Whoever starts or resumes a scenario (after editing its nodes,
+                # maybe) answers for it: the nodes act with his rights.
+                scenario.sudo().user_id = self.env.user
             problems = scenario._check_ready()
             if problems:
                 raise UserError(
@@ -297,13 +342,15 @@ class MarketingScenario(models.Model):
                 values["next_occurrence_at"] = scenario._first_occurrence(now)
                 values["enrolling_occurrence_at"] = False
                 values["enrolling_after_partner_id"] = 0
-            scenario.write(values)
+            # sudo: the state changes only here, after the checks above (see _check_responsible_change).
+            scenario.sudo().write(values)
         self.env.ref("marketing_event_automation.ir_cron_scenario_schedule")._trigger()
         self.env["marketing.scenario.step"]._wake_advance()
         return True
 
     def action_pause(self):
-        self.filtered(lambda scenario: scenario.state == "running").write({"state": "paused"})
+        # sudo: see action_start.
+        self.filtered(lambda scenario: scenario.state == "running").sudo().write({"state": "paused"})
         return True
 
     def action_resume(self):
@@ -313,7 +360,8 @@ class MarketingScenario(models.Model):
         scenarios = self.filtered(lambda scenario: scenario.state in ("running", "paused"))
         if not scenarios:
             return True
-        scenarios.write(
+        # sudo: see action_start.
+        scenarios.sudo().write(
             {
                 "state": "stopped",
                 "next_occurrence_at": False,
@@ -376,7 +424,8 @@ class MarketingScenario(models.Model):
         )
 
     def action_draft(self):
-        self.filtered(lambda scenario: scenario.state == "stopped").write({"state": "draft"})
+        # sudo: see action_start.
+        self.filtered(lambda scenario: scenario.state == "stopped").sudo().write({"state": "draft"})
         return True
 
     def action_choose_objective(self):

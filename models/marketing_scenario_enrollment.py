@@ -1,3 +1,4 @@
+import logging
 from collections import defaultdict
 from datetime import datetime
 from datetime import time
@@ -15,6 +16,8 @@ from odoo.tools.safe_eval import safe_eval
 from ..utils.params_filter import params_match
 from ..utils.params_filter import parse_params_filter
 from ..utils.scores import score_matches
+
+_logger = logging.getLogger(__name__)
 
 ENROLL_BATCH_SIZE = 1000
 
@@ -90,6 +93,18 @@ class MarketingScenario(models.Model):
         domain = safe_eval(self.audience_domain or "[]", {"context_today": fields.Date.context_today(self)})
         return [*domain, ("company_id", "in", [self.company_id.id, False])]
 
+    def _audience_partners(self, user=None):
+        """Contacts as ``user`` (the Responsible by default) searches them in the scenario's company.
+
+        The audience filter is evaluated with his rights and record rules: it
+        selects nobody he could not find himself. None when there is no such
+        user or he has no access to the company.
+        """
+        user = user or self.user_id
+        if not user or not (user._is_superuser() or self.company_id in user.company_ids):
+            return None
+        return self.env["res.partner"].with_user(user).with_company(self.company_id)
+
     def _policy_sql(self, alias, partner_column, occurrence_at=None):
         """The SQL condition 'this contact may enter now', by the entry policy."""
         existing = SQL(
@@ -118,12 +133,13 @@ class MarketingScenario(models.Model):
         already entered.
         """
         self.ensure_one()
-        partner_ids = (
-            self.env["res.partner"]
-            .with_company(self.company_id)
-            .search([("id", ">", after_partner_id), *self._audience_domain()], order="id", limit=limit)
-            .ids
-        )
+        Partner = self._audience_partners()
+        if Partner is None:
+            _logger.warning("Scenario %s: its responsible user cannot search its company's contacts", self.id)
+            return 0, 0, after_partner_id
+        partner_ids = Partner.search(
+            [("id", ">", after_partner_id), *self._audience_domain()], order="id", limit=limit
+        ).ids
         if not partner_ids:
             return 0, 0, after_partner_id
         entered = self._insert_participants(partner_ids, occurrence_at=occurrence_at)
@@ -132,8 +148,9 @@ class MarketingScenario(models.Model):
     def _enroll_partners(self, partner_ids, events=None, test=False):
         """Enter the given contacts (optionally each with its triggering event); return the participants.
 
-        ``events`` maps partner id -> marketing.event. Audience and entry
-        policy apply, except for test runs.
+        ``events`` maps partner id -> marketing.event. The entry policy
+        applies, except for test runs; the audience applies to all (the test
+        run checks its contact against it as the user running it).
         """
         self.ensure_one()
         if not partner_ids:
@@ -142,11 +159,11 @@ class MarketingScenario(models.Model):
         if test:
             candidates = list(partner_ids)
         else:
-            candidates = (
-                self.env["res.partner"]
-                .with_company(self.company_id)
-                ._search([("id", "in", list(partner_ids)), *self._audience_domain()])
-            )
+            Partner = self._audience_partners()
+            if Partner is None:
+                _logger.warning("Scenario %s: its responsible user cannot search its company's contacts", self.id)
+                return self.env["marketing.scenario.participant"]
+            candidates = Partner._search([("id", "in", list(partner_ids)), *self._audience_domain()])
             candidates = SQL("SELECT p.id AS partner_id FROM res_partner p WHERE p.id IN %s", candidates.subselect())
         return self.env["marketing.scenario.participant"].browse(
             self._insert_participants(candidates, events=events, test=test)
@@ -327,13 +344,21 @@ class MarketingScenario(models.Model):
             )
             matching = events.filtered(
                 lambda event, scenario=scenario, clauses=clauses: (
-                    event.company_id in (scenario.company_id, self.env["res.company"])
-                    and params_match(clauses, event.params)
+                    scenario._reached_by(event) and params_match(clauses, event.params)
                 )
             )
             scenario._enter_from_events(matching, results)
         if event_type.key == "score_changed":
             self._trigger_score_scenarios(events, results)
+
+    def _reached_by(self, event):
+        """Whether ``event`` may move this scenario's contacts: an event of a company reaches only its scenarios.
+
+        Events without a company (Odoo's own about a contact, such as emails
+        opened) reach the scenarios of every company.
+        """
+        self.ensure_one()
+        return not event.company_id or event.company_id == self.company_id
 
     def _enter_from_events(self, events, results):
         self.ensure_one()
@@ -356,7 +381,8 @@ class MarketingScenario(models.Model):
         for scenario in scenarios:
             crossing = events.filtered(
                 lambda event, scenario=scenario: (
-                    not score_matches(
+                    scenario._reached_by(event)
+                    and not score_matches(
                         scenario.score_operator, scenario.score_threshold, (event.params or {}).get("old")
                     )
                     and score_matches(
@@ -381,10 +407,24 @@ class MarketingScenario(models.Model):
         )
         if not participants:
             return
+        events_by_partner = events.grouped("partner_id")
+        participants = participants.filtered(
+            lambda participant: any(
+                participant.scenario_id._reached_by(event) for event in events_by_partner[participant.partner_id]
+            )
+        )
+        if not participants:
+            return
         reason = self.env._("Exit event: %(type)s", type=event_type.name)
         participants._finish("exited", reason)
-        names_by_partner = defaultdict(set)
+        scenarios_by_partner = defaultdict(set)
         for participant in participants:
-            names_by_partner[participant.partner_id.id].add(participant.scenario_id.name)
+            scenarios_by_partner[participant.partner_id.id].add(participant.scenario_id)
         for event in events:
-            results[event.id]["exited"].extend(sorted(names_by_partner.get(event.partner_id.id, ())))
+            results[event.id]["exited"].extend(
+                sorted(
+                    scenario.name
+                    for scenario in scenarios_by_partner.get(event.partner_id.id, ())
+                    if scenario._reached_by(event)
+                )
+            )

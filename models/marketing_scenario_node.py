@@ -3,6 +3,7 @@ from collections import defaultdict
 from odoo import api
 from odoo import fields
 from odoo import models
+from odoo.exceptions import AccessError
 from odoo.exceptions import UserError
 from odoo.exceptions import ValidationError
 
@@ -25,6 +26,8 @@ NODE_TYPE_DEFAULTS = {
     "handler": None,
     "describe": None,
     "stats": "_flow_stats_action",
+    "rights": None,
+    "contact_access": "read",
 }
 
 
@@ -101,7 +104,11 @@ class MarketingScenarioNode(models.Model):
           when ``constant_due`` gives None;
         - ``handler``: method running the node on a batch of steps (``_run_<node_type>`` if left out);
         - ``describe``: method giving the canvas's one-line description;
-        - ``stats``: method giving the canvas's kind-specific statistics as (name, label, value).
+        - ``stats``: method giving the canvas's kind-specific statistics as (name, label, value);
+        - ``rights``: method ``(user)`` giving what ``user``, as the scenario's
+          responsible, may not do through the node, as sentences;
+        - ``contact_access``: the access to the contacts the handler needs of
+          the acting user: read (default), write, or post (a message or an activity).
         """
         return {}
 
@@ -317,7 +324,9 @@ class MarketingScenarioNode(models.Model):
         steps = self.env["marketing.scenario.step"].search([("node_id", "in", self.ids), ("state", "=", "scheduled")])
         if not steps:
             return
-        steps.write({"state": "canceled", "result": reason, "processed_at": fields.Datetime.now()})
+        # sudo: the queue is the engine's; marketing users only read it. Bounded
+        # to the scheduled steps of the nodes being archived.
+        steps.sudo().write({"state": "canceled", "result": reason, "processed_at": fields.Datetime.now()})
         steps.participant_id._complete_if_done()
 
     def _configuration_problems(self):
@@ -326,7 +335,35 @@ class MarketingScenarioNode(models.Model):
         problems = list(self._call_spec("problems", default=[]))
         if self.parent_id and not self.parent_id.active:
             problems.append(self.env._("its previous node is archived"))
+        if self.scenario_id.user_id:
+            problems.extend(self._rights_problems(self.scenario_id.user_id))
         return problems
+
+    # Rights of the responsible user ----------------------------------------
+
+    def _rights_problems(self, user):
+        """What ``user``, as the responsible of this node's scenario, may not do through it, as sentences."""
+        self.ensure_one()
+        if not user:
+            return [self.env._("the scenario has no responsible user")]
+        return self._call_spec("rights", user, default=[])
+
+    def _check_rights(self, steps):
+        """Raise with the reason when the acting user may not do this node's side effects on these contacts.
+
+        The handlers that write through SQL or as superuser (tags, lists,
+        blacklists, activities) rely on it: the user's rights are checked
+        once for the whole batch, on the model and on its contacts' records
+        (read for segmenting, write or post for the others).
+        """
+        problems = self._rights_problems(self.env.user)
+        if problems:
+            raise AccessError("; ".join(problems))
+        partners = steps.partner_id
+        access = self._node_type_spec()["contact_access"]
+        if access == "post":
+            access = getattr(partners, "_mail_post_access", "write")
+        partners.check_access(access)
 
     def _ancestors(self):
         ancestors = self.browse()
@@ -365,9 +402,22 @@ class MarketingScenarioNode(models.Model):
     # returns {step id: {"state": done|skipped|error|retry, "branch", "result", ...}}
     # ------------------------------------------------------------------
 
-    def _run_steps(self, steps):
+    def _run_steps(self, steps, actor=None):
+        """Run the steps with the rights of ``actor``, by default the scenario's responsible user.
+
+        The handler works in the actor's environment, in the scenario's
+        company: what it reads and writes through the ORM is checked against
+        the actor's rights and record rules, and the side effects it makes
+        as superuser or through SQL are checked first (``_check_rights``).
+        """
         self.ensure_one()
-        return self._call_spec("handler", steps)
+        actor = actor or self.scenario_id.user_id
+        if not actor:
+            raise AccessError(self.env._("The scenario has no responsible user: nobody to act for."))
+        node = self.with_user(actor).with_company(self.scenario_id.company_id)
+        steps = steps.with_env(node.env)
+        node._check_rights(steps)
+        return node._call_spec("handler", steps)
 
     @staticmethod
     def _done(steps, result=None, branch="always", **extra):

@@ -8,6 +8,7 @@ from markupsafe import escape
 from odoo import api
 from odoo import fields
 from odoo import models
+from odoo.exceptions import AccessError
 from odoo.exceptions import UserError
 from odoo.exceptions import ValidationError
 from odoo.osv import expression
@@ -173,6 +174,45 @@ class MarketingSystemAutomationJob(models.Model):
             else:
                 job.summary = self.env._("Statistics of the event's mailing or scenario → %s", recipients)
 
+    @api.model_create_multi
+    def create(self, vals_list):
+        jobs = super().create(vals_list)
+        if any(vals.get("recipient_emails") or vals.get("recipient_user_ids") for vals in vals_list):
+            jobs._check_recipients_allowed()
+        return jobs
+
+    def write(self, vals):
+        result = super().write(vals)
+        if vals.get("recipient_emails") or "recipient_user_ids" in vals:
+            self._check_recipients_allowed()
+        return result
+
+    def _check_recipients_allowed(self):
+        """Results go to the company's own users; other addresses are an administrator's setting.
+
+        An export holds the company's contacts and events: a marketing user
+        may not send it out of the company.
+        """
+        if self.env.su or self.env.user.has_group("marketing_event_automation.group_marketing_automation_manager"):
+            return
+        for job in self:
+            if job.recipient_emails:
+                raise AccessError(
+                    self.env._(
+                        "Send to Addresses: only a marketing administrator sends results to addresses "
+                        "outside the company's users."
+                    )
+                )
+            company = job.automation_id.company_id
+            outsiders = job.recipient_user_ids.filtered(lambda user, company=company: company not in user.company_ids)
+            if outsiders or (job.recipient_user_ids and not company):
+                raise AccessError(
+                    self.env._(
+                        "Send to Users: %(users)s are not users of the automation's company.",
+                        users=", ".join((outsiders or job.recipient_user_ids).mapped("name")),
+                    )
+                )
+
     @api.constrains("recipient_emails")
     def _check_recipient_emails(self):
         for job in self:
@@ -229,8 +269,23 @@ class MarketingSystemAutomationJob(models.Model):
                 return self.env[model_name].browse(value).exists()
         return self.env[model_name]
 
+    def _run_company(self, run_job):
+        """The company the run works in: the automation's, else the triggering event's."""
+        company = run_job.run_id.company_id
+        if not company:
+            raise UserError(
+                self.env._(
+                    "This run belongs to no company (a shared automation and an event without one): "
+                    "exports, reports and mailings need a company to keep to."
+                )
+            )
+        return company
+
     def _recipient_addresses(self):
-        partners = self.recipient_user_ids.partner_id
+        # Users who left the company no longer get its results.
+        company = self.automation_id.company_id
+        users = self.recipient_user_ids
+        partners = (users.filtered(lambda user: company in user.company_ids) if company else users).partner_id
         addresses = [email_normalize(address) for address in (self.recipient_emails or "").replace(";", ",").split(",")]
         return partners, [address for address in addresses if address]
 
@@ -307,10 +362,15 @@ class MarketingSystemAutomationJob(models.Model):
             "schedule_date": False,
         }
         if self.audience == "partner_filter":
+            company = self._run_company(run_job)
+            # The run's company's contacts and the shared ones, never another company's.
+            domain = expression.AND(
+                [safe_eval(self.partner_domain or "[]"), [("company_id", "in", [company.id, False])]]
+            )
             values.update(
                 {
                     "mailing_model_id": self.env["ir.model"]._get_id("res.partner"),
-                    "mailing_domain": self.partner_domain or "[]",
+                    "mailing_domain": repr(domain),
                     "contact_list_ids": [fields.Command.clear()],
                 }
             )
@@ -390,9 +450,8 @@ class MarketingSystemAutomationJob(models.Model):
         domain = [("occurred_at", ">", start), ("occurred_at", "<=", end), ("state", "!=", "rejected")]
         if self.export_event_type_ids:
             domain.append(("type_id", "in", self.export_event_type_ids.ids))
-        company = run_job.run_id.company_id
-        if company:
-            domain += ["|", ("company_id", "=", False), ("company_id", "=", company.id)]
+        company = self._run_company(run_job)
+        domain.append(("company_id", "in", [company.id, False]))
         events = self.env["marketing.event"].search(domain, order="occurred_at, id")
         header = ["Event ID", "Occurred At", "Received At", "Event Type", "Contact", "Email", "State", "Parameters"]
         rows = [
@@ -411,11 +470,14 @@ class MarketingSystemAutomationJob(models.Model):
         return header, rows, f"events_{start:%Y%m%d}_{end:%Y%m%d}"
 
     def _export_mailing_stats(self, run_job):
+        company = self._run_company(run_job)
         mailings = self._event_record(run_job, "mailing.mailing", ("mailing_id",))
         if not mailings:
             start, end = self._period(run_job)
+            # Mailings have no company: a mailing is the company's of its responsible user.
             mailings = self.env["mailing.mailing"].search(
-                [("sent_date", ">", start), ("sent_date", "<=", end)], order="sent_date, id"
+                [("sent_date", ">", start), ("sent_date", "<=", end), ("user_id.company_id", "=", company.id)],
+                order="sent_date, id",
             )
         header = ["Mailing ID", "Subject", "Sent On", *(name.capitalize() for name in MAILING_STAT_FIELDS)]
         rows = [
@@ -437,7 +499,8 @@ class MarketingSystemAutomationJob(models.Model):
 
     def _export_participants(self, run_job):
         Participant, Step = self.env["marketing.scenario.participant"], self.env["marketing.scenario.step"]
-        participants = Participant.search([*self._event_scenario_domain(run_job), ("is_test", "=", False)], order="id")
+        domain = [*self._event_scenario_domain(run_job), ("company_id", "=", self._run_company(run_job).id)]
+        participants = Participant.search([*domain, ("is_test", "=", False)], order="id")
         participant_fields = ["scenario_id", "partner_id", "state", "entered_at", "ended_at", "end_reason"]
         step_fields = ["node_id", "state", "scheduled_at", "processed_at", "result"]
         steps_by_participant = {}
@@ -455,7 +518,8 @@ class MarketingSystemAutomationJob(models.Model):
 
     def _export_node_stats(self, run_job):
         Node, Step = self.env["marketing.scenario.node"], self.env["marketing.scenario.step"]
-        nodes = Node.search(self._event_scenario_domain(run_job), order="id")
+        domain = [*self._event_scenario_domain(run_job), ("company_id", "=", self._run_company(run_job).id)]
+        nodes = Node.search(domain, order="id")
         counts = {
             (node.id, state): count
             for node, state, count in Step._read_group(
@@ -651,6 +715,8 @@ class MarketingSystemAutomationJob(models.Model):
 
     def _run_send_report(self, run_job):
         mailing = self._event_record(run_job, "mailing.mailing", ("mailing_id",))
+        if mailing and mailing.user_id.company_id not in (self._run_company(run_job), self.env["res.company"]):
+            raise UserError(self.env._("The mailing of the event belongs to another company."))
         if mailing:
             title = self.env._("Mailing report: %s", mailing.subject)
             rows = [(self.env._("Sent on"), iso_datetime(mailing.sent_date))] + [
@@ -682,6 +748,8 @@ class MarketingSystemAutomationJob(models.Model):
         scenario = self.env["marketing.scenario"].browse(self._event_params(run_job)["scenario_id"]).exists()
         if not scenario:
             raise UserError(self.env._("The scenario of the event no longer exists."))
+        if scenario.company_id != self._run_company(run_job):
+            raise UserError(self.env._("The scenario of the event belongs to another company."))
         title = self.env._("Scenario report: %s", scenario.display_name)
         counts = Participant._read_group([("scenario_id", "=", scenario.id)], ["state"], ["__count"])
         labels = dict(Participant._fields["state"]._description_selection(self.env))

@@ -22,6 +22,16 @@ DECAY_BATCH_SIZE = 1000
 class ResPartner(models.Model):
     _inherit = "res.partner"
 
+    marketing_source_id = fields.Many2one(
+        "marketing.event.source",
+        string="Created by API Source",
+        readonly=True,
+        copy=False,
+        index="btree_not_null",
+        ondelete="set null",
+        groups="base.group_user",
+        help="The API source that created this contact: it may update the contact's details through identify calls.",
+    )
     # Marketing data about the contact is for employees only: portal and
     # public users may read their own contact, never its score or history.
     marketing_external_id = fields.Char(
@@ -243,7 +253,7 @@ class ResPartner(models.Model):
         return action
 
     @api.model
-    def _marketing_change_score(self, deltas, reason, origin, origin_ref=None):
+    def _marketing_change_score(self, deltas, reason, origin, origin_ref=None, event_company_id=None):
         """Add ``deltas`` ({partner id: points}) to the scores, atomically, and log each change.
 
         One UPDATE adds every delta in the database itself, so concurrent
@@ -252,8 +262,10 @@ class ResPartner(models.Model):
         committed a change to the same contact since this one started, the
         UPDATE raises a serialization failure instead of overwriting it, and
         the whole transaction is retried (Odoo retries requests itself; the
-        event dispatcher leaves its batch pending for the next run). Returns
-        {partner id: (score before or None, score after)}.
+        event dispatcher leaves its batch pending for the next run).
+        ``event_company_id``: the company of what caused the change, given
+        to the score_changed events so that they reach only its scenarios.
+        Returns {partner id: (score before or None, score after)}.
         """
         deltas = {partner_id: delta for partner_id, delta in deltas.items() if delta}
         if not deltas:
@@ -326,6 +338,7 @@ class ResPartner(models.Model):
             [
                 {
                     "partner_id": partner_id,
+                    "company_id": event_company_id,
                     "params": {
                         "old": before,
                         "new": after,

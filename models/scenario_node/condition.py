@@ -5,6 +5,7 @@ from textwrap import shorten
 from odoo import api
 from odoo import fields
 from odoo import models
+from odoo.exceptions import ValidationError
 from odoo.tools.safe_eval import safe_eval
 
 from ...utils.formatting import format_score_condition
@@ -83,6 +84,22 @@ class MarketingScenarioNode(models.Model):
     def _check_condition_event_filter(self):
         self._check_params_filter("condition_event_filter", "condition_event_type_id")
 
+    @api.constrains("condition_domain", "condition_type", "node_type")
+    def _check_condition_domain(self):
+        """A contact filter is a domain the user saving it could search contacts with."""
+        for node in self.filtered(lambda node: node.node_type == "condition" and node.condition_type == "domain"):
+            try:
+                domain = node._condition_domain_value()
+                self.env["res.partner"].search_count(domain, limit=1)
+            except Exception as error:
+                raise ValidationError(
+                    self.env._(
+                        "Contact Filter of %(node)s is not a valid filter: %(error)s",
+                        node=node.display_name,
+                        error=error,
+                    )
+                ) from error
+
     def _condition_problems(self):
         problems = []
         if self.condition_type == "event" and not self.condition_event_type_id:
@@ -111,8 +128,16 @@ class MarketingScenarioNode(models.Model):
             for step in steps
         }
 
-    def _condition_domain(self, steps):
+    def _condition_domain_value(self):
         domain = safe_eval(self.condition_domain or "[]", {"context_today": fields.Date.context_today(self)})
+        if not isinstance(domain, (list, tuple)):
+            raise ValueError(self.env._("a filter is a list of conditions"))
+        return list(domain)
+
+    def _condition_domain(self, steps):
+        # Searched as the acting user in the scenario's company (see _run_steps):
+        # the Yes/No counts reveal nothing that user could not search for.
+        domain = self._condition_domain_value()
         partners = (
             self.env["res.partner"]
             .with_context(active_test=False)

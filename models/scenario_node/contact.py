@@ -8,6 +8,32 @@ from odoo.exceptions import ValidationError
 from odoo.tools import SQL
 
 FIELD_UPDATE_TYPES = ("char", "text", "selection", "integer", "float", "boolean", "date", "datetime", "many2one")
+# Contact fields no node writes, whoever the responsible user is: the identity
+# used to log in and to be found (email, external id), the company structure,
+# the links to users, and what access rights or accounting decide.
+FIELD_UPDATE_FORBIDDEN_NAMES = {
+    "email",
+    "email_normalized",
+    "company_id",
+    "parent_id",
+    "commercial_partner_id",
+    "user_id",
+    "user_ids",
+    "partner_share",
+    "employee",
+    "active",
+    "type",
+    "vat",
+    "company_registry",
+    "marketing_external_id",
+}
+FIELD_UPDATE_FORBIDDEN_WORDS = ("email", "login", "password", "signup", "token", "user", "company", "share")
+FIELD_UPDATE_FORBIDDEN_PREFIXES = ("property_", "engagement_", "marketing_", "credit", "debit", "bank", "account")
+FIELD_UPDATE_FORBIDDEN_COMODELS = ("res.users", "res.company", "res.groups", "res.partner", "res.partner.bank")
+FIELD_UPDATE_FORBIDDEN_MODULES = {"account", "base_vat", "auth_signup"}
+# Server action types a responsible user who is not a system administrator may
+# run: they write the contacts or post on them, and write nothing else.
+SERVER_ACTION_SAFE_STATES = {"object_write", "mail_post", "followers", "remove_followers", "next_activity", "multi"}
 # What a boolean contact field reads as true in a node's New Value.
 TRUE_TEXTS = ("1", "true", "yes", "y")
 
@@ -72,12 +98,14 @@ class MarketingScenarioNode(models.Model):
         tags = {
             "family": "contact",
             "fields": ("tag_ids",),
+            "rights": "_rights_segment",
             "problems": "_tag_problems",
             "describe": "_tag_description",
         }
         lists = {
             "family": "contact",
             "fields": ("mailing_list_id",),
+            "rights": "_rights_lists",
             "problems": "_list_problems",
             "describe": "_list_description",
         }
@@ -91,6 +119,7 @@ class MarketingScenarioNode(models.Model):
                 "family": "contact",
                 "icon": "fa-ban",
                 "fields": ("blacklist_email", "blacklist_phone"),
+                "rights": "_rights_blacklist",
                 "problems": "_blacklist_problems",
                 "describe": "_blacklist_description",
             },
@@ -105,6 +134,8 @@ class MarketingScenarioNode(models.Model):
                 "family": "contact",
                 "icon": "fa-tasks",
                 "fields": ("activity_type_id", "activity_summary", "activity_days", "activity_user_id"),
+                "rights": "_rights_edit_contacts",
+                "contact_access": "post",
                 "problems": "_activity_problems",
                 "describe": "_activity_description",
             },
@@ -112,6 +143,8 @@ class MarketingScenarioNode(models.Model):
                 "family": "contact",
                 "icon": "fa-pencil",
                 "fields": ("field_id", "field_value"),
+                "rights": "_rights_field_update",
+                "contact_access": "write",
                 "problems": "_field_update_problems",
                 "describe": "_field_update_description",
             },
@@ -119,6 +152,8 @@ class MarketingScenarioNode(models.Model):
                 "family": "contact",
                 "icon": "fa-cogs",
                 "fields": ("server_action_id",),
+                "rights": "_rights_server_action",
+                "contact_access": "write",
                 "problems": "_server_action_problems",
                 "describe": "_server_action_description",
             },
@@ -127,7 +162,142 @@ class MarketingScenarioNode(models.Model):
     @api.constrains("field_id", "field_value")
     def _check_field_value(self):
         for node in self.filtered(lambda node: node.node_type == "field_update" and node.field_id):
+            refusal = node._field_update_refusal()
+            if refusal:
+                raise ValidationError(self.env._("%(node)s: %(refusal)s", node=node.display_name, refusal=refusal))
             node._field_update_value()
+
+    # Rights of the responsible user ---------------------------------------
+
+    def _field_update_refusal(self, field_record=None):
+        """Why no node may write this contact field (the node's by default), or an empty string.
+
+        Enforced by the server whatever the form offers: the field is a stored,
+        writable, plain contact field, open to every user who may edit contacts.
+        """
+        # sudo: reading the field's definition (its modules), not data.
+        field_record = (field_record or self.field_id).sudo()
+        name = field_record.name or ""
+        field = self.env["res.partner"]._fields.get(name)
+        refused = self.env._("the field %(field)s cannot be changed by a scenario", field=name)
+        if (
+            field is None
+            or field_record.model != "res.partner"
+            or field.type not in FIELD_UPDATE_TYPES
+            or not field.store
+            or field.readonly
+            or field.compute
+            or field.groups
+            or field.company_dependent
+            or name.startswith("_")
+        ):
+            return refused
+        if (
+            name in FIELD_UPDATE_FORBIDDEN_NAMES
+            or any(word in name for word in FIELD_UPDATE_FORBIDDEN_WORDS)
+            or name.startswith(FIELD_UPDATE_FORBIDDEN_PREFIXES)
+        ):
+            return refused
+        if field.type == "many2one" and (
+            field.comodel_name in FIELD_UPDATE_FORBIDDEN_COMODELS or field.comodel_name.startswith("account.")
+        ):
+            return refused
+        modules = set((field_record.modules or "").replace(" ", "").split(","))
+        if modules & FIELD_UPDATE_FORBIDDEN_MODULES:
+            return refused
+        return ""
+
+    def _server_action_refusal(self, user):
+        """Why ``user`` may not have this node run its server action, or an empty string.
+
+        Odoo checks the action's groups (or the right to write contacts) when
+        it runs; on top of that, code, webhooks and record creation are for
+        system administrators only, and a field written is one a field update
+        node could write.
+        """
+        self.ensure_one()
+        # sudo: server actions are readable by administrators only; this reads
+        # the definition of the node's action to judge it, it runs nothing.
+        action = self.server_action_id.sudo()
+        if not action:
+            return ""
+        if action.model_id.model != "res.partner":
+            return self.env._("the server action %(action)s is not on contacts", action=action.name)
+        if action.groups_id and not action.groups_id & user.groups_id:
+            return self.env._(
+                "%(user)s is not in the groups allowed to run the server action %(action)s",
+                user=user.name,
+                action=action.name,
+            )
+        if user._is_system():
+            return ""
+        pending, seen = action, action.browse()
+        while pending:
+            current = pending[0]
+            pending -= current
+            if current in seen:
+                continue
+            seen |= current
+            if current.state not in SERVER_ACTION_SAFE_STATES or (
+                current.state == "multi" and current.child_ids.filtered(lambda child: child.model_id != action.model_id)
+            ):
+                return self.env._(
+                    "the server action %(action)s runs code or changes other records: only a system administrator "
+                    "may be responsible for a scenario that runs it",
+                    action=current.name,
+                )
+            if current.state == "object_write":
+                written = current.update_field_id.name
+                if current.crud_model_id != action.model_id or "." in (current.update_path or ""):
+                    return self.env._("the server action %(action)s writes other records", action=current.name)
+                if current.evaluation_type != "value":
+                    return self.env._(
+                        "the server action %(action)s computes its value with code: only a system administrator "
+                        "may be responsible for a scenario that runs it",
+                        action=current.name,
+                    )
+                if not written or self._field_update_refusal(current.update_field_id):
+                    return self.env._(
+                        "the server action %(action)s writes the field %(field)s, which a scenario may not change",
+                        action=current.name,
+                        field=written or "?",
+                    )
+            pending |= current.child_ids
+        return ""
+
+    def _rights_edit_contacts(self, user):
+        """Field updates, activities and server actions edit contacts: the user must be allowed to."""
+        if self.env["res.partner"].with_user(user).has_access("write"):
+            return []
+        return [self.env._("%(user)s may not edit contacts", user=user.name)]
+
+    def _rights_field_update(self, user):
+        refusal = self.field_id and self._field_update_refusal()
+        return [*self._rights_edit_contacts(user), *([refusal] if refusal else [])]
+
+    def _rights_server_action(self, user):
+        refusal = self.server_action_id and self._server_action_refusal(user)
+        return [*self._rights_edit_contacts(user), *([refusal] if refusal else [])]
+
+    def _rights_segment(self, user, model_name=None, refusal=None):
+        """Segmenting the contacts he can read (tags, lists, blacklists) is what the marketing user group
+        grants, without editing contacts; lists and blacklists need their own rights on top."""
+        problems = []
+        if not user.has_group("marketing_event_automation.group_marketing_automation_user"):
+            problems.append(self.env._("%(user)s is not a marketing automation user", user=user.name))
+        if model_name and not self.env[model_name].with_user(user).has_access("create"):
+            problems.append(refusal)
+        return problems
+
+    def _rights_lists(self, user):
+        return self._rights_segment(
+            user, "mailing.subscription", self.env._("%(user)s may not manage mailing lists", user=user.name)
+        )
+
+    def _rights_blacklist(self, user):
+        return self._rights_segment(
+            user, "mail.blacklist", self.env._("%(user)s may not blacklist addresses", user=user.name)
+        )
 
     # Configuration problems -------------------------------------------------
 
@@ -304,7 +474,12 @@ class MarketingScenarioNode(models.Model):
         for step in steps:
             deltas[step.partner_id.id] += self.score_delta
         changes = self.env["res.partner"]._marketing_change_score(
-            dict(deltas), self.score_reason, "scenario", origin_ref=self
+            dict(deltas),
+            self.score_reason,
+            "scenario",
+            origin_ref=self,
+            # A scenario's score change moves only its company's score triggers.
+            event_company_id=self.scenario_id.company_id.id,
         )
         return {
             step.id: {
@@ -382,10 +557,13 @@ class MarketingScenarioNode(models.Model):
 
     def _run_field_update(self, steps):
         value = self._field_update_value()
+        # As the acting user: the ORM checks his rights on the contacts and the field.
         steps.partner_id.write({self.field_id.name: value})
         return self._done(steps, self._field_update_text())
 
     def _run_server_action(self, steps):
+        # Runs as the acting user: Odoo checks the action's groups or the
+        # right to write these contacts, _check_rights the kind of action.
         partner_ids = steps.partner_id.ids
         self.server_action_id.with_context(
             active_model="res.partner", active_ids=partner_ids, active_id=partner_ids[0]
