@@ -191,7 +191,7 @@ class MarketingCouponList(models.Model):
         if self.source != "codes":
             raise UserError(self.env._("%(list)s takes its codes from a loyalty program.", list=self.name))
         if not 0 < count <= MAX_GENERATE:
-            raise UserError(self.env._("Codes to Generate: between 1 and %(max)s at a time.", max=f"{MAX_GENERATE:,}"))
+            raise UserError(self.env._("Codes to Generate: between 1 and %(max)s at a time.", max=MAX_GENERATE))
         missing, attempts = count, 0
         while missing:
             attempts += 1

@@ -3,16 +3,22 @@ from collections import defaultdict
 from datetime import timedelta
 
 import psycopg2
+import requests
+import urllib3
 
 from odoo import api
 from odoo import fields
 from odoo import models
+from odoo.exceptions import AccessError
+from odoo.exceptions import UserError
 from odoo.tools import SQL
 from odoo.tools import create_index
 
-from .params_filter import params_match
-from .params_filter import parse_params_filter
-from .table_statistics import analyze_if_stale
+from ..utils.constants import BRANCHES
+from ..utils.constants import STEP_STATES
+from ..utils.params_filter import params_match
+from ..utils.params_filter import parse_params_filter
+from ..utils.table_statistics import analyze_if_stale
 
 _logger = logging.getLogger(__name__)
 
@@ -23,14 +29,23 @@ TRANSIENT_ERRORS = (
     psycopg2.errors.LockNotAvailable,
 )
 TRANSIENT_RETRY_SECONDS = 60
-STEP_STATES = [
-    ("scheduled", "Scheduled"),
-    ("done", "Done"),
-    ("skipped", "Skipped"),
-    ("canceled", "Canceled"),
-    ("error", "Error"),
-]
-STEP_BRANCHES = [("always", "Always"), ("yes", "Yes"), ("no", "No"), ("arm", "Split arm")]
+NETWORK_ERRORS = (OSError, urllib3.exceptions.HTTPError, requests.RequestException)
+# Written only by the engine: see write.
+QUEUE_FIELDS = {
+    "participant_id",
+    "node_id",
+    "scenario_id",
+    "partner_id",
+    "company_id",
+    "is_test",
+    "state",
+    "scheduled_at",
+    "processed_at",
+    "branch",
+    "arm_node_id",
+    "attempt",
+    "trace_id",
+}
 
 
 class MarketingScenarioStep(models.Model):
@@ -70,7 +85,7 @@ class MarketingScenarioStep(models.Model):
     state = fields.Selection(STEP_STATES, required=True, default="scheduled", readonly=True)
     scheduled_at = fields.Datetime(required=True, readonly=True, default=fields.Datetime.now)
     processed_at = fields.Datetime(readonly=True)
-    branch = fields.Selection(STEP_BRANCHES, readonly=True, help="The way the run went on after this step.")
+    branch = fields.Selection(BRANCHES, readonly=True, help="The way the run went on after this step.")
     arm_node_id = fields.Many2one(
         "marketing.scenario.node", string="Split Arm", readonly=True, ondelete="set null", help="The arm a split chose."
     )
@@ -85,9 +100,6 @@ class MarketingScenarioStep(models.Model):
         # The advance cron looks only at due scheduled steps: keep that index
         # small, and in the cron's order (scheduled_at, id) so that a batch is
         # read straight off the index, never by sorting every due step.
-        # Indexes of earlier versions: the due index without its order, the scenario's.
-        self.env.cr.execute("DROP INDEX IF EXISTS marketing_scenario_step_due_idx")
-        self.env.cr.execute("DROP INDEX IF EXISTS marketing_scenario_step__scenario_id_index")
         create_index(
             self.env.cr,
             "marketing_scenario_step_due_order_idx",
@@ -101,6 +113,13 @@ class MarketingScenarioStep(models.Model):
             self._table,
             ["node_id", "state"],
         )
+
+    def write(self, vals):
+        # A step that changes node, contact, state or due time outside the
+        # engine would run twice, never, or for somebody else.
+        if not self.env.su and set(vals) & QUEUE_FIELDS:
+            raise AccessError(self.env._("Scenario steps change only through the engine and the scenario's actions."))
+        return super().write(vals)
 
     # ------------------------------------------------------------------
     # Scheduling
@@ -267,13 +286,15 @@ class MarketingScenarioStep(models.Model):
         row = self.env.cr.fetchone()
         return row and row[0]
 
-    def _execute(self, node_ids=None):
+    def _execute(self, node_ids=None, actor=None):
         """Run these steps: one handler call per node, then their children in one insert.
 
         ``node_ids`` are the steps' nodes in the same order when the caller
-        already read them. A handler that raises marks its steps as error with
-        the message and rolls back what it did (savepoint); the other nodes of
-        the batch go on.
+        already read them. The handlers act with the rights of ``actor``, by
+        default each scenario's responsible user; this bookkeeping (the
+        steps' states, the children) is the engine's own. A handler that
+        raises marks its steps as error with the reason and rolls back what
+        it did (savepoint); the other nodes of the batch go on.
         """
         if node_ids is None:
             node_ids = [step.node_id.id for step in self]
@@ -286,7 +307,7 @@ class MarketingScenarioStep(models.Model):
             node, node_steps = Node.browse(node_id), self.browse(step_ids)
             try:
                 with self.env.cr.savepoint():
-                    outcomes.update(node._run_steps(node_steps))
+                    outcomes.update(node._run_steps(node_steps, actor))
             except TRANSIENT_ERRORS as error:
                 # Another transaction changed the same rows (a contact's score, a
                 # list): nothing is wrong with the steps, run them again shortly.
@@ -302,6 +323,16 @@ class MarketingScenarioStep(models.Model):
                         for step_id in node_steps.ids
                     }
                 )
+            except (UserError, AccessError) as error:  # ValidationError too: the reason is for the user
+                _logger.info("Scenario node %s refused %s steps: %s", node.id, len(node_steps), error)
+                message = self.env._("%(node)s failed: %(error)s", node=node.display_name, error=error)
+                outcomes.update({step_id: {"state": "error", "result": message} for step_id in node_steps.ids})
+            except NETWORK_ERRORS:
+                # Their text stays in the server log: it tells which hosts and
+                # ports answer, what a step's result must not show.
+                _logger.warning("Scenario node %s failed on %s steps", node.id, len(node_steps), exc_info=True)
+                message = self.env._("%(node)s failed: a network error, logged on the server", node=node.display_name)
+                outcomes.update({step_id: {"state": "error", "result": message} for step_id in node_steps.ids})
             except Exception as error:  # any handler failure is recorded on its steps
                 _logger.warning("Scenario node %s failed on %s steps", node.id, len(node_steps), exc_info=True)
                 message = self.env._("%(node)s failed: %(error)s", node=node.display_name, error=error)
@@ -313,7 +344,7 @@ class MarketingScenarioStep(models.Model):
 
         Works on ids, not on records: the statement returns each step's
         participant and node, and the children are computed once per node and
-        branch, so a batch of 500 steps costs the same queries as a batch of 10.
+        branch, so a batch costs the same queries whatever its size.
         """
         now = fields.Datetime.now()
         columns = defaultdict(list)
@@ -328,7 +359,8 @@ class MarketingScenarioStep(models.Model):
             columns["trace_id"].append(outcome.get("trace_id"))
             columns["status_code"].append(outcome.get("status_code"))
             columns["scheduled_at"].append(outcome.get("scheduled_at"))
-            columns["attempts"].append(1 if state == "retry" or outcome.get("attempted") else 0)
+            # A retry counts an attempt, unless the step was only put off (a webhook batch's budget).
+            columns["attempts"].append(1 if outcome.get("attempted", state == "retry") else 0)
         self.flush_model()
         self.env.cr.execute(
             SQL(
@@ -420,7 +452,11 @@ class MarketingScenarioStep(models.Model):
             if node.id not in filters:
                 filters[node.id] = parse_params_filter(node.wait_event_filter, node.wait_event_type_id.params_structure)
             for event in events_by_partner.get(step.partner_id, ()):
-                if event.occurred_at >= step.participant_id.entered_at and params_match(filters[node.id], event.params):
+                if (
+                    step.scenario_id._reached_by(event)
+                    and event.occurred_at >= step.participant_id.entered_at
+                    and params_match(filters[node.id], event.params)
+                ):
                     outcomes[step.id] = {
                         "state": "done",
                         "branch": "yes",

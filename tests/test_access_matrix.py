@@ -21,6 +21,10 @@ INTENDED_RIGHTS = {
     # The event log is append-only: only the API and Odoo write it (as
     # superuser); administrators may purge it.
     "marketing.event": {"marketing_user": "r", "marketing_manager": "ru"},
+    # The ingestion code of the event log (an abstract model): no records, no rights.
+    "marketing.event.ingestion": {},
+    # Subscription tracking shared by mailing contacts and lists (an abstract model).
+    "marketing.subscription.tracking.mixin": {},
     # Score history: every employee sees it on the contact form; only the
     # engine writes it (score changes go through _marketing_change_score).
     "marketing.engagement.log": {"sales": "r", "marketing_user": "r", "marketing_manager": "ru"},
@@ -29,8 +33,8 @@ INTENDED_RIGHTS = {
     # Scenarios: built by marketers; the engine creates participants and steps.
     "marketing.scenario": {"marketing_user": "rwcu", "marketing_manager": "rwcu"},
     "marketing.scenario.node": {"marketing_user": "rwcu", "marketing_manager": "rwcu"},
-    "marketing.scenario.participant": {"marketing_user": "rw", "marketing_manager": "rwcu"},
-    "marketing.scenario.step": {"marketing_user": "rw", "marketing_manager": "rwcu"},
+    "marketing.scenario.participant": {"marketing_user": "r", "marketing_manager": "rwcu"},
+    "marketing.scenario.step": {"marketing_user": "r", "marketing_manager": "rwcu"},
     "marketing.scenario.test.wizard": {"marketing_user": "rwc", "marketing_manager": "rwc"},
     # Templates ship with the module; administrators may adjust or add some.
     "marketing.scenario.objective.wizard": {"marketing_user": "rwc", "marketing_manager": "rwc"},
@@ -55,6 +59,8 @@ INTENDED_RIGHTS = {
 EXTENDED_MODELS = {
     "res.partner": {
         "marketing_external_id": "base.group_user",
+        # Which API source created the contact (it may update its details).
+        "marketing_source_id": "base.group_user",
         "engagement_score": "base.group_user",
         "engagement_score_set": "base.group_user",
         "engagement_score_band": "base.group_user",

@@ -6,6 +6,7 @@ from odoo.exceptions import AccessError
 from odoo.exceptions import UserError
 from odoo.tests import new_test_user
 from odoo.tests import tagged
+from odoo.tools import mute_logger
 
 from ..models.marketing_coupon_list import COUPON_ALPHABET
 from .common import MarketingAutomationCommon
@@ -223,6 +224,26 @@ class TestCouponHandout(CouponCommon):
         scenario.node_ids.coupon_list_id = theirs
         with self.assertRaisesRegex(UserError, "Give: the coupon list belongs to another company"):
             scenario.action_start()
+
+    def test_a_responsible_without_rights_on_the_list_hands_out_nothing(self):
+        coupon_list = self.make_list(["NOPE-1"])
+        scenario, node, _email = self.coupon_scenario(coupon_list)
+        scenario.user_id = self.sales_user  # no marketing rights: may not change the list by hand
+        with self.assertRaisesRegex(
+            UserError, r"Give: mea_salesman \(base.group_user\) may not hand out the codes of Spring"
+        ):
+            scenario.action_start()
+        # Responsible changed once running: the engine checks again before each batch.
+        scenario.user_id = self.env.user
+        scenario.action_start()
+        scenario.user_id = self.sales_user
+        scenario._enroll_partners(self.partner.ids)
+        with mute_logger("odoo.addons.marketing_event_automation.models.marketing_scenario_step"):
+            self.advance()
+        step = self.Step.search([("node_id", "=", node.id)])
+        self.assertEqual(step.state, "error")
+        self.assertIn("may not hand out the codes of Spring", step.result)
+        self.assertEqual(coupon_list.coupon_ids.state, "available")
 
     def test_flow_card_shows_the_list_and_redemptions(self):
         coupon_list = self.make_list(["F-1", "F-2"])

@@ -6,7 +6,7 @@ from odoo import models
 from odoo.exceptions import UserError
 
 from ..models.marketing_coupon_list import CODE_MAX_LENGTH
-from ..models.marketing_system_automation_job import csv_reader
+from ..utils.spreadsheet import csv_reader
 
 CODE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*")
 CODE_HEADERS = ("code", "coupon", "coupon code", "codes")

@@ -1,17 +1,15 @@
-"""The node kind "Give a coupon": everything it is, in one place.
+"""The node kind "Give a coupon": one family of its own (see ``_node_type_info``).
 
-An ``_inherit`` of ``marketing.scenario.node`` that adds the kind with
-``selection_add`` and plugs into the node's overridable methods (handler by
-name, configuration problems, canvas card and description, message context).
+Hands each contact of a batch one code of a coupon list (``marketing.coupon.list``)
+and puts the run's codes in the context of the emails and SMS that follow.
 """
 
 import json
 
+from odoo import api
 from odoo import fields
 from odoo import models
 from odoo.tools import SQL
-
-COUPON_ICON = "fa-ticket"
 
 
 class MarketingScenarioNode(models.Model):
@@ -31,6 +29,21 @@ class MarketingScenarioNode(models.Model):
     )
     coupon_given_count = fields.Integer(string="Codes Given", compute="_compute_coupon_statistics")
     coupon_redeemed_count = fields.Integer(string="Codes Redeemed", compute="_compute_coupon_statistics")
+
+    @api.model
+    def _node_type_info(self):
+        return {
+            **super()._node_type_info(),
+            "coupon": {
+                "family": "coupon",
+                "icon": "fa-ticket",
+                "fields": ("coupon_list_id", "coupon_same_again"),
+                "problems": "_coupon_problems",
+                "describe": "_coupon_description",
+                "stats": "_coupon_stats",
+                "rights": "_coupon_rights",
+            },
+        }
 
     def _compute_coupon_statistics(self):
         counts = {}
@@ -117,36 +130,32 @@ class MarketingScenarioNode(models.Model):
 
     # Checks and canvas ------------------------------------------------------
 
-    def _configuration_problems(self):
-        problems = super()._configuration_problems()
-        if self.node_type == "coupon":
-            if not self.coupon_list_id:
-                problems.insert(0, self.env._("choose the coupon list"))
-            elif self.coupon_list_id.company_id != self.scenario_id.company_id:
-                problems.insert(0, self.env._("the coupon list belongs to another company"))
-        return problems
+    def _coupon_problems(self):
+        if not self.coupon_list_id:
+            return [self.env._("choose the coupon list")]
+        if self.coupon_list_id.company_id != self.scenario_id.company_id:
+            return [self.env._("the coupon list belongs to another company")]
+        return []
 
-    def _flow_description(self):
-        if self.node_type != "coupon":
-            return super()._flow_description()
+    def _coupon_rights(self, user):
+        """The codes are claimed in SQL: the responsible must be allowed to change the list by hand."""
+        coupon_list = self.coupon_list_id.with_user(user)
+        if coupon_list and not coupon_list.has_access("write"):
+            return [
+                self.env._(
+                    "%(user)s may not hand out the codes of %(list)s", user=user.name, list=self.coupon_list_id.name
+                )
+            ]
+        return []
+
+    def _coupon_description(self):
         coupon_list = self.coupon_list_id
         if not coupon_list:
             return self.env._("No coupon list chosen")
         return self.env._("%(list)s (%(left)s left)", list=coupon_list.name, left=coupon_list.available_count)
 
-    def _flow_cards(self):
-        cards = super()._flow_cards()
-        coupon_nodes = {node.id: node for node in self if node.node_type == "coupon"}
-        for card in cards:
-            node = coupon_nodes.get(card["id"])
-            if node:
-                card["icon"] = COUPON_ICON
-                card["stats"].append(
-                    {
-                        "name": "redeemed",
-                        "label": self.env._("Redeemed"),
-                        "value": node.coupon_redeemed_count,
-                        "tone": "",
-                    }
-                )
-        return cards
+    def _coupon_stats(self, branch_counts):
+        return [
+            *self._flow_stats_action(branch_counts),
+            ("redeemed", self.env._("Redeemed"), self.coupon_redeemed_count),
+        ]
