@@ -46,6 +46,11 @@ INTENDED_RIGHTS = {
     "marketing.system.automation.run": {"marketing_user": "r", "marketing_manager": "rwcu"},
     "marketing.system.automation.run.job": {"marketing_user": "r", "marketing_manager": "rwcu"},
     "marketing.system.schedule": {"marketing_user": "rwc", "marketing_manager": "rwcu"},
+    # Coupon lists: marketers keep them; their codes are written by imports,
+    # generation and the engine (in SQL), read by marketers, purged by administrators.
+    "marketing.coupon.list": {"marketing_user": "rwcu", "marketing_manager": "rwcu"},
+    "marketing.coupon": {"marketing_user": "r", "marketing_manager": "ru"},
+    "marketing.coupon.import.wizard": {"marketing_user": "rwc", "marketing_manager": "rwc"},
 }
 
 # Odoo models the module extends: their rights stay Odoo's (the module adds no
@@ -67,6 +72,7 @@ EXTENDED_MODELS = {
         "marketing_birthday": None,
         # Filled only from the context of a scenario sending, for its templates.
         "marketing_event_params": None,
+        "marketing_coupon_code": None,
     },
     "res.company": {
         "engagement_decay_enabled": None,

@@ -26,6 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 WORK_DIR = REPO_ROOT / ".odoo"
 HARNESS = REPO_ROOT / "tools" / "odoo_harness.py"
 POT_PATH = REPO_ROOT / "i18n" / f"{MODULE}.pot"
+# Tests of the Loyalty bridge: run only in a database where Loyalty is installed.
+LOYALTY_TAG = "mea_loyalty"
 
 
 def fail(message):
@@ -143,8 +145,26 @@ def command_run(options):
     )
 
 
-def command_test(options):
-    install_requirements()
+def test_runs(options):
+    """The test runs of the command: [(label, modules to install, test tags)].
+
+    The full run is two runs: every test of the module in a database without
+    Loyalty, then the Loyalty bridge's tests (tag ``mea_loyalty``) in a second
+    throwaway database where Loyalty is installed too, so that the module is
+    tested both without its optional partner and with it. Loyalty's tests are
+    never collected in the first run: a skipped test counts as a failure here.
+    """
+    if options.test_tags is None:
+        return [
+            ("main", [MODULE], f"/{MODULE},-{LOYALTY_TAG}"),
+            ("loyalty", [MODULE, "loyalty"], f"{LOYALTY_TAG}/{MODULE}"),
+        ]
+    modules = [MODULE, "loyalty"] if options.with_loyalty else [MODULE]
+    return [("loyalty" if options.with_loyalty else "main", modules, options.test_tags)]
+
+
+def run_tests_once(options, modules, test_tags, demo=True):
+    """Install ``modules`` in a throwaway database with --test-enable; return (report, exit code)."""
     db_name = f"mea_test_{uuid.uuid4().hex[:10]}"
     addons = addons_path_option()
     port = options.port or free_port()
@@ -155,22 +175,56 @@ def command_test(options):
             db_name,
             addons,
             "-i",
-            MODULE,
+            ",".join(modules),
             "--test-enable",
-            f"--test-tags={options.test_tags}",
+            f"--test-tags={test_tags}",
             "--stop-after-init",
             "--log-level=test",
             f"--http-port={port}",
             "--max-cron-threads=0",
         ]
-        started = time.time()
+        if not demo:
+            args.append("--without-demo=all")
         try:
             completed = subprocess.run([sys.executable, str(HARNESS), str(report_path), "--", *args], check=False)
             report = json.loads(report_path.read_text()) if report_path.exists() else None
         finally:
             if not options.keep_db:
                 drop_database(db_name)
-    return summarize(report, completed.returncode, time.time() - started)
+    return report, completed.returncode
+
+
+def merge_reports(runs):
+    """One report for several runs [(label, report, exit code)]: counts summed, a missing report is a failure."""
+    merged = {"exit_code": 0, "tests_run": 0, "failures": 0, "errors": 0, "skipped": 0, "severe_log_records": []}
+    returncode = 0
+    for label, report, code in runs:
+        returncode = returncode or code
+        if report is None:
+            merged["severe_log_records"].append(f"the {label} run produced no report (exit code {code})")
+            continue
+        for key in ("tests_run", "failures", "errors", "skipped"):
+            merged[key] += report[key]
+        merged["exit_code"] = merged["exit_code"] or report.get("exit_code", 0)
+        merged["severe_log_records"].extend(report["severe_log_records"])
+        if not report["tests_run"]:
+            merged["severe_log_records"].append(f"no test ran in the {label} run")
+    return merged, returncode
+
+
+def command_test(options):
+    install_requirements()
+    started = time.time()
+    results = []
+    for label, modules, test_tags in test_runs(options):
+        print(f"Test run {label}: installing {', '.join(modules)}, tests {test_tags}")
+        # The Loyalty run only needs the bridge's own fixtures: no demo data, a shorter install.
+        report, code = run_tests_once(options, modules, test_tags, demo=label == "main")
+        results.append((label, report, code))
+    if len(results) == 1:
+        return summarize(results[0][1], results[0][2], time.time() - started)
+    merged, returncode = merge_reports(results)
+    return summarize(merged, returncode, time.time() - started)
 
 
 def command_pot(options):
@@ -237,7 +291,16 @@ def main():
     run.add_argument("--database", default=os.environ.get("MEA_DEMO_DB", "mea_demo"))
     run.add_argument("--port", type=int, default=8069)
     test = commands.add_parser("test", help="install the module in a throwaway database and run its tests")
-    test.add_argument("--test-tags", default=f"/{MODULE}")
+    test.add_argument(
+        "--test-tags",
+        default=None,
+        help=f"Odoo test tags of a single run (default: every test, then the {LOYALTY_TAG} ones with Loyalty)",
+    )
+    test.add_argument(
+        "--with-loyalty",
+        action="store_true",
+        help=f"install Loyalty too, for the tests tagged {LOYALTY_TAG} given with --test-tags",
+    )
     test.add_argument("--port", type=int, default=None, help="HTTP port for HttpCase tests (default: a free one)")
     test.add_argument("--keep-db", action="store_true", help="keep the test database for inspection")
     commands.add_parser("pot", help="regenerate i18n/marketing_event_automation.pot with Odoo's exporter")

@@ -1,10 +1,13 @@
 """The test command's verdict: red on a failure, a skip, an ERROR log or no test at all."""
 
+import argparse
 import contextlib
 import io
 import unittest
 
+from tools.dev import merge_reports
 from tools.dev import summarize
+from tools.dev import test_runs
 
 
 def report(**overrides):
@@ -56,6 +59,50 @@ class TestSummarize(unittest.TestCase):
         code, lines = verdict(None, returncode=255)
         self.assertEqual(code, 1)
         self.assertEqual(lines[-1], "0 passed, 1 failed")
+
+
+class TestRuns(unittest.TestCase):
+    def options(self, test_tags=None, with_loyalty=False):
+        return argparse.Namespace(test_tags=test_tags, with_loyalty=with_loyalty)
+
+    def test_full_run_is_main_then_loyalty(self):
+        runs = test_runs(self.options())
+        self.assertEqual(
+            runs,
+            [
+                ("main", ["marketing_event_automation"], "/marketing_event_automation,-mea_loyalty"),
+                ("loyalty", ["marketing_event_automation", "loyalty"], "mea_loyalty/marketing_event_automation"),
+            ],
+        )
+
+    def test_chosen_tags_are_one_run(self):
+        tags = "/marketing_event_automation:TestEventApi"
+        self.assertEqual(test_runs(self.options(tags)), [("main", ["marketing_event_automation"], tags)])
+        runs = test_runs(self.options(tags, with_loyalty=True))
+        self.assertEqual(runs, [("loyalty", ["marketing_event_automation", "loyalty"], tags)])
+
+    def test_both_runs_are_summed_in_the_closing_line(self):
+        merged, returncode = merge_reports(
+            [("main", report(tests_run=100), 0), ("loyalty", report(tests_run=2, failures=1, exit_code=1), 1)]
+        )
+        code, lines = verdict(merged, returncode)
+        self.assertEqual((code, lines[-1]), (1, "101 passed, 1 failed"))
+
+    def test_green_runs_are_green(self):
+        merged, returncode = merge_reports([("main", report(tests_run=100), 0), ("loyalty", report(tests_run=2), 0)])
+        code, lines = verdict(merged, returncode)
+        self.assertEqual((code, lines[-1]), (0, "102 passed, 0 failed"))
+
+    def test_a_loyalty_run_without_report_or_tests_is_red(self):
+        for loyalty in (None, report(tests_run=0)):
+            with self.subTest(loyalty=loyalty):
+                merged, returncode = merge_reports(
+                    [("main", report(), 0), ("loyalty", loyalty, 255 if loyalty is None else 0)]
+                )
+                code, lines = verdict(merged, returncode)
+                self.assertEqual(code, 1)
+                self.assertTrue(any("loyalty run" in line for line in lines), lines)
+                self.assertTrue(lines[-1].endswith("1 failed"), lines)
 
 
 if __name__ == "__main__":
