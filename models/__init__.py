@@ -1,3 +1,4 @@
+from . import ir_http
 from . import mailing_contact
 from . import mailing_list
 from . import mailing_mailing

@@ -24,6 +24,10 @@ from .table_statistics import analyze_if_stale
 _logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_KEY_MAX_LENGTH = 200
+ANONYMOUS_ID_MAX_LENGTH = 200
+# What of a Segment message's context is kept with its event: where and on
+# what the visitor saw it. Traits are the contact's, library details noise.
+KEPT_CONTEXT_KEYS = ("page", "ip", "userAgent", "locale", "timezone", "campaign", "referrer", "screen")
 MAX_PARAMS_DEPTH = 20
 SEGMENT_MAX_MESSAGE_SIZE = 32 * 1024
 DISPATCH_BATCH_SIZE = 1000
@@ -131,6 +135,64 @@ def parse_timestamp(value, field_name="timestamp"):
     return moment.replace(microsecond=0)
 
 
+def normalize_anonymous_id(value, field_name):
+    """A visitor's anonymous id as a string, or None; rejected when it is not an identifier."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise EventRejected(f"{field_name}: must be a string")
+    value = str(value).strip()
+    if not value or len(value) > ANONYMOUS_ID_MAX_LENGTH:
+        raise EventRejected(f"{field_name}: must have 1 to {ANONYMOUS_ID_MAX_LENGTH} characters")
+    check_json_value(value, field_name)
+    return value
+
+
+def is_anonymous(event):
+    """An event of a visitor known by its anonymous id alone."""
+    contact = event.get("contact") or {}
+    return bool(event.get("anonymous_id")) and not any(
+        contact.get(name) for name in ("id", "external_id", "email", "phone")
+    )
+
+
+def segment_timestamp(message, batch_sent_at=None):
+    """When a Segment message happened, corrected for the sender's clock as Segment corrects it.
+
+    Without ``timestamp``, a library sends ``originalTimestamp`` (its own
+    clock when the call was made) and ``sentAt`` (its clock when the request
+    left): the event happened ``sentAt - originalTimestamp`` before it was
+    received, whatever the visitor's clock says.
+    """
+    # ``or`` would take a timestamp of 0 for a missing one.
+    if message.get("timestamp") not in (None, ""):
+        return parse_timestamp(message["timestamp"])
+    original = parse_precise_timestamp(message.get("originalTimestamp"), "originalTimestamp")
+    sent_at = message.get("sentAt") if message.get("sentAt") not in (None, "") else batch_sent_at
+    sent = parse_precise_timestamp(sent_at, "sentAt")
+    if original is None:
+        return None
+    if sent is None:
+        return parse_timestamp(message["originalTimestamp"], "originalTimestamp")
+    moment = datetime.utcnow() - (sent - original)
+    if moment < OLDEST_TIMESTAMP:
+        raise EventRejected(f"originalTimestamp: before {OLDEST_TIMESTAMP.date().isoformat()} once corrected by sentAt")
+    return min(moment, datetime.utcnow()).replace(microsecond=0)
+
+
+def parse_precise_timestamp(value, field_name):
+    """An ISO 8601 date-time as a naive UTC datetime with its milliseconds, or None; no range check."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise EventRejected(f"{field_name}: must be an ISO 8601 date-time")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as error:
+        raise EventRejected(f"{field_name}: must be an ISO 8601 date-time") from error
+    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+
+
 def params_leaves(value, path=""):
     """Yield ``(path, text)`` for every scalar of decoded params: ``items[0].sku``, ``A``."""
     if isinstance(value, dict):
@@ -179,6 +241,17 @@ class MarketingEvent(models.Model):
     category_id = fields.Many2one(related="type_id.category_id")
     scope = fields.Selection(related="type_id.scope")
     partner_id = fields.Many2one("res.partner", string="Contact", ondelete="cascade", readonly=True)
+    anonymous_id = fields.Char(
+        string="Anonymous ID",
+        readonly=True,
+        index="btree_not_null",
+        help="The visitor's anonymous id (Segment's anonymousId): its events join the contact once the visitor "
+        "is identified.",
+    )
+    context = fields.Json(
+        readonly=True, help="Where the event came from, as the sender's library described it: page, IP address..."
+    )
+    context_display = fields.Text(string="Context (JSON)", compute="_compute_params_display")
     company_id = fields.Many2one("res.company", readonly=True, index=True)
     source_id = fields.Many2one(
         "marketing.event.source",
@@ -220,10 +293,21 @@ class MarketingEvent(models.Model):
         create_index(cr, "marketing_event_source_received_idx", self._table, ["source_id", "received_at"])
         create_index(cr, "marketing_event_partner_type_idx", self._table, ["partner_id", "type_id", "occurred_at"])
         create_index(cr, "marketing_event_received_idx", self._table, ["received_at"])
+        # The purge of anonymous visitors' events reads them off this index.
+        create_index(
+            cr,
+            "marketing_event_anonymous_received_idx",
+            self._table,
+            ["received_at"],
+            where="partner_id IS NULL AND anonymous_id IS NOT NULL",
+        )
 
-    @api.depends("params")
+    @api.depends("params", "context")
     def _compute_params_display(self):
         for event in self:
+            event.context_display = (
+                json.dumps(event.context, indent=2, ensure_ascii=False, sort_keys=True) if event.context else False
+            )
             params = event.params or {}
             event.params_display = json.dumps(params, indent=2, ensure_ascii=False, sort_keys=True)
             event.params_summary = params_summary(params)
@@ -273,6 +357,7 @@ class MarketingEvent(models.Model):
             raise EventRejected("contact: must be a JSON object")
         return {
             "key": key,
+            "anonymous_id": normalize_anonymous_id(raw.get("anonymous_id"), "anonymous_id"),
             "idempotency_key": idempotency_key,
             "occurred_at": parse_timestamp(raw.get("timestamp")),
             "contact": self.env["res.partner"]._marketing_normalize_contact(contact or {}),
@@ -322,6 +407,13 @@ class MarketingEvent(models.Model):
                     )
                 if not event_type.active:
                     raise EventRejected(f"event: the type {event['key']!r} is inactive")
+                if source.kind == "website" and event["contact"].get("id"):
+                    # A website key is public: Odoo ids are easy to guess.
+                    raise EventRejected(
+                        "contact.id: a website key cannot address a contact by its Odoo id, "
+                        "send external_id, email or phone",
+                        code="not_allowed",
+                    )
                 if source.max_params_bytes:
                     # Measured as Segment measures a message; kept for the INSERT.
                     event["params_json"] = json.dumps(event["params"], ensure_ascii=False, separators=(",", ":"))
@@ -344,11 +436,21 @@ class MarketingEvent(models.Model):
                 continue
             contacts_to_resolve.append((position, event, event_type))
 
+        # A visitor known only by an anonymous id: its events are stored
+        # without contact, or with the contact its id already joined.
+        anonymous_partner_ids = self._anonymous_partner_ids(
+            company,
+            [event["anonymous_id"] for _position, event, _type in contacts_to_resolve if is_anonymous(event)],
+        )
         # The contact_created events of new contacts go into the same INSERT
         # as the request's events, before them.
         contact_events = []
         partner_ids = self.env["res.partner"]._marketing_resolve_contacts(
-            [event["contact"] for _position, event, event_type in contacts_to_resolve if event_type.scope == "contact"],
+            [
+                event["contact"]
+                for _position, event, event_type in contacts_to_resolve
+                if event_type.scope == "contact" and not is_anonymous(event)
+            ],
             company,
             create=source.unknown_contact_policy == "create",
             log_events=contact_events,
@@ -357,7 +459,9 @@ class MarketingEvent(models.Model):
         partner_iterator = iter(partner_ids)
         for position, event, event_type in contacts_to_resolve:
             partner_id = None
-            if event_type.scope == "contact":
+            if is_anonymous(event):
+                partner_id = anonymous_partner_ids.get(event["anonymous_id"])
+            elif event_type.scope == "contact":
                 partner_id = next(partner_iterator)
                 if isinstance(partner_id, EventRejected):
                     reason = relabel(partner_id.reason, event.get("labels"))
@@ -373,6 +477,8 @@ class MarketingEvent(models.Model):
                     "type": event_type,
                     "key": event["key"],
                     "partner_id": partner_id,
+                    "anonymous_id": event.get("anonymous_id"),
+                    "context": event.get("context"),
                     "company_id": company.id,
                     "source_id": source.id,
                     "idempotency_key": event["idempotency_key"],
@@ -380,10 +486,24 @@ class MarketingEvent(models.Model):
                     "params_json": event.get("params_json"),
                     "max_structure_paths": source.max_structure_paths,
                     "occurred_at": event["occurred_at"],
+                    # Without a contact there is nothing to dispatch: no
+                    # scenario, score rule or wait reacts to it, now or
+                    # once the visitor is identified.
+                    "state": "pending" if partner_id else "processed",
                 }
                 for event_type, event, partner_id in rows
             ]
         )[len(contact_events) :]
+        self._merge_anonymous_histories(
+            company,
+            [
+                (anonymous_id, partner_id)
+                for event_id, (_type, event, partner_id) in zip(stored, rows)
+                if event_id and partner_id
+                for anonymous_id in (event.get("anonymous_id"), *event.get("merge_anonymous_ids", ()))
+                if anonymous_id
+            ],
+        )
         for position, event_id, (_event_type, event, _partner_id) in zip(row_positions, stored, rows):
             if event_id:
                 results[position] = {"status": "accepted", "id": event_id}
@@ -413,7 +533,7 @@ class MarketingEvent(models.Model):
         return results
 
     @api.model
-    def _normalize_segment_message(self, message):
+    def _normalize_segment_message(self, message, sent_at=None, visitor_ip=None):
         """Map one Segment message (track, identify, page, screen) onto a native event.
 
         Rejections name the fields as Segment wrote them (``properties.total``,
@@ -460,10 +580,36 @@ class MarketingEvent(models.Model):
             if traits is None:
                 traits, traits_label = context.get("traits"), "context.traits"
             params, params_label = traits, traits_label
+        elif call == "group":
+            name = "Group"
+            group_id = message.get("groupId")
+            if isinstance(group_id, int) and not isinstance(group_id, bool):
+                group_id = str(group_id)
+            if not isinstance(group_id, str) or not group_id.strip():
+                raise EventRejected("groupId: required for a group call, the company's id as a string")
+            group_traits = message.get("traits")
+            if group_traits is not None and not isinstance(group_traits, dict):
+                raise EventRejected("traits: must be a JSON object")
+            # The traits of a group call are the company's; the visitor's
+            # own are in the context.
+            params = dict(group_traits or {}, groupId=group_id.strip())
+            params_label = "traits"
+            traits = context.get("traits")
+        elif call == "alias":
+            name = "Alias"
+            previous_id = normalize_anonymous_id(message.get("previousId"), "previousId")
+            if not previous_id:
+                raise EventRejected("previousId: required for an alias call, the id the visitor had before")
+            if message.get("userId") in (None, ""):
+                raise EventRejected("userId: required for an alias call, the id the visitor has now")
+            params, params_label = {"previousId": previous_id}, "previousId"
+            traits = context.get("traits")
         elif call is None:
-            raise EventRejected("type: required, one of track, identify, page, screen")
+            raise EventRejected("type: required, one of track, identify, page, screen, group, alias")
         else:
-            raise EventRejected(f"type: {call!r} messages are not supported (use track, identify, page or screen)")
+            raise EventRejected(
+                f"type: {call!r} messages are not supported (use track, identify, page, screen, group or alias)"
+            )
         if traits is not None and not isinstance(traits, dict):
             raise EventRejected(f"{traits_label}: must be a JSON object")
         traits = traits or {}
@@ -478,10 +624,13 @@ class MarketingEvent(models.Model):
             contact["name"] = " ".join(
                 traits[part].strip() for part in ("firstName", "lastName") if isinstance(traits.get(part), str)
             )
-        if not any(contact.get(field_name) not in (None, "") for field_name in ("external_id", "email", "phone")):
+        anonymous_id = normalize_anonymous_id(message.get("anonymousId"), "anonymousId")
+        if not anonymous_id and not any(
+            contact.get(field_name) not in (None, "") for field_name in ("external_id", "email", "phone")
+        ):
             raise EventRejected(
-                f"userId: required to find the contact: an anonymousId alone is not enough, "
-                f"send userId or {traits_label}.email or {traits_label}.phone",
+                f"userId: required to find the contact, send userId, anonymousId, {traits_label}.email "
+                f"or {traits_label}.phone",
                 code="unknown_contact",
             )
         labels = {
@@ -497,28 +646,43 @@ class MarketingEvent(models.Model):
                 {
                     "event": key,
                     "event_id": message.get("messageId"),
-                    # ``or`` would take a timestamp of 0 for a missing one.
-                    "timestamp": message["timestamp"]
-                    if message.get("timestamp") not in (None, "")
-                    else message.get("originalTimestamp"),
                     "contact": {name: value for name, value in contact.items() if value is not None},
                     "params": params,
                 }
             )
         except EventRejected as rejection:
             raise EventRejected(relabel(rejection.reason, labels), rejection.code) from rejection
-        return event | {"name": name.strip()[:EVENT_KEY_MAX_LENGTH], "segment_call": call, "labels": labels}
+        event["occurred_at"] = segment_timestamp(message, sent_at)
+        kept_context = {key: context[key] for key in KEPT_CONTEXT_KEYS if context.get(key) not in (None, "", {})}
+        if visitor_ip and "ip" not in kept_context:
+            # Segment's own API records the address the browser sent from.
+            kept_context["ip"] = visitor_ip
+        check_json_value(kept_context, "context")
+        return event | {
+            "name": name.strip()[:EVENT_KEY_MAX_LENGTH],
+            "segment_call": call,
+            "labels": labels,
+            "anonymous_id": anonymous_id,
+            "context": kept_context or None,
+            "merge_anonymous_ids": [params["previousId"]] if call == "alias" else [],
+            "group": params if call == "group" else None,
+        }
 
     @api.model
-    def _ingest_segment(self, source, messages, batch_context=None):
-        """Ingest Segment messages; identify calls also update their contact from its traits."""
+    def _ingest_segment(self, source, messages, batch_context=None, sent_at=None, visitor_ip=None):
+        """Ingest Segment messages; identify calls also update their contact from its traits.
+
+        ``sent_at``: the batch's ``sentAt``, for messages without their own;
+        ``visitor_ip``: the address a browser sent them from, kept as their
+        ``context.ip`` when they name none.
+        """
         normalized = {}
 
         def normalizer(message):
             original = message
             if isinstance(message, dict) and isinstance(batch_context, dict) and not message.get("context"):
                 message = dict(message, context=batch_context)
-            normalized[id(original)] = event = self._normalize_segment_message(message)
+            normalized[id(original)] = event = self._normalize_segment_message(message, sent_at, visitor_ip)
             return event
 
         results = self._ingest(source, messages, normalizer=normalizer)
@@ -532,11 +696,115 @@ class MarketingEvent(models.Model):
             for result, message in zip(results, messages)
             if result.get("id") in identified
         }
-        not_applied = self.browse(list(identified))._update_contacts_from_traits(identified, source, labels)
+        if source.kind == "website":
+            # A website key is public: whoever reads the page could send it.
+            not_applied = {
+                event_id: [
+                    f"{labels[event_id].get(f'contact.{name}', name)}: not applied, a website key never changes "
+                    "contact details"
+                    for name in ("name", "email", "phone")
+                    if contact.get(name)
+                ]
+                for event_id, contact in identified.items()
+            }
+        else:
+            not_applied = self.browse(list(identified))._update_contacts_from_traits(identified, source, labels)
+        groups = {
+            result["id"]: normalized[id(message)]["group"]
+            for result, message in zip(results, messages)
+            if result["status"] == "accepted" and normalized.get(id(message), {}).get("group")
+        }
+        for event_id, reasons in self.browse(list(groups))._apply_group_calls(groups, source).items():
+            not_applied.setdefault(event_id, []).extend(reasons)
         for result in results:
             if not_applied.get(result.get("id")):
                 result["not_applied"] = not_applied[result["id"]]
         return results
+
+    def _apply_group_calls(self, groups_by_event_id, source):
+        """Make the company of each group call (B2B: the visitor's employer) the parent of the event's contact.
+
+        The company is a company-type contact whose external id is
+        ``group:<groupId>``, so that group and user ids of a shop never meet;
+        it is found, or created as the source's policy and daily cap of new
+        contacts allow. The contact changes under the rules of identify: never
+        a contact of an Odoo user, only contacts this source created unless it
+        may update contact details, never through a website key. Returns
+        ``{event id: ["groupId: not applied, <why>"]}``.
+        """
+        not_applied = defaultdict(list)
+        events = self.filtered("partner_id")
+        if not events:
+            return not_applied
+        if source.kind == "website":
+            for event in events:
+                not_applied[event.id].append("groupId: not applied, a website key never changes contacts")
+            return not_applied
+        Partner = self.env["res.partner"]
+        company = source.company_id
+        company_contacts = []
+        for event in events:
+            group = groups_by_event_id[event.id]
+            name = group.get("name") if isinstance(group.get("name"), str) else None
+            try:
+                company_contacts.append(
+                    Partner._marketing_normalize_contact(
+                        {"external_id": f"group:{group['groupId']}", "name": name}, prefix="traits"
+                    )
+                )
+            except EventRejected as rejection:
+                company_contacts.append(rejection)
+        company_events = []
+        resolved = iter(
+            Partner._marketing_resolve_contacts(
+                [contact for contact in company_contacts if not isinstance(contact, EventRejected)],
+                company,
+                create=source.unknown_contact_policy == "create",
+                log_events=company_events,
+                source=source,
+            )
+        )
+        company_ids = [
+            contact if isinstance(contact, EventRejected) else next(resolved) for contact in company_contacts
+        ]
+        self._insert_events(company_events)
+        # sudo: which of these contacts are Odoo users', and what the found
+        # companies are; only these facts leave the queries.
+        sudo_partners = Partner.sudo().with_context(active_test=False)
+        user_partner_ids = set(
+            self.env["res.users"]
+            .sudo()
+            .with_context(active_test=False)
+            .search([("partner_id", "in", events.partner_id.ids)])
+            .partner_id.ids
+        )
+        found = sudo_partners.browse([partner_id for partner_id in company_ids if isinstance(partner_id, int)])
+        # A company contact this source just created is created as a person.
+        found.filtered(lambda partner: not partner.is_company and partner.marketing_source_id == source).write(
+            {"is_company": True}
+        )
+        contacts_by_company = defaultdict(list)
+        for event, company_id in zip(events, company_ids):
+            partner = event.partner_id
+            if isinstance(company_id, EventRejected):
+                reason = company_id.reason.partition(": ")[2]
+            elif not sudo_partners.browse(company_id).is_company:
+                reason = self.env._("the contact with this external id is not a company")
+            elif company_id in (partner.id, partner.parent_id.id):
+                continue
+            elif partner.id in user_partner_ids:
+                reason = self.env._("the contact belongs to an Odoo user")
+            elif partner.marketing_source_id != source and not source.allow_contact_update:
+                reason = self.env._("the contact was not created by this source")
+            elif partner.is_company:
+                reason = self.env._("the contact is a company itself")
+            else:
+                contacts_by_company[company_id].append(partner.id)
+                continue
+            not_applied[event.id].append(f"groupId: not applied, {reason}")
+        for company_id, partner_ids in contacts_by_company.items():
+            Partner.browse(partner_ids).write({"parent_id": company_id})
+        return not_applied
 
     def _update_contacts_from_traits(self, contacts_by_event_id, source, labels_by_event_id=None):
         """Write the name, email, phone and external id an identify call gave to its contact, where allowed.
@@ -683,6 +951,8 @@ class MarketingEvent(models.Model):
             columns["type_id"].append(event["type"].id)
             columns["event_key"].append(event["key"])
             columns["partner_id"].append(event.get("partner_id"))
+            columns["anonymous_id"].append(event.get("anonymous_id"))
+            columns["context"].append(json.dumps(event["context"]) if event.get("context") else None)
             columns["company_id"].append(event.get("company_id"))
             columns["source_id"].append(event.get("source_id"))
             columns["idempotency_key"].append(event.get("idempotency_key"))
@@ -690,22 +960,23 @@ class MarketingEvent(models.Model):
             columns["occurred_at"].append(event.get("occurred_at") or now)
             columns["state"].append(state)
             columns["error_message"].append(event.get("error_message"))
-            if state == "pending":
+            if state != "rejected":
                 flatten_structure(event.get("params") or {}, structure=structures[event["type"].id])
         cr.execute(
             SQL(
                 """
                 INSERT INTO marketing_event (
                     id, type_id, event_key, partner_id, company_id, source_id, idempotency_key, params,
-                    occurred_at, state, error_message, received_at
+                    occurred_at, state, error_message, anonymous_id, context, received_at, processed_at
                 )
-                SELECT row.*, %(now)s
+                SELECT row.*, %(now)s, CASE WHEN row.state = 'processed' THEN %(now)s END
                   FROM unnest(
                         %(ids)s::int[], %(type_ids)s::int[], %(event_keys)s::varchar[], %(partner_ids)s::int[],
                         %(company_ids)s::int[], %(source_ids)s::int[], %(idempotency_keys)s::varchar[],
                         %(params)s::jsonb[], %(occurred_at)s::timestamp[], %(states)s::varchar[],
-                        %(error_messages)s::text[]
-                       ) AS row
+                        %(error_messages)s::text[], %(anonymous_ids)s::varchar[], %(contexts)s::jsonb[]
+                       ) AS row (id, type_id, event_key, partner_id, company_id, source_id, idempotency_key, params,
+                                 occurred_at, state, error_message, anonymous_id, context)
                 ON CONFLICT (COALESCE(source_id, 0), idempotency_key)
                    WHERE idempotency_key IS NOT NULL AND state <> 'rejected'
                    DO NOTHING
@@ -723,6 +994,8 @@ class MarketingEvent(models.Model):
                 occurred_at=columns["occurred_at"],
                 states=columns["state"],
                 error_messages=columns["error_message"],
+                anonymous_ids=columns["anonymous_id"],
+                contexts=columns["context"],
             )
         )
         rows = cr.fetchall()
@@ -735,6 +1008,88 @@ class MarketingEvent(models.Model):
         if any(event_id for event_id, event in zip(ids, events) if event.get("state", "pending") == "pending"):
             self._wake_dispatcher()
         return ids
+
+    @api.model
+    def _anonymous_partner_ids(self, company, anonymous_ids):
+        """``{anonymous id: contact id}`` for the ids of ``company``'s visitors already identified, in one query."""
+        anonymous_ids = list(set(filter(None, anonymous_ids)))
+        if not anonymous_ids:
+            return {}
+        self.flush_model(["anonymous_id", "partner_id", "company_id"])
+        self.env.cr.execute(
+            SQL(
+                """
+                SELECT DISTINCT ON (anonymous_id) anonymous_id, partner_id
+                  FROM marketing_event
+                 WHERE anonymous_id = ANY(%(ids)s) AND partner_id IS NOT NULL AND company_id = %(company_id)s
+                 ORDER BY anonymous_id, id DESC
+                """,
+                ids=anonymous_ids,
+                company_id=company.id,
+            )
+        )
+        return dict(self.env.cr.fetchall())
+
+    @api.model
+    def _merge_anonymous_histories(self, company, pairs):
+        """Give the events of anonymous visitors of ``company`` the contact each turned out to be.
+
+        ``pairs``: ``(anonymous id, contact id)``, a later pair winning over
+        an earlier one for the same id. One statement for all of them. The
+        events keep their state: already processed, they start no scenario
+        now, and from now on count for the contact's history like any other.
+        """
+        partner_by_anonymous_id = dict(pairs)
+        if not partner_by_anonymous_id:
+            return 0
+        self.flush_model(["anonymous_id", "partner_id", "company_id"])
+        self.env.cr.execute(
+            SQL(
+                """
+                UPDATE marketing_event event
+                   SET partner_id = visitor.partner_id
+                  FROM unnest(%(anonymous_ids)s::varchar[], %(partner_ids)s::int[])
+                       AS visitor (anonymous_id, partner_id)
+                 WHERE event.anonymous_id = visitor.anonymous_id
+                   AND event.partner_id IS NULL
+                   AND event.company_id = %(company_id)s
+                """,
+                anonymous_ids=list(partner_by_anonymous_id),
+                partner_ids=list(partner_by_anonymous_id.values()),
+                company_id=company.id,
+            )
+        )
+        self.invalidate_model(["partner_id"])
+        return self.env.cr.rowcount
+
+    @api.model
+    def _cron_purge_anonymous_events(self, batch_size=10000):
+        """Delete the events of visitors never identified, once their company's retention period is over."""
+        self.env["res.company"].flush_model(["marketing_anonymous_retention_days"])
+        self.flush_model(["partner_id", "anonymous_id", "received_at", "company_id"])
+        self.env.cr.execute(
+            SQL(
+                """
+                DELETE FROM marketing_event
+                 WHERE id IN (
+                        SELECT event.id
+                          FROM marketing_event event
+                          JOIN res_company company ON company.id = event.company_id
+                         WHERE event.partner_id IS NULL
+                           AND event.anonymous_id IS NOT NULL
+                           AND company.marketing_anonymous_retention_days > 0
+                           AND event.received_at < (now() AT TIME ZONE 'UTC')
+                                                   - make_interval(days => company.marketing_anonymous_retention_days)
+                         LIMIT %s
+                       )
+                """,
+                batch_size,
+            )
+        )
+        deleted = self.env.cr.rowcount
+        self.invalidate_model()
+        self.env["ir.cron"]._notify_progress(done=deleted, remaining=1 if deleted == batch_size else 0)
+        return deleted
 
     @api.model
     def _wake_dispatcher(self):
