@@ -168,10 +168,14 @@ def segment_timestamp(message, batch_sent_at=None):
     if message.get("timestamp") not in (None, ""):
         return parse_timestamp(message["timestamp"])
     original = parse_precise_timestamp(message.get("originalTimestamp"), "originalTimestamp")
-    sent_at = message.get("sentAt") if message.get("sentAt") not in (None, "") else batch_sent_at
-    sent = parse_precise_timestamp(sent_at, "sentAt")
     if original is None:
         return None
+    sent_at = message.get("sentAt") if message.get("sentAt") not in (None, "") else batch_sent_at
+    try:
+        sent = parse_precise_timestamp(sent_at, "sentAt")
+    except EventRejected:
+        # Only a correction: without a readable sentAt, the sender's clock is taken as it is.
+        sent = None
     if sent is None:
         return parse_timestamp(message["originalTimestamp"], "originalTimestamp")
     moment = datetime.utcnow() - (sent - original)
@@ -698,15 +702,7 @@ class MarketingEvent(models.Model):
         }
         if source.kind == "website":
             # A website key is public: whoever reads the page could send it.
-            not_applied = {
-                event_id: [
-                    f"{labels[event_id].get(f'contact.{name}', name)}: not applied, a website key never changes "
-                    "contact details"
-                    for name in ("name", "email", "phone")
-                    if contact.get(name)
-                ]
-                for event_id, contact in identified.items()
-            }
+            not_applied = self.browse(list(identified))._contact_changes_refused(identified, labels)
         else:
             not_applied = self.browse(list(identified))._update_contacts_from_traits(identified, source, labels)
         groups = {
@@ -720,6 +716,31 @@ class MarketingEvent(models.Model):
             if not_applied.get(result.get("id")):
                 result["not_applied"] = not_applied[result["id"]]
         return results
+
+    def _contact_changes_refused(self, contacts_by_event_id, labels_by_event_id):
+        """What the identify calls of a website key would have changed: ``{event id: ["traits.email: ..."]}``."""
+        Partner = self.env["res.partner"]
+        not_applied = defaultdict(list)
+        for event in self.filtered("partner_id"):
+            contact = contacts_by_event_id.get(event.id) or {}
+            partner = event.partner_id
+            phone = contact.get("phone") and Partner._marketing_phone_e164(
+                contact["phone"], event.company_id.country_id
+            )
+            changes = {
+                "contact.name": contact.get("name") and contact["name"] != partner.name,
+                "contact.email": contact.get("email") and contact["email"] != partner.email_normalized,
+                "contact.phone": phone and phone != partner.phone_sanitized,
+                "contact.external_id": contact.get("external_id")
+                and contact["external_id"] != partner.marketing_external_id,
+            }
+            labels = labels_by_event_id.get(event.id) or {}
+            not_applied[event.id] = [
+                f"{labels.get(field_name, field_name)}: not applied, a website key never changes contact details"
+                for field_name, changed in changes.items()
+                if changed
+            ]
+        return not_applied
 
     def _apply_group_calls(self, groups_by_event_id, source):
         """Make the company of each group call (B2B: the visitor's employer) the parent of the event's contact.

@@ -427,7 +427,8 @@ class TestHostileInput(MarketingAutomationHttpCommon):
                     + [self.track(type="track", messageId="orig", originalTimestamp="1900-01-01T00:00:00Z")]
                 },
             ),
-            [reason for _timestamp, reason in cases] + ["timestamp: before 2000-01-01"],
+            # The rejection names originalTimestamp, the field the message carried (issue 17).
+            [reason for _timestamp, reason in cases] + ["originalTimestamp: before 2000-01-01"],
         )
         self.assertFalse(self.stored())
 
