@@ -717,6 +717,13 @@ class MarketingEvent(models.Model):
                 result["not_applied"] = not_applied[result["id"]]
         return results
 
+    @api.model
+    def _odoo_user_partner_ids(self, partners):
+        """The ids of those of ``partners`` that are an Odoo user's contact (internal or portal, archived too)."""
+        # sudo: whoever may read users, only which contacts are theirs leaves the query.
+        users = self.env["res.users"].sudo().with_context(active_test=False)
+        return set(users.search([("partner_id", "in", partners.ids)]).partner_id.ids)
+
     def _contact_changes_refused(self, contacts_by_event_id, labels_by_event_id):
         """What the identify calls of a website key would have changed: ``{event id: ["traits.email: ..."]}``."""
         Partner = self.env["res.partner"]
@@ -789,16 +796,9 @@ class MarketingEvent(models.Model):
             contact if isinstance(contact, EventRejected) else next(resolved) for contact in company_contacts
         ]
         self._insert_events(company_events)
-        # sudo: which of these contacts are Odoo users', and what the found
-        # companies are; only these facts leave the queries.
+        # sudo: what the found companies are; only this leaves the queries.
         sudo_partners = Partner.sudo().with_context(active_test=False)
-        user_partner_ids = set(
-            self.env["res.users"]
-            .sudo()
-            .with_context(active_test=False)
-            .search([("partner_id", "in", events.partner_id.ids)])
-            .partner_id.ids
-        )
+        user_partner_ids = self._odoo_user_partner_ids(events.partner_id)
         found = sudo_partners.browse([partner_id for partner_id in company_ids if isinstance(partner_id, int)])
         # A company contact this source just created is created as a person.
         found.filtered(lambda partner: not partner.is_company and partner.marketing_source_id == source).write(

@@ -189,6 +189,26 @@ class TestWebsiteKeyRestrictions(WebsiteSourceCommon):
         self.assertIn(f"mea_{self.website.key_id}_", snippet)
         self.assertFalse(self.source.website_snippet, "server sources have no page snippet")
 
+    def test_batches_of_the_batching_strategy(self):
+        """Segment's browser library with ``deliveryStrategy: batching`` posts to /v1/b, with Basic auth too."""
+        basic = "Basic " + base64.b64encode(f"{self.website_key}:".encode()).decode()
+        body = {
+            "writeKey": self.website_key,
+            "batch": [
+                {"type": "page", "anonymousId": "v-b", "messageId": "b-1", "properties": {"path": "/"}},
+                {"type": "track", "anonymousId": "v-b", "messageId": "b-2", "event": "Video Watched"},
+            ],
+            "sentAt": "2026-11-24T10:00:00.000Z",
+        }
+        response = self.url_open(
+            f"{SEGMENT_URL}/b",
+            data=json.dumps(body),
+            headers={"Content-Type": "text/plain", "Authorization": basic, "Origin": SHOP_ORIGIN},
+        )
+        self.assertEqual(response.status_code, 200, response.text)
+        self.assertEqual(response.json()["accepted"], 2)
+        self.assertEqual(response.headers["Access-Control-Allow-Origin"], SHOP_ORIGIN)
+
     def test_basic_auth_json_as_rudderstack_sends(self):
         basic = "Basic " + base64.b64encode(f"{self.website_key}:".encode()).decode()
         response = self.url_open(

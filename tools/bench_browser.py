@@ -27,6 +27,7 @@ belongs to its visitor's contact; exits 1 when one is missing or left anonymous.
 import argparse
 import itertools
 import json
+import os
 import sys
 import threading
 import time
@@ -225,6 +226,7 @@ def main():  # pylint: disable=too-many-locals,too-many-statements
                 ("stored events still anonymous", anonymous_left),
                 ("stored events on another contact", wrong_contact),
                 ("refused requests", len(refused)),
+                ("load average (1, 5, 15 min)", " / ".join(f"{load:.1f}" for load in os.getloadavg())),
             ],
         )
         lost = events - stored
