@@ -12,6 +12,7 @@ from datetime import timezone
 from odoo import api
 from odoo import fields
 from odoo import models
+from odoo.exceptions import AccessError
 from odoo.service.model import PG_CONCURRENCY_EXCEPTIONS_TO_RETRY
 from odoo.tools import SQL
 from odoo.tools import create_index
@@ -279,6 +280,11 @@ class MarketingEvent(models.Model):
         readonly=True, help="What processing did: scenarios entered and exited, waits resumed, score changes."
     )
     processing_summary = fields.Text(compute="_compute_processing_summary")
+    consumers_done = fields.Json(
+        readonly=True,
+        copy=False,
+        help="The processing steps that already succeeded on this event: a retry does not apply them again.",
+    )
 
     def init(self):
         cr = self.env.cr
@@ -1239,6 +1245,9 @@ class MarketingEvent(models.Model):
         )
         events = self.browse([row[0] for row in self.env.cr.fetchall()])
         done = events._process_with_retries() if events else 0
+        # The batch's new states go to the database first: counted before,
+        # the batch itself would still look pending and call an empty batch.
+        self.flush_model(["state"])
         # Counted up to a cap: the cron runner only needs to know whether to
         # run again, and counting a backlog after each batch would be quadratic.
         # In id order, so that the pending events are read off their partial
@@ -1296,14 +1305,22 @@ class MarketingEvent(models.Model):
         """
         results = defaultdict(lambda: defaultdict(list))
         errors = {}
+        # What succeeded on an event before its retry (score rules, entries)
+        # is not applied again.
+        consumers_done = {event.id: set(event.consumers_done or ()) for event in self}
         for consumer in self._event_consumers():
+            name = consumer.__name__
             for _type, type_events in self.grouped("type_id").items():
-                events = type_events - self.browse(errors)
+                events = (type_events - self.browse(errors)).filtered(
+                    lambda event, name=name: name not in consumers_done[event.id]
+                )
                 if not events:
                     continue
                 try:
                     with self.env.cr.savepoint():
                         consumer(events, results)
+                    for event_id in events.ids:
+                        consumers_done[event_id].add(name)
                 except PG_CONCURRENCY_EXCEPTIONS_TO_RETRY:
                     # Another transaction changed the same rows (two workers
                     # scoring one contact): nothing is wrong with the events.
@@ -1316,8 +1333,12 @@ class MarketingEvent(models.Model):
                     errors.update(dict.fromkeys(events.ids, message))
         now = fields.Datetime.now()
         failed = self.browse(list(errors))
-        for message, events in failed.grouped(lambda event: errors[event.id]).items():
-            events.write({"state": "error", "error_message": message, "processed_at": now})
+        for (message, done), events in failed.grouped(
+            lambda event: (errors[event.id], tuple(sorted(consumers_done[event.id])))
+        ).items():
+            events.write(
+                {"state": "error", "error_message": message, "processed_at": now, "consumers_done": list(done)}
+            )
         succeeded = self - failed
         succeeded.write({"state": "processed", "processed_at": now})
         succeeded._store_processing_results(results)
@@ -1359,7 +1380,10 @@ class MarketingEvent(models.Model):
         self.env["marketing.system.automation"]._trigger_for_events(events, results)
 
     def action_retry(self):
-        """Send events that failed processing through the dispatcher again."""
+        """Send events that failed processing through the dispatcher again (marketing administrators)."""
+        manager = "marketing_event_automation.group_marketing_automation_manager"
+        if not (self.env.su or self.env.user.has_group(manager)):
+            raise AccessError(self.env._("Only a marketing administrator may retry events."))
         # sudo: events are read-only for everybody; retrying is the one change
         # a marketing administrator may make to the log.
         self.filtered(lambda event: event.state == "error").sudo().write({"state": "pending", "error_message": False})

@@ -29,8 +29,8 @@ INTENDED_RIGHTS = {
     # Scenarios: built by marketers; the engine creates participants and steps.
     "marketing.scenario": {"marketing_user": "rwcu", "marketing_manager": "rwcu"},
     "marketing.scenario.node": {"marketing_user": "rwcu", "marketing_manager": "rwcu"},
-    "marketing.scenario.participant": {"marketing_user": "rw", "marketing_manager": "rwcu"},
-    "marketing.scenario.step": {"marketing_user": "rw", "marketing_manager": "rwcu"},
+    "marketing.scenario.participant": {"marketing_user": "r", "marketing_manager": "rwcu"},
+    "marketing.scenario.step": {"marketing_user": "r", "marketing_manager": "rwcu"},
     "marketing.scenario.test.wizard": {"marketing_user": "rwc", "marketing_manager": "rwc"},
     # Templates ship with the module; administrators may adjust or add some.
     "marketing.scenario.objective.wizard": {"marketing_user": "rwc", "marketing_manager": "rwc"},

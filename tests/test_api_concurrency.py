@@ -1,4 +1,5 @@
 import threading
+import time
 
 from psycopg2 import errorcodes
 
@@ -51,6 +52,7 @@ class TestApiConcurrency(TransactionCase):
             contacts.unlink()
             event_types.unlink()
             cr.execute("DELETE FROM marketing_event_source_quota WHERE source_id = %s", [source.id])
+            cr.execute("DELETE FROM marketing_event_source_rate WHERE source_id = %s", [source.id])
             source.unlink()
 
     def ingest(self, cr, events):
@@ -154,6 +156,61 @@ class TestApiConcurrency(TransactionCase):
             cr_b.commit()  # pylint: disable=invalid-commit
         self.assertEqual((result_a["status"], result_b["status"]), ("accepted", "rejected"))
         self.assertEqual(result_b["code"], "limit_exceeded")
+
+    def wait_for_a_lock_wait(self):
+        """Until some backend of this database waits for a row lock (the counter upsert of the other worker)."""
+        for _attempt in range(200):
+            with self.registry.cursor() as cr:
+                cr.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+                if cr.fetchone()[0]:
+                    return
+            time.sleep(0.05)
+        self.fail("the counter upsert never waited for the row held by the other worker")
+
+    def test_counters_add_up_when_another_worker_updates_their_row_meanwhile(self):
+        """A request's counter upsert that waits for a row another worker then commits adds to it
+        instead of failing (on a REPEATABLE READ cursor it failed with a serialization error,
+        logged as an ERROR), for the rate limit and for the daily caps alike."""
+        counters = {
+            "rate limit": (
+                "UPDATE marketing_event_source_rate SET hits = hits + 1 WHERE source_id = %s",
+                lambda source: source._consume_rate_limit(),
+                "SELECT hits FROM marketing_event_source_rate WHERE source_id = %s",
+            ),
+            "daily cap": (
+                "UPDATE marketing_event_source_quota SET used = used + 1 WHERE source_id = %s AND kind = 'contacts'",
+                lambda source: source._consume_quota("contacts", 1, 1000),
+                "SELECT used FROM marketing_event_source_quota WHERE source_id = %s AND kind = 'contacts'",
+            ),
+        }
+        for name, (other_worker_update, consume, read_count) in counters.items():
+            with self.subTest(counter=name):
+                with self.registry.cursor() as cr:
+                    source = self.worker_env(cr)["marketing.event.source"].browse(self.source_id)
+                    consume(source)  # the counter row exists, with 1
+                errors = []
+
+                def request(consume=consume, errors=errors):
+                    try:
+                        with self.registry.cursor() as cr:
+                            consume(self.worker_env(cr)["marketing.event.source"].browse(self.source_id))
+                    except Exception as error:  # noqa: BLE001 - reported by the main thread
+                        errors.append(error)
+
+                with self.registry.cursor() as other_worker:
+                    other_worker.execute(other_worker_update, [self.source_id])  # holds the row
+                    thread = threading.Thread(target=request)
+                    thread.start()
+                    self.wait_for_a_lock_wait()
+                    other_worker.commit()  # pylint: disable=invalid-commit
+                thread.join(timeout=30)
+                self.assertFalse(errors)
+                with self.registry.cursor() as cr:
+                    cr.execute(read_count, [self.source_id])
+                    self.assertEqual(cr.fetchone()[0], 3, "the first request, the other worker's and this one")
 
     def remove_type(self, key):
         with self.registry.cursor() as cr:
