@@ -13,11 +13,11 @@ from odoo.http import request
 
 from ..models.ir_http import FORM_LABELLED_ENVIRON_KEY
 from ..models.marketing_event_source import normalize_origin
+from ..utils.payload import SEGMENT_MAX_MESSAGE_SIZE
 
 NATIVE_MAX_BODY = 1024 * 1024
 NATIVE_MAX_EVENTS = 1000
 SEGMENT_MAX_BATCH_BODY = 500 * 1024
-SEGMENT_MAX_MESSAGE = 32 * 1024
 # What browsers may send cross-origin: Segment's and RudderStack's browser
 # libraries add Authorization (Basic), RudderStack AnonymousId, SentAt and
 # Rsa-* retry headers, Segment X-Retry-Count. A preflight is answered with
@@ -325,7 +325,7 @@ class MarketingEventApi(http.Controller):
             if call not in SEGMENT_CALLS and call not in SEGMENT_BATCH_CALLS:
                 raise ApiError(404, "not_found", f"path: /v1/{call} is not a Segment endpoint this API implements")
             is_batch = call in SEGMENT_BATCH_CALLS
-            max_size = SEGMENT_MAX_BATCH_BODY if is_batch else SEGMENT_MAX_MESSAGE
+            max_size = SEGMENT_MAX_BATCH_BODY if is_batch else SEGMENT_MAX_MESSAGE_SIZE
             # A body labelled a form is JSON here (ir.http, marketing_json_body).
             body = read_json_body(max_size)
             if not isinstance(body, dict):

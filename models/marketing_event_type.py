@@ -1,6 +1,5 @@
 import contextlib
 import json
-import re
 from collections import defaultdict
 from datetime import timedelta
 from functools import lru_cache
@@ -16,9 +15,12 @@ from odoo.exceptions import ValidationError
 from odoo.tools import SQL
 from odoo.tools import create_unique_index
 
-EVENT_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+$")
-EVENT_KEY_MAX_LENGTH = 128
+from ..utils.constants import COMPARISONS
+from ..utils.payload import EVENT_KEY_MAX_LENGTH
+from ..utils.payload import EVENT_KEY_PATTERN
 
+# The shape of a long array is known from its first items.
+STRUCTURE_SAMPLE_ITEMS = 50
 # JSON types of the learned parameter structure, as JSON Schema names them.
 _PYTHON_JSON_TYPES = (
     (bool, "boolean"),
@@ -53,7 +55,7 @@ def flatten_structure(params, prefix="", structure=None):
         if isinstance(value, dict):
             flatten_structure(value, f"{path}.", structure)
         elif isinstance(value, list):
-            for item in value[:50]:  # the shape of a long array is known from its first items
+            for item in value[:STRUCTURE_SAMPLE_ITEMS]:
                 if isinstance(item, dict):
                     flatten_structure(item, f"{path}[].", structure)
                 else:
@@ -363,14 +365,10 @@ class MarketingEventType(models.Model):
             type_id: len(set().union(*found.values())) if kind == "any" else len(found[kind])
             for type_id, found in dependencies.items()
         }
-        compare = {
-            "=": lambda count: count == value,
-            "!=": lambda count: count != value,
-            ">": lambda count: count > value,
-            ">=": lambda count: count >= value,
-            "<": lambda count: count < value,
-            "<=": lambda count: count <= value,
-        }[operator]
+
+        def compare(count):
+            return COMPARISONS[operator](count, value)
+
         if compare(0):
             # Types without any dependency match too: exclude those that do not.
             return [("id", "not in", [type_id for type_id, count in counts.items() if not compare(count)])]

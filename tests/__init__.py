@@ -35,5 +35,6 @@ from . import test_sdk_libraries
 from . import test_segment_api
 from . import test_system_automation
 from . import test_system_automation_company
+from . import test_translations
 from . import test_webhook_safety
 from . import test_website_sources

@@ -32,6 +32,8 @@ import json
 import math
 import re
 
+from .constants import COMPARISONS
+
 PARAMS_FILTER_MAX_LENGTH = 2000
 PARAMS_FILTER_MAX_CONDITIONS = 20
 
@@ -355,12 +357,7 @@ def _value_satisfies(operator, actual, expected, value_type):
     if value_type == "string":
         # Strings compare in text order, which also orders ISO 8601 dates.
         actual, expected = str(actual), str(expected)
-    return {
-        ">": actual > expected,
-        ">=": actual >= expected,
-        "<": actual < expected,
-        "<=": actual <= expected,
-    }[operator]
+    return COMPARISONS[operator](actual, expected)
 
 
 def condition_matches(condition, params):
