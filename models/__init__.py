@@ -3,6 +3,7 @@ from . import marketing_event_ingestion
 from . import marketing_subscription_tracking_mixin
 
 # isort: split
+from . import ir_http
 from . import mailing_contact
 from . import mailing_list
 from . import mailing_mailing

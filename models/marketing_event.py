@@ -54,6 +54,17 @@ class MarketingEvent(models.Model):
     category_id = fields.Many2one(related="type_id.category_id")
     scope = fields.Selection(related="type_id.scope")
     partner_id = fields.Many2one("res.partner", string="Contact", ondelete="cascade", readonly=True)
+    anonymous_id = fields.Char(
+        string="Anonymous ID",
+        readonly=True,
+        index="btree_not_null",
+        help="The visitor's anonymous id (Segment's anonymousId): its events join the contact once the visitor "
+        "is identified.",
+    )
+    context = fields.Json(
+        readonly=True, help="Where the event came from, as the sender's library described it: page, IP address..."
+    )
+    context_display = fields.Text(string="Context (JSON)", compute="_compute_params_display")
     company_id = fields.Many2one("res.company", readonly=True, index=True)
     source_id = fields.Many2one(
         "marketing.event.source",
@@ -100,10 +111,21 @@ class MarketingEvent(models.Model):
         create_index(cr, "marketing_event_source_received_idx", self._table, ["source_id", "received_at"])
         create_index(cr, "marketing_event_partner_type_idx", self._table, ["partner_id", "type_id", "occurred_at"])
         create_index(cr, "marketing_event_received_idx", self._table, ["received_at"])
+        # The purge of anonymous visitors' events reads them off this index.
+        create_index(
+            cr,
+            "marketing_event_anonymous_received_idx",
+            self._table,
+            ["received_at"],
+            where="partner_id IS NULL AND anonymous_id IS NOT NULL",
+        )
 
-    @api.depends("params")
+    @api.depends("params", "context")
     def _compute_params_display(self):
         for event in self:
+            event.context_display = (
+                json.dumps(event.context, indent=2, ensure_ascii=False, sort_keys=True) if event.context else False
+            )
             params = event.params or {}
             event.params_display = json.dumps(params, indent=2, ensure_ascii=False, sort_keys=True)
             event.params_summary = params_summary(params)
@@ -145,6 +167,8 @@ class MarketingEvent(models.Model):
             columns["type_id"].append(event["type"].id)
             columns["event_key"].append(event["key"])
             columns["partner_id"].append(event.get("partner_id"))
+            columns["anonymous_id"].append(event.get("anonymous_id"))
+            columns["context"].append(json.dumps(event["context"]) if event.get("context") else None)
             columns["company_id"].append(event.get("company_id"))
             columns["source_id"].append(event.get("source_id"))
             columns["idempotency_key"].append(event.get("idempotency_key"))
@@ -152,22 +176,23 @@ class MarketingEvent(models.Model):
             columns["occurred_at"].append(event.get("occurred_at") or now)
             columns["state"].append(state)
             columns["error_message"].append(event.get("error_message"))
-            if state == "pending":
+            if state != "rejected":
                 flatten_structure(event.get("params") or {}, structure=structures[event["type"].id])
         cr.execute(
             SQL(
                 """
                 INSERT INTO marketing_event (
                     id, type_id, event_key, partner_id, company_id, source_id, idempotency_key, params,
-                    occurred_at, state, error_message, received_at
+                    occurred_at, state, error_message, anonymous_id, context, received_at, processed_at
                 )
-                SELECT row.*, %(now)s
+                SELECT row.*, %(now)s, CASE WHEN row.state = 'processed' THEN %(now)s END
                   FROM unnest(
                         %(ids)s::int[], %(type_ids)s::int[], %(event_keys)s::varchar[], %(partner_ids)s::int[],
                         %(company_ids)s::int[], %(source_ids)s::int[], %(idempotency_keys)s::varchar[],
                         %(params)s::jsonb[], %(occurred_at)s::timestamp[], %(states)s::varchar[],
-                        %(error_messages)s::text[]
-                       ) AS row
+                        %(error_messages)s::text[], %(anonymous_ids)s::varchar[], %(contexts)s::jsonb[]
+                       ) AS row (id, type_id, event_key, partner_id, company_id, source_id, idempotency_key, params,
+                                 occurred_at, state, error_message, anonymous_id, context)
                 ON CONFLICT (COALESCE(source_id, 0), idempotency_key)
                    WHERE idempotency_key IS NOT NULL AND state <> 'rejected'
                    DO NOTHING
@@ -185,6 +210,8 @@ class MarketingEvent(models.Model):
                 occurred_at=columns["occurred_at"],
                 states=columns["state"],
                 error_messages=columns["error_message"],
+                anonymous_ids=columns["anonymous_id"],
+                contexts=columns["context"],
             )
         )
         rows = cr.fetchall()
@@ -197,6 +224,88 @@ class MarketingEvent(models.Model):
         if any(event_id for event_id, event in zip(ids, events) if event.get("state", "pending") == "pending"):
             self._wake_dispatcher()
         return ids
+
+    @api.model
+    def _anonymous_partner_ids(self, company, anonymous_ids):
+        """``{anonymous id: contact id}`` for the ids of ``company``'s visitors already identified, in one query."""
+        anonymous_ids = list(set(filter(None, anonymous_ids)))
+        if not anonymous_ids:
+            return {}
+        self.flush_model(["anonymous_id", "partner_id", "company_id"])
+        self.env.cr.execute(
+            SQL(
+                """
+                SELECT DISTINCT ON (anonymous_id) anonymous_id, partner_id
+                  FROM marketing_event
+                 WHERE anonymous_id = ANY(%(ids)s) AND partner_id IS NOT NULL AND company_id = %(company_id)s
+                 ORDER BY anonymous_id, id DESC
+                """,
+                ids=anonymous_ids,
+                company_id=company.id,
+            )
+        )
+        return dict(self.env.cr.fetchall())
+
+    @api.model
+    def _merge_anonymous_histories(self, company, pairs):
+        """Give the events of anonymous visitors of ``company`` the contact each turned out to be.
+
+        ``pairs``: ``(anonymous id, contact id)``, a later pair winning over
+        an earlier one for the same id. One statement for all of them. The
+        events keep their state: already processed, they start no scenario
+        now, and from now on count for the contact's history like any other.
+        """
+        partner_by_anonymous_id = dict(pairs)
+        if not partner_by_anonymous_id:
+            return 0
+        self.flush_model(["anonymous_id", "partner_id", "company_id"])
+        self.env.cr.execute(
+            SQL(
+                """
+                UPDATE marketing_event event
+                   SET partner_id = visitor.partner_id
+                  FROM unnest(%(anonymous_ids)s::varchar[], %(partner_ids)s::int[])
+                       AS visitor (anonymous_id, partner_id)
+                 WHERE event.anonymous_id = visitor.anonymous_id
+                   AND event.partner_id IS NULL
+                   AND event.company_id = %(company_id)s
+                """,
+                anonymous_ids=list(partner_by_anonymous_id),
+                partner_ids=list(partner_by_anonymous_id.values()),
+                company_id=company.id,
+            )
+        )
+        self.invalidate_model(["partner_id"])
+        return self.env.cr.rowcount
+
+    @api.model
+    def _cron_purge_anonymous_events(self, batch_size=10000):
+        """Delete the events of visitors never identified, once their company's retention period is over."""
+        self.env["res.company"].flush_model(["marketing_anonymous_retention_days"])
+        self.flush_model(["partner_id", "anonymous_id", "received_at", "company_id"])
+        self.env.cr.execute(
+            SQL(
+                """
+                DELETE FROM marketing_event
+                 WHERE id IN (
+                        SELECT event.id
+                          FROM marketing_event event
+                          JOIN res_company company ON company.id = event.company_id
+                         WHERE event.partner_id IS NULL
+                           AND event.anonymous_id IS NOT NULL
+                           AND company.marketing_anonymous_retention_days > 0
+                           AND event.received_at < (now() AT TIME ZONE 'UTC')
+                                                   - make_interval(days => company.marketing_anonymous_retention_days)
+                         LIMIT %s
+                       )
+                """,
+                batch_size,
+            )
+        )
+        deleted = self.env.cr.rowcount
+        self.invalidate_model()
+        self.env["ir.cron"]._notify_progress(done=deleted, remaining=1 if deleted == batch_size else 0)
+        return deleted
 
     @api.model
     def _wake_dispatcher(self):

@@ -12,14 +12,18 @@ from ..utils.payload import CONTACT_TEXT_MAX_LENGTH
 from ..utils.payload import EVENT_KEY_MAX_LENGTH
 from ..utils.payload import EVENT_KEY_PATTERN
 from ..utils.payload import IDEMPOTENCY_KEY_MAX_LENGTH
+from ..utils.payload import KEPT_CONTEXT_KEYS
 from ..utils.payload import SEGMENT_MAX_MESSAGE_SIZE
 from ..utils.payload import EventRejected
 from ..utils.payload import check_json_value
+from ..utils.payload import is_anonymous
+from ..utils.payload import normalize_anonymous_id
 from ..utils.payload import normalize_email
 from ..utils.payload import parse_timestamp
 from ..utils.payload import phone_e164
 from ..utils.payload import relabel
 from ..utils.payload import segment_event_key
+from ..utils.payload import segment_timestamp
 from ..utils.scores import score_band
 
 # Odoo ids are PostgreSQL integers.
@@ -75,6 +79,7 @@ class MarketingEventIngestion(models.AbstractModel):
             raise EventRejected("contact: must be a JSON object")
         return {
             "key": key,
+            "anonymous_id": normalize_anonymous_id(raw.get("anonymous_id"), "anonymous_id"),
             "idempotency_key": idempotency_key,
             "occurred_at": parse_timestamp(raw.get("timestamp")),
             "contact": self._marketing_normalize_contact(contact or {}),
@@ -124,6 +129,13 @@ class MarketingEventIngestion(models.AbstractModel):
                     )
                 if not event_type.active:
                     raise EventRejected(f"event: the type {event['key']!r} is inactive")
+                if source.kind == "website" and event["contact"].get("id"):
+                    # A website key is public: Odoo ids are easy to guess.
+                    raise EventRejected(
+                        "contact.id: a website key cannot address a contact by its Odoo id, "
+                        "send external_id, email or phone",
+                        code="not_allowed",
+                    )
                 if source.max_params_bytes:
                     # Measured as Segment measures a message; kept for the INSERT.
                     event["params_json"] = json.dumps(event["params"], ensure_ascii=False, separators=(",", ":"))
@@ -146,11 +158,21 @@ class MarketingEventIngestion(models.AbstractModel):
                 continue
             contacts_to_resolve.append((position, event, event_type))
 
+        # A visitor known only by an anonymous id: its events are stored
+        # without contact, or with the contact its id already joined.
+        anonymous_partner_ids = self._anonymous_partner_ids(
+            company,
+            [event["anonymous_id"] for _position, event, _type in contacts_to_resolve if is_anonymous(event)],
+        )
         # The contact_created events of new contacts go into the same INSERT
         # as the request's events, before them.
         contact_events = []
         partner_ids = self._marketing_resolve_contacts(
-            [event["contact"] for _position, event, event_type in contacts_to_resolve if event_type.scope == "contact"],
+            [
+                event["contact"]
+                for _position, event, event_type in contacts_to_resolve
+                if event_type.scope == "contact" and not is_anonymous(event)
+            ],
             company,
             create=source.unknown_contact_policy == "create",
             log_events=contact_events,
@@ -159,7 +181,9 @@ class MarketingEventIngestion(models.AbstractModel):
         partner_iterator = iter(partner_ids)
         for position, event, event_type in contacts_to_resolve:
             partner_id = None
-            if event_type.scope == "contact":
+            if is_anonymous(event):
+                partner_id = anonymous_partner_ids.get(event["anonymous_id"])
+            elif event_type.scope == "contact":
                 partner_id = next(partner_iterator)
                 if isinstance(partner_id, EventRejected):
                     reason = relabel(partner_id.reason, event.get("labels"))
@@ -175,6 +199,8 @@ class MarketingEventIngestion(models.AbstractModel):
                     "type": event_type,
                     "key": event["key"],
                     "partner_id": partner_id,
+                    "anonymous_id": event.get("anonymous_id"),
+                    "context": event.get("context"),
                     "company_id": company.id,
                     "source_id": source.id,
                     "idempotency_key": event["idempotency_key"],
@@ -182,10 +208,24 @@ class MarketingEventIngestion(models.AbstractModel):
                     "params_json": event.get("params_json"),
                     "max_structure_paths": source.max_structure_paths,
                     "occurred_at": event["occurred_at"],
+                    # Without a contact there is nothing to dispatch: no
+                    # scenario, score rule or wait reacts to it, now or
+                    # once the visitor is identified.
+                    "state": "pending" if partner_id else "processed",
                 }
                 for event_type, event, partner_id in rows
             ]
         )[len(contact_events) :]
+        self._merge_anonymous_histories(
+            company,
+            [
+                (anonymous_id, partner_id)
+                for event_id, (_type, event, partner_id) in zip(stored, rows)
+                if event_id and partner_id
+                for anonymous_id in (event.get("anonymous_id"), *event.get("merge_anonymous_ids", ()))
+                if anonymous_id
+            ],
+        )
         for position, event_id, (_event_type, event, _partner_id) in zip(row_positions, stored, rows):
             if event_id:
                 results[position] = {"status": "accepted", "id": event_id}
@@ -215,7 +255,7 @@ class MarketingEventIngestion(models.AbstractModel):
         return results
 
     @api.model
-    def _normalize_segment_message(self, message):
+    def _normalize_segment_message(self, message, sent_at=None, visitor_ip=None):
         """Map one Segment message (track, identify, page, screen) onto a native event.
 
         Rejections name the fields as Segment wrote them (``properties.total``,
@@ -264,10 +304,36 @@ class MarketingEventIngestion(models.AbstractModel):
             if traits is None:
                 traits, traits_label = context.get("traits"), "context.traits"
             params, params_label = traits, traits_label
+        elif call == "group":
+            name = "Group"
+            group_id = message.get("groupId")
+            if isinstance(group_id, int) and not isinstance(group_id, bool):
+                group_id = str(group_id)
+            if not isinstance(group_id, str) or not group_id.strip():
+                raise EventRejected("groupId: required for a group call, the company's id as a string")
+            group_traits = message.get("traits")
+            if group_traits is not None and not isinstance(group_traits, dict):
+                raise EventRejected("traits: must be a JSON object")
+            # The traits of a group call are the company's; the visitor's
+            # own are in the context.
+            params = dict(group_traits or {}, groupId=group_id.strip())
+            params_label = "traits"
+            traits = context.get("traits")
+        elif call == "alias":
+            name = "Alias"
+            previous_id = normalize_anonymous_id(message.get("previousId"), "previousId")
+            if not previous_id:
+                raise EventRejected("previousId: required for an alias call, the id the visitor had before")
+            if message.get("userId") in (None, ""):
+                raise EventRejected("userId: required for an alias call, the id the visitor has now")
+            params, params_label = {"previousId": previous_id}, "previousId"
+            traits = context.get("traits")
         elif call is None:
-            raise EventRejected("type: required, one of track, identify, page, screen")
+            raise EventRejected("type: required, one of track, identify, page, screen, group, alias")
         else:
-            raise EventRejected(f"type: {call!r} messages are not supported (use track, identify, page or screen)")
+            raise EventRejected(
+                f"type: {call!r} messages are not supported (use track, identify, page, screen, group or alias)"
+            )
         if traits is not None and not isinstance(traits, dict):
             raise EventRejected(f"{traits_label}: must be a JSON object")
         traits = traits or {}
@@ -282,10 +348,13 @@ class MarketingEventIngestion(models.AbstractModel):
             contact["name"] = " ".join(
                 traits[part].strip() for part in ("firstName", "lastName") if isinstance(traits.get(part), str)
             )
-        if not any(contact.get(field_name) not in (None, "") for field_name in ("external_id", "email", "phone")):
+        anonymous_id = normalize_anonymous_id(message.get("anonymousId"), "anonymousId")
+        if not anonymous_id and not any(
+            contact.get(field_name) not in (None, "") for field_name in ("external_id", "email", "phone")
+        ):
             raise EventRejected(
-                f"userId: required to find the contact: an anonymousId alone is not enough, "
-                f"send userId or {traits_label}.email or {traits_label}.phone",
+                f"userId: required to find the contact, send userId, anonymousId, {traits_label}.email "
+                f"or {traits_label}.phone",
                 code="unknown_contact",
             )
         labels = {
@@ -301,28 +370,43 @@ class MarketingEventIngestion(models.AbstractModel):
                 {
                     "event": key,
                     "event_id": message.get("messageId"),
-                    # ``or`` would take a timestamp of 0 for a missing one.
-                    "timestamp": message["timestamp"]
-                    if message.get("timestamp") not in (None, "")
-                    else message.get("originalTimestamp"),
                     "contact": {name: value for name, value in contact.items() if value is not None},
                     "params": params,
                 }
             )
         except EventRejected as rejection:
             raise EventRejected(relabel(rejection.reason, labels), rejection.code) from rejection
-        return event | {"name": name.strip()[:EVENT_KEY_MAX_LENGTH], "segment_call": call, "labels": labels}
+        event["occurred_at"] = segment_timestamp(message, sent_at)
+        kept_context = {key: context[key] for key in KEPT_CONTEXT_KEYS if context.get(key) not in (None, "", {})}
+        if visitor_ip and "ip" not in kept_context:
+            # Segment's own API records the address the browser sent from.
+            kept_context["ip"] = visitor_ip
+        check_json_value(kept_context, "context")
+        return event | {
+            "name": name.strip()[:EVENT_KEY_MAX_LENGTH],
+            "segment_call": call,
+            "labels": labels,
+            "anonymous_id": anonymous_id,
+            "context": kept_context or None,
+            "merge_anonymous_ids": [params["previousId"]] if call == "alias" else [],
+            "group": params if call == "group" else None,
+        }
 
     @api.model
-    def _ingest_segment(self, source, messages, batch_context=None):
-        """Ingest Segment messages; identify calls also update their contact from its traits."""
+    def _ingest_segment(self, source, messages, batch_context=None, sent_at=None, visitor_ip=None):
+        """Ingest Segment messages; identify calls also update their contact from its traits.
+
+        ``sent_at``: the batch's ``sentAt``, for messages without their own;
+        ``visitor_ip``: the address a browser sent them from, kept as their
+        ``context.ip`` when they name none.
+        """
         normalized = {}
 
         def normalizer(message):
             original = message
             if isinstance(message, dict) and isinstance(batch_context, dict) and not message.get("context"):
                 message = dict(message, context=batch_context)
-            normalized[id(original)] = event = self._normalize_segment_message(message)
+            normalized[id(original)] = event = self._normalize_segment_message(message, sent_at, visitor_ip)
             return event
 
         results = self._ingest(source, messages, normalizer=normalizer)
@@ -336,11 +420,129 @@ class MarketingEventIngestion(models.AbstractModel):
             for result, message in zip(results, messages)
             if result.get("id") in identified
         }
-        not_applied = self.browse(list(identified))._update_contacts_from_traits(identified, source, labels)
+        if source.kind == "website":
+            # A website key is public: whoever reads the page could send it.
+            not_applied = self.browse(list(identified))._contact_changes_refused(identified, labels)
+        else:
+            not_applied = self.browse(list(identified))._update_contacts_from_traits(identified, source, labels)
+        groups = {
+            result["id"]: normalized[id(message)]["group"]
+            for result, message in zip(results, messages)
+            if result["status"] == "accepted" and normalized.get(id(message), {}).get("group")
+        }
+        for event_id, reasons in self.browse(list(groups))._apply_group_calls(groups, source).items():
+            not_applied.setdefault(event_id, []).extend(reasons)
         for result in results:
             if not_applied.get(result.get("id")):
                 result["not_applied"] = not_applied[result["id"]]
         return results
+
+    @api.model
+    def _odoo_user_partner_ids(self, partners):
+        """The ids of those of ``partners`` that are an Odoo user's contact (internal or portal, archived too)."""
+        # sudo: whoever may read users, only which contacts are theirs leaves the query.
+        users = self.env["res.users"].sudo().with_context(active_test=False)
+        return set(users.search([("partner_id", "in", partners.ids)]).partner_id.ids)
+
+    def _contact_changes_refused(self, contacts_by_event_id, labels_by_event_id):
+        """What the identify calls of a website key would have changed: ``{event id: ["traits.email: ..."]}``."""
+        not_applied = defaultdict(list)
+        for event in self.filtered("partner_id"):
+            contact = contacts_by_event_id.get(event.id) or {}
+            partner = event.partner_id
+            phone = contact.get("phone") and phone_e164(contact["phone"], event.company_id.country_id.code)
+            changes = {
+                "contact.name": contact.get("name") and contact["name"] != partner.name,
+                "contact.email": contact.get("email") and contact["email"] != partner.email_normalized,
+                "contact.phone": phone and phone != partner.phone_sanitized,
+                "contact.external_id": contact.get("external_id")
+                and contact["external_id"] != partner.marketing_external_id,
+            }
+            labels = labels_by_event_id.get(event.id) or {}
+            not_applied[event.id] = [
+                f"{labels.get(field_name, field_name)}: not applied, a website key never changes contact details"
+                for field_name, changed in changes.items()
+                if changed
+            ]
+        return not_applied
+
+    def _apply_group_calls(self, groups_by_event_id, source):
+        """Make the company of each group call (B2B: the visitor's employer) the parent of the event's contact.
+
+        The company is a company-type contact whose external id is
+        ``group:<groupId>``, so that group and user ids of a shop never meet;
+        it is found, or created as the source's policy and daily cap of new
+        contacts allow. The contact changes under the rules of identify: never
+        a contact of an Odoo user, only contacts this source created unless it
+        may update contact details, never through a website key. Returns
+        ``{event id: ["groupId: not applied, <why>"]}``.
+        """
+        not_applied = defaultdict(list)
+        events = self.filtered("partner_id")
+        if not events:
+            return not_applied
+        if source.kind == "website":
+            for event in events:
+                not_applied[event.id].append("groupId: not applied, a website key never changes contacts")
+            return not_applied
+        Partner = self.env["res.partner"]
+        company = source.company_id
+        company_contacts = []
+        for event in events:
+            group = groups_by_event_id[event.id]
+            name = group.get("name") if isinstance(group.get("name"), str) else None
+            try:
+                company_contacts.append(
+                    self._marketing_normalize_contact(
+                        {"external_id": f"group:{group['groupId']}", "name": name}, prefix="traits"
+                    )
+                )
+            except EventRejected as rejection:
+                company_contacts.append(rejection)
+        company_events = []
+        resolved = iter(
+            self._marketing_resolve_contacts(
+                [contact for contact in company_contacts if not isinstance(contact, EventRejected)],
+                company,
+                create=source.unknown_contact_policy == "create",
+                log_events=company_events,
+                source=source,
+            )
+        )
+        company_ids = [
+            contact if isinstance(contact, EventRejected) else next(resolved) for contact in company_contacts
+        ]
+        self._insert_events(company_events)
+        # sudo: what the found companies are; only this leaves the queries.
+        sudo_partners = Partner.sudo().with_context(active_test=False)
+        user_partner_ids = self._odoo_user_partner_ids(events.partner_id)
+        found = sudo_partners.browse([partner_id for partner_id in company_ids if isinstance(partner_id, int)])
+        # A company contact this source just created is created as a person.
+        found.filtered(lambda partner: not partner.is_company and partner.marketing_source_id == source).write(
+            {"is_company": True}
+        )
+        contacts_by_company = defaultdict(list)
+        for event, company_id in zip(events, company_ids):
+            partner = event.partner_id
+            if isinstance(company_id, EventRejected):
+                reason = company_id.reason.partition(": ")[2]
+            elif not sudo_partners.browse(company_id).is_company:
+                reason = self.env._("the contact with this external id is not a company")
+            elif company_id in (partner.id, partner.parent_id.id):
+                continue
+            elif partner.id in user_partner_ids:
+                reason = self.env._("the contact belongs to an Odoo user")
+            elif partner.marketing_source_id != source and not source.allow_contact_update:
+                reason = self.env._("the contact was not created by this source")
+            elif partner.is_company:
+                reason = self.env._("the contact is a company itself")
+            else:
+                contacts_by_company[company_id].append(partner.id)
+                continue
+            not_applied[event.id].append(f"groupId: not applied, {reason}")
+        for company_id, partner_ids in contacts_by_company.items():
+            Partner.browse(partner_ids).write({"parent_id": company_id})
+        return not_applied
 
     def _update_contacts_from_traits(self, contacts_by_event_id, source, labels_by_event_id=None):
         """Write the name, email, phone and external id an identify call gave to its contact, where allowed.

@@ -4,6 +4,7 @@ import secrets
 import string
 from contextlib import contextmanager
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from psycopg2.extensions import ISOLATION_LEVEL_READ_COMMITTED
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE
@@ -11,6 +12,7 @@ from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 from odoo import api
 from odoo import fields
 from odoo import models
+from odoo import tools
 from odoo.exceptions import ValidationError
 from odoo.http import request
 from odoo.tools import SQL
@@ -39,6 +41,11 @@ RATE_FREE_RESENDS = 10
 # What a source has spent of its daily caps (new event types, new contacts).
 QUOTA_TABLE = "marketing_event_source_quota"
 QUOTA_WINDOW_SECONDS = 24 * 3600
+# The requests per minute one visitor (an IP address) may send with a
+# website key: a page sends a handful of events per view, a script replaying
+# the public key from one machine is stopped long before the source's limit.
+DEFAULT_VISITOR_RATE_LIMIT = 120
+VISITOR_RATE_TABLE = "marketing_event_source_visitor_rate"
 # Segment's message limit: a shop's event has no business being larger.
 DEFAULT_MAX_PARAMS_BYTES = SEGMENT_MAX_MESSAGE_SIZE
 DEFAULT_MAX_NEW_TYPES_PER_DAY = 100
@@ -79,6 +86,59 @@ def is_hex(text):
     return all(character in string.hexdigits for character in text)
 
 
+def normalize_origin(text):
+    """``https://Shop.example.com:443/`` -> ``https://shop.example.com``; None for anything but an origin."""
+    text = (text or "").strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        return None
+    if parts.query or parts.fragment or parts.username or parts.password:
+        return None
+    default_port = 443 if parts.scheme == "https" else 80
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default_port else "")
+
+
+SNIPPET_TEMPLATE = """<!-- Segment's analytics.js (@segment/analytics-next), served from your own assets or a CDN -->
+<script src="https://cdn.jsdelivr.net/npm/@segment/analytics-next@1/dist/umd/index.js"></script>
+<script>
+  AnalyticsNext.AnalyticsBrowser.load({
+    writeKey: "WRITE_KEY",
+    // The settings Segment's CDN would give: send everything to Odoo.
+    cdnSettings: {integrations: {"Segment.io": {apiKey: "WRITE_KEY", apiHost: "%(host)s/automation/segment/v1",
+                                               protocol: "%(scheme)s"}}},
+  }).then(([analytics]) => { window.analytics = analytics; analytics.page(); });
+</script>
+
+<!-- or RudderStack's JavaScript SDK (@rudderstack/analytics-js), bundled build -->
+<script src="https://cdn.jsdelivr.net/npm/@rudderstack/analytics-js@3/dist/npm/modern/bundled/umd/index.js"></script>
+<script>
+  window.rudder = new rudderanalytics.RudderAnalytics();
+  rudder.load("WRITE_KEY", "%(base_url)s/automation/segment", {
+    // The source settings RudderStack's control plane would give: no destinations.
+    getSourceConfig: () => ({source: {id: "odoo", name: "Odoo", workspaceId: "odoo", enabled: true,
+                                      config: {}, destinations: []}}),
+  });
+  rudder.page();
+</script>
+<!-- WRITE_KEY: the key shown once by Rotate Key, it starts with mea_%(key_id)s_ -->
+"""
+
+
+def website_snippet(base_url, key_id):
+    parts = urlsplit(base_url)
+    return SNIPPET_TEMPLATE % {
+        "base_url": base_url,
+        "host": parts.netloc + parts.path,
+        "scheme": parts.scheme or "https",
+        "key_id": key_id,
+    }
+
+
 # The context key that carries a new write key to the dialog showing it once.
 WRITE_KEY_CONTEXT = "marketing_new_write_key"
 
@@ -95,6 +155,29 @@ class MarketingEventSource(models.Model):
     _order = "name, id"
 
     name = fields.Char(required=True)
+    kind = fields.Selection(
+        [("server", "Server (the shop's backend)"), ("website", "Website (public key in page code)")],
+        required=True,
+        default="server",
+        help="A server key stays on the shop's servers and is refused from browsers. A website key is public: it "
+        "sits in page code, works only from its allowed origins, is rate limited per visitor, never changes "
+        "contact details and never addresses a contact by its Odoo id.",
+    )
+    allowed_origins = fields.Text(
+        help="One origin per line, as browsers send it: scheme, host and port (https://shop.example.com). Only "
+        "pages of these origins may use a website key.",
+    )
+    visitor_rate_limit = fields.Integer(
+        string="Requests per Minute per Visitor",
+        default=DEFAULT_VISITOR_RATE_LIMIT,
+        help="API requests one visitor IP address may send per minute with a website key; more are answered "
+        "HTTP 429 with Retry-After. 0 means no limit.",
+    )
+    website_snippet = fields.Text(
+        string="Page Snippet",
+        compute="_compute_website_snippet",
+        help="Paste into the shop's pages; replace the write key placeholder with the key shown by Rotate Key.",
+    )
     company_id = fields.Many2one("res.company", required=True, index=True, default=lambda self: self.env.company)
     active = fields.Boolean(default=True)
     key_id = fields.Char(
@@ -211,14 +294,38 @@ class MarketingEventSource(models.Model):
                 SQL.identifier(QUOTA_TABLE),
             )
         )
+        # Requests of one visitor IP with a website key, per window; rows of
+        # past windows are deleted as requests meet them (window index).
+        self.env.cr.execute(
+            SQL(
+                """
+                CREATE UNLOGGED TABLE IF NOT EXISTS %(table)s (
+                    source_id integer NOT NULL,
+                    visitor_ip varchar NOT NULL,
+                    window_start bigint NOT NULL,
+                    hits integer NOT NULL,
+                    PRIMARY KEY (source_id, visitor_ip)
+                );
+                CREATE INDEX IF NOT EXISTS %(index)s ON %(table)s (window_start)
+                """,
+                table=SQL.identifier(VISITOR_RATE_TABLE),
+                index=SQL.identifier(f"{VISITOR_RATE_TABLE}_window_idx"),
+            )
+        )
 
     @api.constrains(
-        "rate_limit", "max_params_bytes", "max_new_types_per_day", "max_structure_paths", "max_new_contacts_per_day"
+        "rate_limit",
+        "visitor_rate_limit",
+        "max_params_bytes",
+        "max_new_types_per_day",
+        "max_structure_paths",
+        "max_new_contacts_per_day",
     )
     def _check_limits(self):
         for source in self:
             for field_name in (
                 "rate_limit",
+                "visitor_rate_limit",
                 "max_params_bytes",
                 "max_new_types_per_day",
                 "max_structure_paths",
@@ -253,12 +360,66 @@ class MarketingEventSource(models.Model):
                 counts.get((source.id, state), 0) for state in ("pending", "processed", "error")
             )
 
+    @api.constrains("kind", "allowed_origins")
+    def _check_allowed_origins(self):
+        for source in self:
+            for line in (source.allowed_origins or "").splitlines():
+                if line.strip() and not normalize_origin(line):
+                    raise ValidationError(
+                        self.env._(
+                            "Allowed Origins of %(name)s: %(origin)s is not an origin; write the scheme, host and "
+                            "port only, as https://shop.example.com",
+                            name=source.name,
+                            origin=line.strip(),
+                        )
+                    )
+
     @api.model_create_multi
     def create(self, vals_list):
         sources = super().create(vals_list)
         for source in sources:
             source._generate_write_key()
+        self.env.registry.clear_cache()
         return sources
+
+    def write(self, vals):
+        result = super().write(vals)
+        if {"kind", "allowed_origins", "active", "company_id"} & vals.keys():
+            # Preflights read the origins of every website source from a
+            # cache of each worker; clearing it reaches the other workers too.
+            self.env.registry.clear_cache()
+        return result
+
+    def unlink(self):
+        result = super().unlink()
+        self.env.registry.clear_cache()
+        return result
+
+    def _origin_set(self):
+        self.ensure_one()
+        return {origin for origin in map(normalize_origin, (self.allowed_origins or "").splitlines()) if origin}
+
+    def _origin_allowed(self, origin):
+        """Whether a page of ``origin`` may use this website key."""
+        self.ensure_one()
+        return self.kind == "website" and normalize_origin(origin or "") in self._origin_set()
+
+    @api.model
+    @tools.ormcache()
+    def _website_origins(self):
+        """The origins some active website source allows: what a CORS preflight, which carries no key, may be told."""
+        # sudo: an anonymous preflight learns only whether its own origin is
+        # one of these, never which source allows it.
+        sources = self.sudo().search([("kind", "=", "website")])
+        return frozenset(origin for source in sources for origin in source._origin_set())
+
+    @api.depends("kind", "key_id")
+    def _compute_website_snippet(self):
+        base_url = self.env["ir.config_parameter"].sudo().get_param("web.base.url") or ""
+        for source in self:
+            source.website_snippet = (
+                website_snippet(base_url.rstrip("/"), source.key_id or "") if source.kind == "website" else False
+            )
 
     def _generate_write_key(self):
         """Give the source a new write key and return it: it is never stored in clear."""
@@ -387,6 +548,44 @@ class MarketingEventSource(models.Model):
             )
             hits, seconds_left = cr.fetchone()
         charges[self.id, "rate"] = retry_after = max(seconds_left, 1) if hits > self.rate_limit else 0
+        return retry_after
+
+    def _consume_visitor_rate_limit(self, visitor_ip):
+        """Count one request of ``visitor_ip`` with this website key; 0 if it may go on, else the seconds to wait.
+
+        The same fixed window and own cursor as ``_consume_rate_limit``, one
+        counter row per source and visitor; the rows of finished windows are
+        deleted by the requests that come after them, through the window index.
+        """
+        self.ensure_one()
+        if self.kind != "website" or self.visitor_rate_limit <= 0 or not visitor_ip:
+            return 0
+        charges = request_charges()
+        if (self.id, "visitor") in charges:
+            return charges[self.id, "visitor"]
+        with counter_cursor(self.env.registry) as cr:
+            cr.execute(
+                SQL(
+                    """
+                    WITH clock AS (SELECT extract(epoch FROM clock_timestamp()) AS now), stale AS (
+                        DELETE FROM %(table)s
+                         WHERE window_start < (SELECT floor(now / %(window)s)::bigint * %(window)s FROM clock)
+                    )
+                    INSERT INTO %(table)s AS rate (source_id, visitor_ip, window_start, hits)
+                    SELECT %(source_id)s, %(ip)s, floor(clock.now / %(window)s)::bigint * %(window)s, 1 FROM clock
+                    ON CONFLICT (source_id, visitor_ip) DO UPDATE
+                       SET window_start = EXCLUDED.window_start,
+                           hits = CASE WHEN rate.window_start = EXCLUDED.window_start THEN rate.hits + 1 ELSE 1 END
+                    RETURNING hits, ceil(window_start + %(window)s - (SELECT now FROM clock))::integer
+                    """,
+                    table=SQL.identifier(VISITOR_RATE_TABLE),
+                    source_id=self.id,
+                    ip=visitor_ip[:64],
+                    window=RATE_WINDOW_SECONDS,
+                )
+            )
+            hits, seconds_left = cr.fetchone()
+        charges[self.id, "visitor"] = retry_after = max(seconds_left, 1) if hits > self.visitor_rate_limit else 0
         return retry_after
 
     def _consume_quota(self, kind, wanted, cap):

@@ -22,6 +22,17 @@ class ResCompany(models.Model):
         help="Days without any event from the contact before a decay, and between two decays.",
     )
 
+    marketing_anonymous_retention_days = fields.Integer(
+        string="Keep Anonymous Events (Days)",
+        default=30,
+        help="Events of visitors never identified are deleted after this many days; 0 keeps them.",
+    )
+
+    @api.constrains("marketing_anonymous_retention_days")
+    def _check_marketing_anonymous_retention(self):
+        if any(company.marketing_anonymous_retention_days < 0 for company in self):
+            raise ValidationError(self.env._("Keep Anonymous Events: give 0 (keep them) or a number of days."))
+
     @api.constrains("engagement_decay_enabled", "engagement_decay_points", "engagement_decay_days")
     def _check_engagement_decay(self):
         for company in self.filtered("engagement_decay_enabled"):

@@ -8,3 +8,6 @@ class ResConfigSettings(models.TransientModel):
     engagement_decay_enabled = fields.Boolean(related="company_id.engagement_decay_enabled", readonly=False)
     engagement_decay_points = fields.Integer(related="company_id.engagement_decay_points", readonly=False)
     engagement_decay_days = fields.Integer(related="company_id.engagement_decay_days", readonly=False)
+    marketing_anonymous_retention_days = fields.Integer(
+        related="company_id.marketing_anonymous_retention_days", readonly=False
+    )

@@ -1,4 +1,5 @@
 from . import test_access_matrix
+from . import test_anonymous_visitors
 from . import test_api_concurrency
 from . import test_api_trust
 from . import test_coupon_lists
@@ -34,8 +35,10 @@ from . import test_scenario_performance
 from . import test_scenario_templates
 from . import test_scenario_triggers
 from . import test_scenario_workspace
+from . import test_sdk_libraries
 from . import test_segment_api
 from . import test_system_automation
 from . import test_system_automation_company
 from . import test_translations
 from . import test_webhook_safety
+from . import test_website_sources

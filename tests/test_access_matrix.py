@@ -57,6 +57,8 @@ INTENDED_RIGHTS = {
 # access line for them). The fields it adds to them, with the group allowed to
 # read them (None: whoever reads the record).
 EXTENDED_MODELS = {
+    # Reads a form-labelled JSON body before Odoo parses the form; no field.
+    "ir.http": {},
     "res.partner": {
         "marketing_external_id": "base.group_user",
         # Which API source created the contact (it may update its details).

@@ -159,6 +159,9 @@ class TestHostileInput(MarketingAutomationHttpCommon):
                 headers = {"Content-Type": content_type}
                 response = self.native(self.purchase(), headers=headers)
                 self.assert_refused(response, 415, "Content-Type: expected application/json")
+                if content_type == "application/x-www-form-urlencoded":
+                    # RudderStack's Node library labels its JSON so: read as JSON (tests/test_anonymous_visitors.py).
+                    continue
                 response = self.segment("track", self.track(), headers=headers)
                 self.assert_refused(response, 415, "Content-Type: expected application/json")
         for encoding in ("br", "deflate", "gzip, gzip", "compress"):
@@ -424,7 +427,8 @@ class TestHostileInput(MarketingAutomationHttpCommon):
                     + [self.track(type="track", messageId="orig", originalTimestamp="1900-01-01T00:00:00Z")]
                 },
             ),
-            [reason for _timestamp, reason in cases] + ["timestamp: before 2000-01-01"],
+            # The rejection names originalTimestamp, the field the message carried (issue 17).
+            [reason for _timestamp, reason in cases] + ["originalTimestamp: before 2000-01-01"],
         )
         self.assertFalse(self.stored())
 

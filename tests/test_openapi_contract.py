@@ -202,7 +202,7 @@ class TestOpenApiContract(MarketingAutomationHttpCommon):
             (native, "post", 415, {"data": event, "headers": {"Content-Encoding": "br"}}, None),
             (native, "post", 429, {"data": event}, self.exhaust_rate_limit),
             (native, "post", 411, {"data": iter([json.dumps(event).encode()])}, None),
-            ("/automation/segment/v1/alias", "post", 404, {"data": {"previousId": "a"}, "auth": "basic"}, None),
+            ("/automation/segment/v1/merge", "post", 404, {"data": {"previousId": "a"}, "auth": "basic"}, None),
             ("/automation/v1/openapi.json", "get", 200, {"auth": None}, None),
         ]
         for call in ("track", "identify", "page", "screen"):
@@ -213,7 +213,7 @@ class TestOpenApiContract(MarketingAutomationHttpCommon):
                 (path, "post", 200, {"data": message, "auth": "basic"}, None),
                 (path, "post", 200, {"data": message | {"writeKey": self.write_key}, "auth": None}, None),
                 (path, "post", 400, {"data": "[1", "auth": "basic"}, None),
-                (path, "post", 400, {"data": anonymous | {"anonymousId": "anon-1"}, "auth": "basic"}, None),
+                (path, "post", 400, {"data": anonymous, "auth": "basic"}, None),
                 (path, "post", 401, {"data": message, "auth": self.basic("mea_nope")}, None),
                 (path, "post", 401, {"data": message, "auth": None}, None),
                 (path, "post", 403, {"data": message, "auth": "basic"}, self.forbid_all_but_purchase),

@@ -239,7 +239,9 @@ def command_pot(options):
     db_name = f"mea_pot_{uuid.uuid4().hex[:10]}"
     POT_PATH.parent.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mea-pot-") as tmp:
-        shutil.copytree(REPO_ROOT, Path(tmp) / MODULE, ignore=shutil.ignore_patterns(".odoo", ".git", "docs"))
+        shutil.copytree(
+            REPO_ROOT, Path(tmp) / MODULE, ignore=shutil.ignore_patterns(".odoo", ".git", "docs", "node_modules")
+        )
         addons = "--addons-path=" + ",".join([tmp, *odoo_addons_paths()])
         try:
             for args in (("-i", MODULE), (f"--i18n-export={POT_PATH}", f"--modules={MODULE}")):

@@ -31,6 +31,10 @@ PLAIN_EMAIL_RE = re.compile(r"[A-Za-z0-9_%+\-]+(?:\.[A-Za-z0-9_%+\-]+)*@[A-Za-z0
 # Longer timestamp texts are no ISO 8601 date-time: refused before parsing.
 TIMESTAMP_MAX_LENGTH = 64
 IDEMPOTENCY_KEY_MAX_LENGTH = 200
+ANONYMOUS_ID_MAX_LENGTH = 200
+# What of a Segment message's context is kept with its event: where and on
+# what the visitor saw it. Traits are the contact's, library details noise.
+KEPT_CONTEXT_KEYS = ("page", "ip", "userAgent", "locale", "timezone", "campaign", "referrer", "screen")
 MAX_PARAMS_DEPTH = 20
 SEGMENT_MAX_MESSAGE_SIZE = 32 * 1024
 PARAMS_SUMMARY_LENGTH = 160
@@ -171,3 +175,65 @@ def phone_e164(phone, country_code=None):
     if not phonenumbers.is_valid_number(number):
         return None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_anonymous_id(value, field_name):
+    """A visitor's anonymous id as a string, or None; rejected when it is not an identifier."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise EventRejected(f"{field_name}: must be a string")
+    value = str(value).strip()
+    if not value or len(value) > ANONYMOUS_ID_MAX_LENGTH:
+        raise EventRejected(f"{field_name}: must have 1 to {ANONYMOUS_ID_MAX_LENGTH} characters")
+    check_json_value(value, field_name)
+    return value
+
+
+def is_anonymous(event):
+    """An event of a visitor known by its anonymous id alone."""
+    contact = event.get("contact") or {}
+    return bool(event.get("anonymous_id")) and not any(
+        contact.get(name) for name in ("id", "external_id", "email", "phone")
+    )
+
+
+def segment_timestamp(message, batch_sent_at=None):
+    """When a Segment message happened, corrected for the sender's clock as Segment corrects it.
+
+    Without ``timestamp``, a library sends ``originalTimestamp`` (its own
+    clock when the call was made) and ``sentAt`` (its clock when the request
+    left): the event happened ``sentAt - originalTimestamp`` before it was
+    received, whatever the visitor's clock says.
+    """
+    # ``or`` would take a timestamp of 0 for a missing one.
+    if message.get("timestamp") not in (None, ""):
+        return parse_timestamp(message["timestamp"])
+    original = parse_precise_timestamp(message.get("originalTimestamp"), "originalTimestamp")
+    if original is None:
+        return None
+    sent_at = message.get("sentAt") if message.get("sentAt") not in (None, "") else batch_sent_at
+    try:
+        sent = parse_precise_timestamp(sent_at, "sentAt")
+    except EventRejected:
+        # Only a correction: without a readable sentAt, the sender's clock is taken as it is.
+        sent = None
+    if sent is None:
+        return parse_timestamp(message["originalTimestamp"], "originalTimestamp")
+    moment = datetime.utcnow() - (sent - original)
+    if moment < OLDEST_TIMESTAMP:
+        raise EventRejected(f"originalTimestamp: before {OLDEST_TIMESTAMP.date().isoformat()} once corrected by sentAt")
+    return min(moment, datetime.utcnow()).replace(microsecond=0)
+
+
+def parse_precise_timestamp(value, field_name):
+    """An ISO 8601 date-time as a naive UTC datetime with its milliseconds, or None; no range check."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise EventRejected(f"{field_name}: must be an ISO 8601 date-time")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as error:
+        raise EventRejected(f"{field_name}: must be an ISO 8601 date-time") from error
+    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
