@@ -24,6 +24,8 @@
         "views/marketing_system_automation_run_job_views.xml",
         "views/marketing_system_automation_run_views.xml",
         "views/marketing_system_automation_views.xml",
+        "views/marketing_segment_views.xml",
+        "views/mailing_mailing_views.xml",
         "views/marketing_event_type_views.xml",
         "views/marketing_event_views.xml",
         "views/marketing_event_source_views.xml",

@@ -14,6 +14,9 @@ from . import marketing_scenario_node
 from . import marketing_scenario_participant
 from . import marketing_scenario_step
 from . import marketing_scenario_template
+from . import marketing_segment
+from . import marketing_segment_member
+from . import marketing_segment_rule
 from . import marketing_system_automation
 from . import marketing_system_automation_job
 from . import marketing_system_automation_run

@@ -202,6 +202,12 @@ class MarketingEventType(models.Model):
     dependency_count = fields.Integer(
         string="Dependent Scenarios", compute="_compute_scenario_dependencies", search="_search_dependency_count"
     )
+    segment_count = fields.Integer(
+        string="Segments",
+        compute="_compute_segment_count",
+        search="_search_segment_count",
+        help="Segments whose event rules count this type.",
+    )
 
     _sql_constraints = [
         (
@@ -371,6 +377,42 @@ class MarketingEventType(models.Model):
 
     def _search_dependency_count(self, operator, value):
         return self._search_by_dependency("any", operator, value)
+
+    def _segment_counts(self):
+        """{type id: number of segments with a rule on it}, for these types (or all when empty)."""
+        domain = [("event_type_id", "in", self.ids)] if self.ids else []
+        # sudo: the counts on an event type, whose segments the list then shows with the user's rights.
+        groups = self.env["marketing.segment.rule"].sudo()._read_group(domain, ["event_type_id"], ["segment_id:count_distinct"])
+        return {event_type.id: count for event_type, count in groups}
+
+    def _compute_segment_count(self):
+        counts = self._segment_counts()
+        for event_type in self:
+            event_type.segment_count = counts.get(event_type.id, 0)
+
+    def _search_segment_count(self, operator, value):
+        if operator not in ("=", "!=", ">", ">=", "<", "<=") or not isinstance(value, (int, float)):
+            raise UserError(self.env._("Segment counts can only be compared with numbers."))
+        used = self.browse()._segment_counts()
+        compare = {
+            "=": lambda count: count == value,
+            "!=": lambda count: count != value,
+            ">": lambda count: count > value,
+            ">=": lambda count: count >= value,
+            "<": lambda count: count < value,
+            "<=": lambda count: count <= value,
+        }[operator]
+        if compare(0):
+            return [("id", "not in", [type_id for type_id, count in used.items() if not compare(count)])]
+        return [("id", "in", [type_id for type_id, count in used.items() if compare(count)])]
+
+    def action_view_segments(self):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id("marketing_event_automation.action_marketing_segment")
+        action["domain"] = [("rule_ids.event_type_id", "=", self.id)]
+        action["display_name"] = self.env._("Segments using %(name)s", name=self.name)
+        action["context"] = {"create": False}
+        return action
 
     def action_view_dependencies(self):
         self.ensure_one()

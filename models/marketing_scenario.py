@@ -32,8 +32,9 @@ TRIGGER_TYPES = [
     ("event", "On event"),
     ("repeat", "Repeat"),
     ("score", "Engagement score"),
+    ("segment", "Enters a segment"),
 ]
-TRIGGER_ICONS = {"now": "fa-play", "date": "fa-calendar", "event": "fa-bolt", "repeat": "fa-repeat", "score": "fa-star"}
+TRIGGER_ICONS = {"now": "fa-play", "date": "fa-calendar", "event": "fa-bolt", "repeat": "fa-repeat", "score": "fa-star", "segment": "fa-users"}
 ENTRY_POLICIES = [
     ("once", "Once ever"),
     ("once_at_a_time", "Once at a time"),
@@ -55,6 +56,7 @@ TRIGGER_FIELDS = {
     "repeat_until",
     "score_operator",
     "score_threshold",
+    "trigger_segment_id",
 }
 
 
@@ -108,6 +110,20 @@ class MarketingScenario(models.Model):
         string="Audience", default="[]", help="Only contacts matching this filter enter the scenario."
     )
     entry_policy = fields.Selection(ENTRY_POLICIES, required=True, default="once_at_a_time")
+    # Segments: entering one starts the scenario, leaving it may end the run;
+    # a segment can also narrow the audience of any trigger.
+    trigger_segment_id = fields.Many2one(
+        "marketing.segment", string="Segment", ondelete="restrict", index="btree_not_null"
+    )
+    exit_on_segment_left = fields.Boolean(
+        string="Exit When Leaving the Segment", help="A contact who leaves the segment leaves the scenario at once."
+    )
+    audience_segment_id = fields.Many2one(
+        "marketing.segment",
+        string="Audience Segment",
+        ondelete="restrict",
+        help="Only members of this segment enter the scenario (with the audience filter, if any).",
+    )
     exit_event_type_ids = fields.Many2many(
         "marketing.event.type",
         "marketing_scenario_exit_event_type_rel",
@@ -180,6 +196,7 @@ class MarketingScenario(models.Model):
         "repeat_hour",
         "score_operator",
         "score_threshold",
+        "trigger_segment_id",
     )
     def _compute_trigger_summary(self):
         units = dict(self._fields["repeat_unit"]._description_selection(self.env))
@@ -209,6 +226,8 @@ class MarketingScenario(models.Model):
                 summary = self.env._("Score %(operator)s", operator=operators.get(scenario.score_operator, ""))
                 if scenario.score_operator not in ("empty", "not_empty"):
                     summary = f"{summary} {scenario.score_threshold}"
+            elif trigger == "segment":
+                summary = scenario._segment_trigger_summary()
             else:
                 summary = False
             scenario.trigger_summary = summary
@@ -389,6 +408,8 @@ class MarketingScenario(models.Model):
         problems = []
         if self.trigger_type == "event" and not self.trigger_event_type_id:
             problems.append(self.env._("Trigger: choose the event type that makes contacts enter."))
+        if self.trigger_type == "segment" and not self.trigger_segment_id:
+            problems.append(self.env._("Trigger: choose the segment whose new members enter."))
         if self.trigger_type == "date" and not self.trigger_at:
             problems.append(self.env._("Trigger: choose the date and time the audience enters."))
         if self.trigger_type == "repeat" and not (self.repeat_interval >= 1 and self.repeat_unit):
@@ -539,6 +560,8 @@ class MarketingScenario(models.Model):
 
     def _audience_domain(self):
         domain = safe_eval(self.audience_domain or "[]", {"context_today": fields.Date.context_today(self)})
+        if self.audience_segment_id:
+            domain = [*domain, ("marketing_segment_ids", "in", self.audience_segment_id.ids)]
         return [*domain, ("company_id", "in", [self.company_id.id, False])]
 
     def _policy_sql(self, alias, partner_column, occurrence_at=None):
@@ -781,6 +804,48 @@ class MarketingScenario(models.Model):
             scenario._enter_from_events(matching, results)
         if event_type.key == "score_changed":
             self._trigger_score_scenarios(events, results)
+        if event_type.key in ("segment_entered", "segment_left"):
+            self._consume_segment_events(events, event_type.key, results)
+
+    # Segments ------------------------------------------------------------
+
+    def _segment_trigger_summary(self):
+        return self.env._(
+            "Enters %(segment)s", segment=self.trigger_segment_id.name or self.env._("a segment to choose")
+        )
+
+    @api.model
+    def _consume_segment_events(self, events, key, results):
+        """segment_entered starts the scenarios on that segment, segment_left ends their runs if they say so."""
+        by_segment = defaultdict(lambda: self.env["marketing.event"])
+        for event in events:
+            by_segment[(event.params or {}).get("segment_id")] |= event
+        domain = [("trigger_type", "=", "segment"), ("trigger_segment_id", "in", [key for key in by_segment if key])]
+        if key == "segment_entered":
+            for scenario in self.search([("state", "=", "running"), *domain]):
+                scenario._enter_from_events(by_segment[scenario.trigger_segment_id.id], results)
+            return
+        scenarios = self.search([("state", "in", ("running", "paused")), ("exit_on_segment_left", "=", True), *domain])
+        if not scenarios:
+            return
+        participants = self.env["marketing.scenario.participant"].search(
+            [
+                ("scenario_id", "in", scenarios.ids),
+                ("partner_id", "in", events.partner_id.ids),
+                ("state", "=", "running"),
+                ("is_test", "=", False),
+            ]
+        )
+        leaving = participants.filtered(
+            lambda participant: participant.partner_id in by_segment[participant.scenario_id.trigger_segment_id.id].partner_id
+        )
+        if not leaving:
+            return
+        leaving._finish("exited", self.env._("Left the segment"))
+        for participant in leaving:
+            for event in by_segment[participant.scenario_id.trigger_segment_id.id]:
+                if event.partner_id == participant.partner_id:
+                    results[event.id]["exited"].append(participant.scenario_id.name)
 
     def _enter_from_events(self, events, results):
         self.ensure_one()
@@ -1065,6 +1130,10 @@ class MarketingScenario(models.Model):
             summary = self.env._("Score %(operator)s", operator=operators.get(self.score_operator, ""))
             if self.score_operator not in ("empty", "not_empty"):
                 summary = f"{summary} {self.score_threshold}"
+        elif trigger_type == "segment":
+            summary = self._segment_trigger_summary()
+            if self.exit_on_segment_left:
+                details.append(self.env._("Exits when leaving the segment"))
         else:
             summary = self.env._("The audience enters when the scenario starts")
         policies = dict(self._fields["entry_policy"]._description_selection(self.env))

@@ -69,6 +69,7 @@ CONDITION_TYPES = [
     ("email", "A previous email was..."),
     ("sms", "A previous SMS was clicked"),
     ("score", "Engagement score"),
+    ("segment", "Contact is in a segment"),
 ]
 EMAIL_STATUSES = [("opened", "Opened"), ("clicked", "Clicked"), ("replied", "Replied"), ("bounced", "Bounced")]
 FIELD_UPDATE_TYPES = ("char", "text", "selection", "integer", "float", "boolean", "date", "datetime", "many2one")
@@ -164,6 +165,7 @@ class MarketingScenarioNode(models.Model):
     # Condition
     condition_type = fields.Selection(CONDITION_TYPES, default="domain")
     condition_domain = fields.Char(string="Contact Filter", default="[]")
+    condition_segment_id = fields.Many2one("marketing.segment", string="Segment", ondelete="restrict")
     condition_event_type_id = fields.Many2one(
         "marketing.event.type", string="Event", ondelete="restrict", domain=[("scope", "=", "contact")]
     )
@@ -527,6 +529,8 @@ class MarketingScenarioNode(models.Model):
         elif node_type == "condition":
             if self.condition_type == "event" and not self.condition_event_type_id:
                 problems.append(self.env._("choose the event"))
+            if self.condition_type == "segment" and not self.condition_segment_id:
+                problems.append(self.env._("choose the segment"))
             if self.condition_type in ("email", "sms") and not self.condition_node_id:
                 problems.append(self.env._("choose the message node to look at"))
             if self.condition_node_id and self.condition_node_id not in self._ancestors():
@@ -818,6 +822,16 @@ class MarketingScenarioNode(models.Model):
         return {
             step_id for step_id, trace in self._message_traces(steps).items() if trace and trace.links_click_datetime
         }
+
+    def _condition_segment(self, steps):
+        """Yes for the contacts who are members of the segment now (the stored membership)."""
+        members = (
+            self.env["marketing.segment.member"]
+            .sudo()  # sudo: the engine reads memberships of its own scenario's segment.
+            .search([("segment_id", "=", self.condition_segment_id.id), ("partner_id", "in", steps.partner_id.ids)])
+        )
+        member_ids = set(members.partner_id.ids)
+        return {step.id for step in steps if step.partner_id.id in member_ids}
 
     def _condition_score(self, steps):
         return {
@@ -1468,6 +1482,10 @@ class MarketingScenarioNode(models.Model):
                 "%(message)s: %(status)s?",
                 message=self.condition_node_id.display_name or self.env._("a message to choose"),
                 status=status.lower(),
+            )
+        if condition_type == "segment":
+            return self.env._(
+                "In segment %(segment)s?", segment=self.condition_segment_id.name or self.env._("a segment to choose")
             )
         if condition_type == "score":
             operators = dict(self._fields["score_operator"]._description_selection(self.env))

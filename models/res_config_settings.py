@@ -8,3 +8,4 @@ class ResConfigSettings(models.TransientModel):
     engagement_decay_enabled = fields.Boolean(related="company_id.engagement_decay_enabled", readonly=False)
     engagement_decay_points = fields.Integer(related="company_id.engagement_decay_points", readonly=False)
     engagement_decay_days = fields.Integer(related="company_id.engagement_decay_days", readonly=False)
+    marketing_watched_field_ids = fields.Many2many(related="company_id.marketing_watched_field_ids", readonly=False)

@@ -28,3 +28,4 @@ from . import test_scenario_triggers
 from . import test_scenario_workspace
 from . import test_segment_api
 from . import test_system_automation
+from . import test_marketing_segment

@@ -1,0 +1,210 @@
+import json
+from datetime import timedelta
+
+from freezegun import freeze_time
+
+from odoo.exceptions import ValidationError
+from odoo.tests import tagged
+from odoo.tools import SQL
+
+from ..models.params_filter import conditions_sql
+from ..models.params_filter import params_match
+from ..models.params_filter import parse_params_filter
+from .scenario_common import ScenarioCommon
+
+
+class SegmentCommon(ScenarioCommon):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.Segment = cls.env["marketing.segment"]
+        cls.type_purchase.use_for_segmentation = True
+        cls.type_opened = cls.env.ref("marketing_event_automation.event_type_email_opened")
+        cls.type_opened.use_for_segmentation = True
+        cls.carol = cls.env["res.partner"].create({"name": "Carol Quiet", "email": "carol@example.com"})
+        cls.people = cls.partner | cls.bob | cls.carol
+
+    def make_segment(self, rules, logic="and", **values):
+        return self.Segment.create(
+            {
+                "name": "Test segment",
+                "logic": logic,
+                "contact_domain": f"[('id', 'in', {self.people.ids})]",
+                "rule_ids": [(0, 0, {"event_type_id": self.type_purchase.id, **rule}) for rule in rules],
+                **values,
+            }
+        )
+
+    def members(self, segment):
+        return self.env["marketing.segment.member"].search([("segment_id", "=", segment.id)]).partner_id
+
+    def purchase(self, partner, total, days_ago=0, **params):
+        return self.emit(self.type_purchase, partner, {"total": total, **params}, self.now() - timedelta(days=days_ago))
+
+
+@tagged("post_install", "-at_install")
+class TestSegmentRules(SegmentCommon):
+    """Each kind of rule, counted in SQL, gives the members a marketer expects."""
+
+    def test_count_with_filter_in_a_time_window(self):
+        self.purchase(self.partner, 150, days_ago=10)
+        self.purchase(self.partner, 120, days_ago=80)
+        self.purchase(self.bob, 150, days_ago=10)
+        self.purchase(self.bob, 50, days_ago=20)  # filtered out
+        self.purchase(self.carol, 200, days_ago=5)
+        self.purchase(self.carol, 200, days_ago=100)  # outside the window
+        segment = self.make_segment(
+            [{"params_filter": "total > 100", "operator": ">=", "threshold": 2, "window": "days", "window_days": 90}]
+        )
+        self.assertEqual(self.members(segment), self.partner)
+        self.assertEqual(segment.member_count, 1)
+        self.assertEqual(segment._count_matching(), 1)
+
+    def test_did_not_in_a_window_keeps_contacts_without_events(self):
+        self.emit(self.type_opened, self.partner, {}, self.now() - timedelta(days=3))
+        self.emit(self.type_opened, self.bob, {}, self.now() - timedelta(days=70))
+        segment = self.make_segment(
+            [{"event_type_id": self.type_opened.id, "negate": "did_not", "window": "days", "window_days": 60}]
+        )
+        self.assertEqual(self.members(segment), self.bob | self.carol, "Carol never opened, Bob not lately")
+
+    def test_sum_min_max_of_a_parameter(self):
+        self.purchase(self.partner, 300)
+        self.purchase(self.partner, 250)
+        self.purchase(self.bob, 499)
+        self.purchase(self.bob, "1", note="a string total counts as the number")
+        self.purchase(self.carol, 40)
+        sums = self.make_segment([{"aggregate": "sum", "aggregate_path": "total", "operator": ">=", "threshold": 500}])
+        self.assertEqual(self.members(sums), self.partner | self.bob)
+        smallest = self.make_segment([{"aggregate": "min", "aggregate_path": "total", "operator": "<", "threshold": 50}])
+        self.assertEqual(self.members(smallest), self.bob | self.carol)
+        largest = self.make_segment([{"aggregate": "max", "aggregate_path": "total", "operator": ">", "threshold": 299}])
+        self.assertEqual(self.members(largest), self.partner | self.bob)
+        low_sum = self.make_segment([{"aggregate": "sum", "aggregate_path": "total", "operator": "<", "threshold": 100}])
+        self.assertEqual(self.members(low_sum), self.carol, "a sum below a threshold holds for Carol only")
+
+    def test_and_or_and_contact_filter(self):
+        self.purchase(self.partner, 10)
+        self.emit(self.type_opened, self.bob, {})
+        self.emit(self.type_opened, self.partner, {})
+        rules = [{}, {"event_type_id": self.type_opened.id}]
+        self.assertEqual(self.members(self.make_segment(rules, logic="and")), self.partner)
+        self.assertEqual(self.members(self.make_segment(rules, logic="or")), self.partner | self.bob)
+        filtered = self.make_segment(rules, logic="or", contact_domain=f"[('id', '=', {self.bob.id})]")
+        self.assertEqual(self.members(filtered), self.bob)
+
+    def test_only_segmentation_types_and_valid_filters(self):
+        self.type_cart.use_for_segmentation = False
+        with self.assertRaisesRegex(ValidationError, "not used for contact segmentation"):
+            self.make_segment([{"event_type_id": self.type_cart.id}])
+        with self.assertRaisesRegex(ValidationError, "Parameters Filter"):
+            self.make_segment([{"params_filter": "total = 1"}])
+        with self.assertRaisesRegex(ValidationError, "Parameter: name"):
+            self.make_segment([{"aggregate": "sum"}])
+
+    def test_sql_filter_agrees_with_the_python_filter(self):
+        samples = [
+            {"total": 120, "category": "Shoes", "tags": ["vip", "new"], "items": [{"sku": "A", "qty": 2}]},
+            {"total": "99.5", "category": "bags", "tags": [], "items": [{"sku": "B"}, {"sku": "A", "qty": "3"}]},
+            {"total": None, "flag": True, "items": []},
+            {"flag": "false", "category": 7},
+        ]
+        filters = [
+            "total > 100",
+            "total <= 99.5",
+            'category == "shoes"',
+            'category contains "HO"',
+            'category != "bags"',
+            'tags == "vip"',
+            'tags not in ["vip", "x"]',
+            'items[].sku == "A" and items[].qty >= 3',
+            "flag == false",
+            "total exists",
+            "total not exists",
+            'category in ["7", "bags"]',
+            'category > "a"',
+        ]
+        for text in filters:
+            conditions = parse_params_filter(text)
+            for params in samples:
+                self.env.cr.execute(
+                    SQL(
+                        "SELECT %s FROM (SELECT %s::jsonb AS p) s",
+                        conditions_sql(conditions, SQL("p")),
+                        json.dumps(params),
+                    )
+                )
+                self.assertEqual(
+                    self.env.cr.fetchone()[0], params_match(conditions, params), f"{text!r} on {params}"
+                )
+
+
+@tagged("post_install", "-at_install")
+class TestSegmentMembership(SegmentCommon):
+    """The dispatcher keeps memberships current from each batch; the full pass expires time windows."""
+
+    def segment_events(self, key, segment):
+        return self.Event.search(
+            [("type_id.key", "=", key), ("params", "!=", False)]
+        ).filtered(lambda event: event.params.get("segment_id") == segment.id)
+
+    def test_dispatch_enters_and_emits_segment_entered(self):
+        segment = self.make_segment([{"params_filter": "total > 100"}])
+        self.assertFalse(self.members(segment))
+        event = self.purchase(self.bob, 150)
+        self.dispatch()
+        self.assertEqual(self.members(segment), self.bob)
+        entered = self.segment_events("segment_entered", segment)
+        self.assertEqual(entered.partner_id, self.bob)
+        self.assertEqual(entered.params["segment_name"], "Test segment")
+        self.assertIn("Test segment", event.processing_result["segments entered"])
+
+    def test_a_did_not_rule_is_left_when_the_event_comes(self):
+        segment = self.make_segment([{"negate": "did_not"}])
+        self.assertEqual(self.members(segment), self.people)
+        self.purchase(self.carol, 5)
+        self.dispatch()
+        self.assertEqual(self.members(segment), self.partner | self.bob)
+        self.assertEqual(self.segment_events("segment_left", segment).partner_id, self.carol)
+
+    def test_full_pass_expires_time_windows(self):
+        now = self.now()
+        with freeze_time(now):
+            segment = self.make_segment([{"window": "days", "window_days": 30}])
+            self.purchase(self.bob, 10, days_ago=29)
+            self.dispatch()
+        self.assertEqual(self.members(segment), self.bob)
+        with freeze_time(now + timedelta(days=2)):
+            self.Segment._cron_refresh()
+            self.assertFalse(self.members(segment), "the purchase is now 31 days old")
+            self.assertTrue(segment.refreshed_at)
+        self.assertEqual(self.segment_events("segment_left", segment).partner_id, self.bob)
+
+    def test_dispatch_queries_do_not_grow_with_batch_size(self):
+        self.make_segment([{"params_filter": "total > 100"}], contact_domain="[]")
+        self.make_segment(
+            [{"aggregate": "sum", "aggregate_path": "total", "threshold": 300}], logic="or", contact_domain="[]"
+        )
+        counts = []
+        # The first batch warms the caches (event types, segments' rules).
+        for size in (5, 10, 100):
+            partners = self.env["res.partner"].create(
+                [{"name": f"S{size}-{i}", "email": f"s{size}-{i}@example.org"} for i in range(size)]
+            )
+            self.dispatch()  # the contact_created events
+            self.Event._insert_events(
+                [
+                    {"type": self.type_purchase, "key": self.type_purchase.key, "partner_id": partner.id,
+                     "params": {"total": 500}}
+                    for partner in partners
+                ]
+            )
+            self.env.flush_all()
+            self.env.invalidate_all()
+            before = self.cr.sql_log_count
+            self.Event._cron_dispatch()
+            counts.append(self.cr.sql_log_count - before)
+        self.assertEqual(
+            self.env["marketing.segment.member"].search_count([("partner_id.name", "=like", "S100-%")]), 200
+        )
+        self.assertEqual(counts[1], counts[2], f"dispatch queries at 10 and 100 events: {counts[1:]}")
