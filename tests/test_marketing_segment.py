@@ -4,6 +4,7 @@ from datetime import timedelta
 from freezegun import freeze_time
 
 from odoo.exceptions import ValidationError
+from odoo.tests import new_test_user
 from odoo.tests import tagged
 from odoo.tools import SQL
 
@@ -208,3 +209,201 @@ class TestSegmentMembership(SegmentCommon):
             self.env["marketing.segment.member"].search_count([("partner_id.name", "=like", "S100-%")]), 200
         )
         self.assertEqual(counts[1], counts[2], f"dispatch queries at 10 and 100 events: {counts[1:]}")
+
+
+@tagged("post_install", "-at_install")
+class TestSegmentUses(SegmentCommon):
+    """A segment picks contacts wherever a marketer does: contacts, scenarios, conditions, automations, mailings."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.type_cart.use_for_segmentation = True
+
+    def setUp(self):
+        super().setUp()
+        self.buyers = self.make_segment([{}, {"event_type_id": self.type_cart.id, "negate": "did_not"}], name="Buyers")
+        self.purchase(self.bob, 30)
+        self.dispatch()
+
+    def test_contact_list_filter_and_search(self):
+        Partner = self.env["res.partner"].with_user(self.marketing_user)
+        self.assertEqual(Partner.search([("marketing_segment_ids", "in", self.buyers.ids)]), self.bob)
+        self.assertEqual(Partner.search([("marketing_segment_ids", "ilike", "buyer")]), self.bob)
+        in_any = Partner.search([("marketing_segment_ids", "!=", False), ("id", "in", self.people.ids)])
+        self.assertEqual(in_any, self.bob)
+        others = Partner.search([("marketing_segment_ids", "not in", self.buyers.ids), ("id", "in", self.people.ids)])
+        self.assertEqual(others, self.partner | self.carol)
+        self.assertEqual(Partner.browse(self.bob.id).marketing_segment_ids, self.buyers)
+
+    def test_scenario_starts_on_entering_and_exits_on_leaving(self):
+        scenario = self.create_scenario(
+            trigger_type="segment", trigger_event_type_id=False, trigger_segment_id=self.buyers.id,
+            exit_on_segment_left=True,
+        )
+        self.add_node(scenario, "wait", wait_amount=1, wait_unit="days")
+        scenario.action_start()
+        self.assertEqual(scenario.trigger_summary, "Enters Buyers")
+        self.purchase(self.partner, 80)
+        self.dispatch()
+        participant = self.participant_of(scenario, self.partner)
+        self.assertEqual(participant.state, "running", "Alice entered the segment, hence the scenario")
+        self.assertFalse(self.participant_of(scenario, self.bob), "Bob was a member before the scenario started")
+        self.emit(self.type_cart, self.partner, {"total": 1, "items": [{"sku": "X"}]})
+        self.dispatch()
+        self.assertNotIn(self.partner, self.members(self.buyers))
+        self.assertEqual(participant.state, "exited")
+
+    def test_scenario_audience_segment(self):
+        scenario = self.create_scenario(trigger_event_type_id=self.type_purchase.id, audience_segment_id=self.buyers.id)
+        self.add_node(scenario, "wait", wait_amount=1, wait_unit="days")
+        scenario.action_start()
+        self.purchase(self.bob, 5)
+        self.emit(self.type_cart, self.partner, {"total": 1, "items": [{"sku": "X"}]})
+        self.purchase(self.partner, 5)  # Alice abandoned a cart: not a buyer
+        self.dispatch()
+        self.assertEqual(scenario.participant_ids.partner_id, self.bob)
+
+    def test_condition_node_is_in_segment(self):
+        scenario = self.create_scenario(trigger_type="now", trigger_event_type_id=False)
+        condition = self.add_node(scenario, "condition", condition_type="segment", condition_segment_id=self.buyers.id)
+        yes = self.add_node(scenario, "tag_add", parent=condition, branch="yes", tag_ids=[(6, 0, self.tag_vip.ids)])
+        self.assertEqual(condition._flow_condition_description(), "In segment Buyers?")
+        self.assertTrue(yes)
+        scenario.action_start()
+        scenario._enroll_partners((self.bob | self.carol).ids)
+        self.advance()
+        self.assertIn(self.tag_vip, self.bob.category_id)
+        self.assertNotIn(self.tag_vip, self.carol.category_id)
+
+    def test_system_automation_sends_a_mailing_to_the_segment(self):
+        mailing_list = self.env["mailing.list"].create({"name": "Any"})
+        template = self.env["mailing.mailing"].create(
+            {
+                "subject": "For buyers",
+                "body_html": "<p>Thanks</p>",
+                "mailing_model_id": self.env["ir.model"]._get_id("mailing.list"),
+                "contact_list_ids": [(6, 0, mailing_list.ids)],
+            }
+        )
+        automation = self.env["marketing.system.automation"].create(
+            {
+                "name": "Buyers mailing",
+                "event_type_id": self.env.ref("marketing_event_automation.event_type_mailing_done").id,
+                "job_ids": [
+                    (0, 0, {"job_type": "send_mailing", "mailing_template_id": template.id, "audience": "segment",
+                            "segment_id": self.buyers.id})
+                ],
+            }
+        )
+        self.Event._emit("mailing_done", [{"params": {"mailing_id": template.id}}])
+        self.Event._cron_dispatch()
+        self.env["marketing.system.automation.run"]._cron_run()
+        mailing = automation.run_ids.run_job_ids.mailing_id
+        self.assertEqual(mailing.marketing_segment_id, self.buyers)
+        self.assertEqual(mailing._get_remaining_recipients(), self.bob.ids)
+
+    def test_email_and_sms_mailings_sent_to_a_segment(self):
+        for mailing_type in ("mail", "sms"):
+            mailing = (
+                self.env["mailing.mailing"]
+                .with_user(self.marketing_user)
+                .create(
+                    {
+                        "subject": "Segment",
+                        "body_plaintext" if mailing_type == "sms" else "body_html": "Hello",
+                        "mailing_type": mailing_type,
+                        "marketing_segment_id": self.buyers.id,
+                    }
+                )
+            )
+            self.assertEqual(mailing.mailing_model_real, "res.partner")
+            self.assertEqual(mailing.sudo()._get_recipients(), self.bob.ids, mailing_type)
+        self.purchase(self.carol, 1)
+        self.dispatch()
+        self.assertEqual(sorted(mailing.sudo()._get_recipients()), sorted((self.bob | self.carol).ids),
+                         "the members at sending time")
+
+    def test_event_type_lists_segments_in_its_dependencies(self):
+        self.assertEqual(self.type_purchase.segment_count, 1)
+        self.assertIn(self.type_cart, self.EventType.search([("segment_count", ">", 0)]))
+        action = self.type_purchase.action_view_segments()
+        self.assertEqual(self.Segment.search(action["domain"]), self.buyers)
+        self.assertNotIn(self.type_purchase, self.EventType.search([("dependency_count", "=", 0), ("segment_count", "=", 0)]))
+
+    def test_marketing_user_of_another_company_sees_no_segment(self):
+        other = self.env["res.company"].create({"name": "Other company"})
+        outsider = self.env["res.users"].create(
+            {
+                "name": "Outsider",
+                "login": "mea_segment_outsider",
+                "company_id": other.id,
+                "company_ids": [(6, 0, other.ids)],
+                "groups_id": [(6, 0, [self.env.ref("base.group_user").id,
+                                      self.env.ref("marketing_event_automation.group_marketing_automation_user").id])],
+            }
+        )
+        self.assertFalse(self.Segment.with_user(outsider).search([]))
+        self.assertFalse(self.env["marketing.segment.member"].with_user(outsider).search([]))
+        self.assertFalse(
+            self.env["res.partner"].with_user(outsider).search([("marketing_segment_ids", "in", self.buyers.ids)])
+        )
+
+
+@tagged("post_install", "-at_install")
+class TestContactFieldChanged(ScenarioCommon):
+    """Watched contact fields log contact_field_changed, one insert per write whatever the number of contacts."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        fields_model = cls.env["ir.model.fields"]
+        cls.company.marketing_watched_field_ids = fields_model._get("res.partner", "category_id") | fields_model._get(
+            "res.partner", "country_id"
+        )
+
+    def changes(self, partners):
+        return self.Event.search(
+            [("type_id.key", "=", "contact_field_changed"), ("partner_id", "in", partners.ids)], order="id"
+        )
+
+    def test_tags_and_country_changes_are_events(self):
+        editor = new_test_user(self.env, login="mea_contact_editor", groups="base.group_user,base.group_partner_manager")
+        self.partner.with_user(editor).write({"category_id": [(4, self.tag_vip.id)], "comment": "x"})
+        [event] = self.changes(self.partner)
+        self.assertEqual(event.params["field"], "category_id")
+        self.assertEqual(event.params["old"], [])
+        self.assertEqual(event.params["new"], ["VIP"])
+        self.assertEqual(event.params["added"], ["VIP"])
+        self.partner.country_id = self.env.ref("base.be")
+        self.partner.country_id = self.env.ref("base.be")  # no change, no event
+        country = self.changes(self.partner)[1:]
+        self.assertEqual(len(country), 1)
+        self.assertEqual((country.params["old"], country.params["new"]), (None, "Belgium"))
+        self.partner.comment = "not watched"
+        self.assertEqual(len(self.changes(self.partner)), 2)
+
+    def test_a_scenario_starts_on_tags_gained_vip(self):
+        field_changed = self.env.ref("marketing_event_automation.event_type_contact_field_changed")
+        scenario = self.create_scenario(
+            trigger_event_type_id=field_changed.id, trigger_params_filter='field == "category_id" and added == "VIP"'
+        )
+        self.add_node(scenario, "wait", wait_amount=1, wait_unit="days")
+        scenario.action_start()
+        self.bob.category_id = self.tag_lost
+        self.partner.category_id = self.tag_vip
+        self.dispatch()
+        self.assertEqual(scenario.participant_ids.partner_id, self.partner)
+
+    def test_one_insert_per_write(self):
+        partners = self.env["res.partner"].create([{"name": f"W{i}"} for i in range(30)])
+        self.env.flush_all()
+        counts = []
+        # The first write warms the caches (watched fields, the event type).
+        for batch in (partners[:2], partners[2:5], partners[5:]):
+            before = self.cr.sql_log_count
+            batch.write({"category_id": [(4, self.tag_vip.id)], "country_id": self.env.ref("base.fr").id})
+            self.env.flush_all()
+            counts.append(self.cr.sql_log_count - before)
+        self.assertEqual(len(self.changes(partners)), 60)
+        self.assertLessEqual(counts[2], counts[1], f"queries of a write of 3 and of 25 contacts: {counts[1:]}")
