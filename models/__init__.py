@@ -1,3 +1,4 @@
+from . import base_automation
 from . import mailing_contact
 from . import mailing_list
 from . import mailing_mailing
@@ -9,6 +10,7 @@ from . import marketing_event
 from . import marketing_event_category
 from . import marketing_event_source
 from . import marketing_event_type
+from . import marketing_record_trigger
 from . import marketing_scenario
 from . import marketing_scenario_node
 from . import marketing_scenario_participant

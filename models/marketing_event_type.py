@@ -202,6 +202,9 @@ class MarketingEventType(models.Model):
     dependency_count = fields.Integer(
         string="Dependent Scenarios", compute="_compute_scenario_dependencies", search="_search_dependency_count"
     )
+    record_trigger_ids = fields.One2many(
+        "marketing.record.trigger", "event_type_id", string="Record Events", context={"active_test": False}
+    )
     segment_count = fields.Integer(
         string="Segments",
         compute="_compute_segment_count",

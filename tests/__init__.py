@@ -29,3 +29,4 @@ from . import test_scenario_workspace
 from . import test_segment_api
 from . import test_system_automation
 from . import test_marketing_segment
+from . import test_record_events

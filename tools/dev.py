@@ -140,34 +140,68 @@ def command_run(options):
     )
 
 
-def command_test(options):
-    install_requirements()
+# Tests of features built on optional Odoo apps, which the module does not
+# depend on: after the main run, each extra run installs the module with
+# those apps in a throwaway database of its own and runs only the tests of
+# its tag. The tag is excluded from the main run ("-standard" next to it),
+# where those tests could only skip, and a skip counts as a failure.
+EXTRA_RUNS = [
+    {"modules": ["sale", "crm"], "tag": "mea_optional_apps"},
+]
+
+
+def run_odoo_tests(modules, test_tags, options):
+    """Install ``modules`` in a throwaway database, run the tests of ``test_tags``; return (report, exit code)."""
     db_name = f"mea_test_{uuid.uuid4().hex[:10]}"
-    addons = addons_path_option()
     port = options.port or free_port()
     with tempfile.TemporaryDirectory(prefix="mea-test-") as tmp:
         report_path = Path(tmp) / "report.json"
         args = [
             "-d",
             db_name,
-            addons,
+            addons_path_option(),
             "-i",
-            MODULE,
+            ",".join(modules),
             "--test-enable",
-            f"--test-tags={options.test_tags}",
+            f"--test-tags={test_tags}",
             "--stop-after-init",
             "--log-level=test",
             f"--http-port={port}",
             "--max-cron-threads=0",
         ]
-        started = time.time()
         try:
             completed = subprocess.run([sys.executable, str(HARNESS), str(report_path), "--", *args], check=False)
             report = json.loads(report_path.read_text()) if report_path.exists() else None
         finally:
             if not options.keep_db:
                 drop_database(db_name)
-    return summarize(report, completed.returncode, time.time() - started)
+    return report, completed.returncode
+
+
+def merge_reports(runs):
+    """One report and exit code for several (report, exit code) runs: counts added, problems kept."""
+    if any(report is None for report, _code in runs):
+        return None, max(code for _report, code in runs)
+    merged = {"exit_code": 0, "tests_run": 0, "failures": 0, "errors": 0, "skipped": 0, "severe_log_records": []}
+    for report, _code in runs:
+        for key in ("tests_run", "failures", "errors", "skipped"):
+            merged[key] += report[key]
+        merged["severe_log_records"] += report["severe_log_records"]
+        merged["exit_code"] = merged["exit_code"] or report.get("exit_code", 0)
+    return merged, max(code for _report, code in runs)
+
+
+def command_test(options):
+    install_requirements()
+    started = time.time()
+    apps = [app for app in (options.apps or "").split(",") if app]
+    runs = [run_odoo_tests([MODULE, *apps], options.test_tags, options)]
+    if options.test_tags == f"/{MODULE}" and not apps:
+        for extra in EXTRA_RUNS:
+            print(f"\nExtra run with {', '.join(extra['modules'])}: tests tagged {extra['tag']}")
+            runs.append(run_odoo_tests([MODULE, *extra["modules"]], f"{extra['tag']}/{MODULE}", options))
+    report, returncode = merge_reports(runs)
+    return summarize(report, returncode, time.time() - started)
 
 
 def summarize(report, returncode, elapsed):
@@ -212,6 +246,12 @@ def main():
     test.add_argument("--test-tags", default=f"/{MODULE}")
     test.add_argument("--port", type=int, default=None, help="HTTP port for HttpCase tests (default: a free one)")
     test.add_argument("--keep-db", action="store_true", help="keep the test database for inspection")
+    test.add_argument(
+        "--apps",
+        default="",
+        help="also install these Odoo apps (comma-separated) and run only --test-tags, e.g. "
+        "--apps sale,crm --test-tags mea_optional_apps/marketing_event_automation",
+    )
     options = parser.parse_args()
     if options.command == "run":
         command_run(options)

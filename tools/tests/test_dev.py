@@ -4,6 +4,8 @@ import contextlib
 import io
 import unittest
 
+from tools.dev import EXTRA_RUNS
+from tools.dev import merge_reports
 from tools.dev import summarize
 
 
@@ -60,3 +62,27 @@ class TestSummarize(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestMergeReports(unittest.TestCase):
+    def test_counts_of_the_main_and_the_extra_runs_add_up(self):
+        merged, code = merge_reports(
+            [
+                (report(tests_run=10, failures=1, exit_code=1), 1),
+                (report(tests_run=4, skipped=1, severe_log_records=["ERROR x: y"]), 0),
+            ]
+        )
+        self.assertEqual(code, 1)
+        self.assertEqual((merged["tests_run"], merged["failures"], merged["skipped"]), (14, 1, 1))
+        code, lines = verdict(merged, code)
+        self.assertEqual(lines[-1], "12 passed, 2 failed")
+
+    def test_a_run_without_report_fails_the_whole(self):
+        merged, code = merge_reports([(report(), 0), (None, 255)])
+        self.assertIsNone(merged)
+        self.assertEqual(verdict(merged, code)[1][-1], "0 passed, 1 failed")
+
+    def test_every_extra_run_names_its_apps_and_a_tag(self):
+        for extra in EXTRA_RUNS:
+            self.assertTrue(extra["modules"])
+            self.assertRegex(extra["tag"], r"^\w+$")
