@@ -136,26 +136,29 @@ class TestRecordEventsWithApps(RecordEventCommon):
         scenario = template.with_user(self.marketing_user)._create_scenario()
         scenario.action_start()
         order = self.order(self.bob)
-        self.assertFalse(self.logged(purchase), "a quotation is no purchase")
+        self.assertFalse(self.logged(purchase, self.bob), "a quotation is no purchase")
         order.action_confirm()
-        [event] = self.logged(purchase)
+        [event] = self.logged(purchase, self.bob)
         self.assertEqual(event.partner_id, self.bob)
         self.assertEqual(event.params["amount"], order.amount_total)
         self.assertEqual(event.params["currency"], order.currency_id.name)
         self.assertEqual(event.params["order"], order.name)
         self.assertEqual([line["id"] for line in event.params["lines"]], order.order_line.ids)
         order.write({"note": "edited after confirmation"})
-        self.assertEqual(len(self.logged(purchase)), 1, "a confirmed order logs its purchase once")
+        self.assertEqual(len(self.logged(purchase, self.bob)), 1, "a confirmed order logs its purchase once")
         self.dispatch()
         self.assertEqual(self.participant_of(scenario, self.bob).state, "running")
 
     def test_demo_order_enters_the_post_purchase_scenario(self):
-        order = self.Trigger._demo_sale_order_purchase()
+        # Installed with its demo data, the test database may hold the demo order already.
+        order = self.env["sale.order"].search([("client_order_ref", "=", "MEA-DEMO")])
+        order = order or self.Trigger._demo_sale_order_purchase()
         self.assertEqual(order.state, "sale")
-        self.assertEqual(self.logged(self.EventType.search([("key", "=", "purchase")])).partner_id, order.partner_id)
+        purchase = self.EventType.search([("key", "=", "purchase")])
+        self.assertEqual(len(self.logged(purchase, order.partner_id)), 1)
         self.dispatch()
         scenario = self.Scenario.search([("template_id.key", "=", "post_purchase_review"), ("state", "=", "running")])
-        self.assertEqual(scenario.participant_ids.partner_id, order.partner_id)
+        self.assertIn(order.partner_id, scenario.participant_ids.partner_id)
         self.assertFalse(self.Trigger._demo_sale_order_purchase(), "the demo runs once")
 
     def test_lead_won_and_stage_changed(self):
@@ -164,14 +167,16 @@ class TestRecordEventsWithApps(RecordEventCommon):
         lead = self.env["crm.lead"].create({"name": "Big deal", "partner_id": self.bob.id, "type": "opportunity"})
         stages = self.env["crm.stage"].search([("is_won", "=", False)], order="sequence")
         lead.stage_id = stages[-1]
-        [stage_event] = self.logged(moved.event_type_id)
-        self.assertEqual(stage_event.params["stage"], stages[-1].name)
-        self.assertFalse(self.logged(won.event_type_id))
+        # The stage crm computes for a new lead counts as a change too (from none to the first stage).
+        stage_events = self.logged(moved.event_type_id, self.bob)
+        self.assertEqual(stage_events.mapped(lambda event: event.params["stage"])[-1], stages[-1].name)
+        self.assertLessEqual(len(stage_events), 2, stage_events.mapped("params"))
+        self.assertFalse(self.logged(won.event_type_id, self.bob))
         lead.action_set_won()
-        [won_event] = self.logged(won.event_type_id)
+        [won_event] = self.logged(won.event_type_id, self.bob)
         self.assertEqual((won_event.partner_id, won_event.params["lead"]), (self.bob, "Big deal"))
         lead.write({"expected_revenue": 5000})
-        self.assertEqual(len(self.logged(won.event_type_id)), 1)
+        self.assertEqual(len(self.logged(won.event_type_id, self.bob)), 1)
 
     def test_date_reached_logs_through_the_automation_cron(self):
         self.make_trigger(
@@ -188,4 +193,5 @@ class TestRecordEventsWithApps(RecordEventCommon):
             {"name": "Later", "partner_id": self.partner.id, "date_deadline": fields.Date.today() + timedelta(days=5)}
         )
         self.env["base.automation"]._check()
-        self.assertEqual(self.logged().partner_id, due.partner_id)
+        self.assertEqual(len(self.logged(partner=due.partner_id)), 1)
+        self.assertFalse(self.logged(partner=self.partner), "not yet due")
