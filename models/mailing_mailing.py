@@ -49,7 +49,10 @@ class MailingMailing(models.Model):
 
     def write(self, vals):
         if vals.get("marketing_segment_id"):
-            vals = {**vals, **self._marketing_segment_audience(self.env["marketing.segment"].browse(vals["marketing_segment_id"]))}
+            vals = {
+                **vals,
+                **self._marketing_segment_audience(self.env["marketing.segment"].browse(vals["marketing_segment_id"])),
+            }
         finishing = self.filtered(lambda mailing: mailing.state != "done") if vals.get("state") == "done" else None
         result = super().write(vals)
         if finishing:

@@ -385,7 +385,11 @@ class MarketingEventType(models.Model):
         """{type id: number of segments with a rule on it}, for these types (or all when empty)."""
         domain = [("event_type_id", "in", self.ids)] if self.ids else []
         # sudo: the counts on an event type, whose segments the list then shows with the user's rights.
-        groups = self.env["marketing.segment.rule"].sudo()._read_group(domain, ["event_type_id"], ["segment_id:count_distinct"])
+        groups = (
+            self.env["marketing.segment.rule"]
+            .sudo()
+            ._read_group(domain, ["event_type_id"], ["segment_id:count_distinct"])
+        )
         return {event_type.id: count for event_type, count in groups}
 
     def _compute_segment_count(self):

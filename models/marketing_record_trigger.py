@@ -14,7 +14,12 @@ RECORD_TRIGGERS = [
     ("date", "A date of the record is reached"),
 ]
 # How each trigger is run by Odoo's automation rules (base_automation).
-AUTOMATION_TRIGGERS = {"created": "on_create", "field_changed": "on_write", "domain": "on_create_or_write", "date": "on_time"}
+AUTOMATION_TRIGGERS = {
+    "created": "on_create",
+    "field_changed": "on_write",
+    "domain": "on_create_or_write",
+    "date": "on_time",
+}
 DELAY_UNITS = [("minutes", "Minutes"), ("hour", "Hours"), ("day", "Days")]
 PARAM_LINE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*:\s*([A-Za-z_][A-Za-z0-9_.]*)\s*$")
 
@@ -123,7 +128,6 @@ class MarketingRecordTrigger(models.Model):
 
     event_type_id = fields.Many2one(
         "marketing.event.type",
-        string="Event Type",
         required=True,
         ondelete="cascade",
         index=True,
@@ -131,7 +135,9 @@ class MarketingRecordTrigger(models.Model):
     )
     company_id = fields.Many2one(related="event_type_id.company_id", store=True, index=True)
     active = fields.Boolean(default=True)
-    preset = fields.Selection(_preset_selection, help="A shipped record event; only those of installed apps are offered.")
+    preset = fields.Selection(
+        _preset_selection, help="A shipped record event; only those of installed apps are offered."
+    )
     model_id = fields.Many2one(
         "ir.model",
         string="Odoo Model",
@@ -155,7 +161,6 @@ class MarketingRecordTrigger(models.Model):
     )
     date_field_id = fields.Many2one(
         "ir.model.fields",
-        string="Date Field",
         ondelete="cascade",
         domain="[('model_id', '=', model_id), ('ttype', 'in', ('date', 'datetime'))]",
     )
@@ -193,7 +198,10 @@ class MarketingRecordTrigger(models.Model):
             "params_mapping": preset["params_mapping"],
             "trigger_field_ids": [
                 fields.Command.set(
-                    [self.env["ir.model.fields"]._get(preset["model"], name).id for name in preset.get("trigger_fields", ())]
+                    [
+                        self.env["ir.model.fields"]._get(preset["model"], name).id
+                        for name in preset.get("trigger_fields", ())
+                    ]
                 )
             ],
         }
@@ -268,7 +276,9 @@ class MarketingRecordTrigger(models.Model):
                 continue
             match = PARAM_LINE.match(line)
             if not match:
-                raise ValueError(self.env._("line %(number)s: write 'name: field', e.g. 'amount: amount_total'", number=number))
+                raise ValueError(
+                    self.env._("line %(number)s: write 'name: field', e.g. 'amount: amount_total'", number=number)
+                )
             pairs.append(match.groups())
         return pairs
 
@@ -283,27 +293,35 @@ class MarketingRecordTrigger(models.Model):
                 model = self.env[field.comodel_name]
             field = model._fields.get(name)
             if field is None:
-                raise ValueError(self.env._("%(path)s: %(model)s has no field %(name)s", path=path, model=model._name, name=name))
+                raise ValueError(
+                    self.env._("%(path)s: %(model)s has no field %(name)s", path=path, model=model._name, name=name)
+                )
         return field
 
-    @api.constrains("model_id", "trigger", "filter_domain", "date_field_id", "partner_path", "params_mapping", "trigger_field_ids")
+    @api.constrains(
+        "model_id", "trigger", "filter_domain", "date_field_id", "partner_path", "params_mapping", "trigger_field_ids"
+    )
     def _check_configuration(self):
         for trigger in self:
             if trigger.model_name not in self.env:
                 raise ValidationError(self.env._("Odoo Model: %(model)s is not installed.", model=trigger.model_name))
             try:
                 self.env[trigger.model_name].sudo().search_count(trigger._domain(), limit=1)
-            except Exception as error:  # noqa: BLE001 - any broken domain is the marketer's input
-                raise ValidationError(self.env._("Filter: %(error)s", error=str(error) or error.__class__.__name__)) from error
+            except Exception as error:
+                raise ValidationError(
+                    self.env._("Filter: %(error)s", error=str(error) or error.__class__.__name__)
+                ) from error
             try:
                 partner_field = trigger._check_path(trigger.partner_path or "")
                 if partner_field.comodel_name != "res.partner":
                     raise ValueError(self.env._("%(path)s does not lead to a contact", path=trigger.partner_path))
+            except ValueError as error:
+                raise ValidationError(self.env._("Contact Field: %(error)s", error=error)) from error
+            try:
                 for _name, path in trigger._params_paths():
                     trigger._check_path(path)
             except ValueError as error:
-                field = "Parameters" if trigger.params_mapping and "line" in str(error) else "Contact Field"
-                raise ValidationError(f"{field}: {error}") from error
+                raise ValidationError(self.env._("Parameters: %(error)s", error=error)) from error
             if trigger.trigger == "date" and not trigger.date_field_id:
                 raise ValidationError(self.env._("Date Field: choose the date that sends the event."))
             if trigger.trigger == "field_changed" and not trigger.trigger_field_ids:

@@ -34,7 +34,14 @@ TRIGGER_TYPES = [
     ("score", "Engagement score"),
     ("segment", "Enters a segment"),
 ]
-TRIGGER_ICONS = {"now": "fa-play", "date": "fa-calendar", "event": "fa-bolt", "repeat": "fa-repeat", "score": "fa-star", "segment": "fa-users"}
+TRIGGER_ICONS = {
+    "now": "fa-play",
+    "date": "fa-calendar",
+    "event": "fa-bolt",
+    "repeat": "fa-repeat",
+    "score": "fa-star",
+    "segment": "fa-users",
+}
 ENTRY_POLICIES = [
     ("once", "Once ever"),
     ("once_at_a_time", "Once at a time"),
@@ -120,7 +127,6 @@ class MarketingScenario(models.Model):
     )
     audience_segment_id = fields.Many2one(
         "marketing.segment",
-        string="Audience Segment",
         ondelete="restrict",
         help="Only members of this segment enter the scenario (with the audience filter, if any).",
     )
@@ -837,7 +843,9 @@ class MarketingScenario(models.Model):
             ]
         )
         leaving = participants.filtered(
-            lambda participant: participant.partner_id in by_segment[participant.scenario_id.trigger_segment_id.id].partner_id
+            lambda participant: (
+                participant.partner_id in by_segment[participant.scenario_id.trigger_segment_id.id].partner_id
+            )
         )
         if not leaving:
             return

@@ -60,7 +60,7 @@ class MarketingSegment(models.Model):
         for segment in self:
             try:
                 self.env["res.partner"].search_count(segment._contact_domain(), limit=1)
-            except Exception as error:  # noqa: BLE001 - any broken domain is the marketer's input
+            except Exception as error:
                 raise ValidationError(
                     self.env._("Contact Filter: %(error)s", error=str(error) or error.__class__.__name__)
                 ) from error
@@ -134,9 +134,7 @@ class MarketingSegment(models.Model):
         for segment in self:
             member_scope = SQL("TRUE") if partner_ids is None else SQL("m.partner_id = ANY(%s)", list(partner_ids))
             matching = (
-                segment._matching_sql(partner_ids, now)
-                if segment.active
-                else SQL("SELECT NULL::int AS id WHERE FALSE")
+                segment._matching_sql(partner_ids, now) if segment.active else SQL("SELECT NULL::int AS id WHERE FALSE")
             )
             cr.execute(
                 SQL(
@@ -223,7 +221,7 @@ class MarketingSegment(models.Model):
     @api.model
     def _cron_refresh(self):
         """The full pass: rules over a time window change with time, without any event."""
-        self.search([])._sync_members(emit=True)
+        self.search([("active", "=", True)])._sync_members(emit=True)
 
     # ------------------------------------------------------------------
     # Actions

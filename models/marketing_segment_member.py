@@ -10,8 +10,9 @@ class MarketingSegmentMember(models.Model):
     _log_access = False
 
     segment_id = fields.Many2one("marketing.segment", required=True, ondelete="cascade", readonly=True)
-    partner_id = fields.Many2one("res.partner", string="Contact", required=True, ondelete="cascade", readonly=True,
-                                 index=True)
+    partner_id = fields.Many2one(
+        "res.partner", string="Contact", required=True, ondelete="cascade", readonly=True, index=True
+    )
     company_id = fields.Many2one(related="segment_id.company_id", store=True, index=True)
     entered_at = fields.Datetime(string="Member Since", required=True, readonly=True, default=fields.Datetime.now)
 

@@ -82,8 +82,12 @@ class MarketingSegmentRule(models.Model):
                 event = f"{event} ({rule.params_filter})"
             threshold = f"{rule.threshold:g}"
             if rule.aggregate == "count":
-                measure = self.env._("%(event)s %(operator)s %(count)s times", event=event, count=threshold,
-                                     operator=operators.get(rule.operator, ""))
+                measure = self.env._(
+                    "%(event)s %(operator)s %(count)s times",
+                    event=event,
+                    count=threshold,
+                    operator=operators.get(rule.operator, ""),
+                )
             else:
                 measure = self.env._(
                     "%(aggregate)s of %(event)s.%(path)s %(operator)s %(value)s",
@@ -173,4 +177,3 @@ class MarketingSegmentRule(models.Model):
         )
         holds = zero_holds != (self.negate == "did_not")
         return SQL("%s %s (%s)", partner_column, SQL("NOT IN") if holds else SQL("IN"), grouped)
-

@@ -151,7 +151,7 @@ class MarketingSystemAutomationJob(models.Model):
         "mailing.list", "marketing_system_automation_job_mailing_list_rel", "job_id", "list_id", string="Mailing Lists"
     )
     partner_domain = fields.Char(string="Contact Filter", default="[]")
-    segment_id = fields.Many2one("marketing.segment", string="Segment", ondelete="restrict")
+    segment_id = fields.Many2one("marketing.segment", ondelete="restrict")
 
     # export
     export_kind = fields.Selection(EXPORT_KINDS, default="events")

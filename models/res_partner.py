@@ -331,7 +331,7 @@ class ResPartner(models.Model):
             partner.marketing_segment_ids = self.env["marketing.segment"].browse(by_partner.get(partner._origin.id, []))
 
     def _search_marketing_segment_ids(self, operator, value):
-        """Contacts by segment: ``("marketing_segment_ids", "in", ids)``, ``(..., "ilike", "VIP")``, ``(..., "=", False)``."""
+        """Contacts by segment: ``("marketing_segment_ids", "in", ids)``, ``"ilike", "VIP"``, ``"=", False``."""
         if operator in ("=", "!=") and value is False:
             return [("marketing_segment_member_ids", operator, False)]
         positive = {"!=": "=", "not in": "in", "not ilike": "ilike", "not like": "like"}.get(operator)

@@ -11,6 +11,7 @@ from odoo.tools import SQL
 from ..models.params_filter import conditions_sql
 from ..models.params_filter import params_match
 from ..models.params_filter import parse_params_filter
+from .common import MarketingAutomationHttpCommon
 from .scenario_common import ScenarioCommon
 
 
@@ -77,11 +78,17 @@ class TestSegmentRules(SegmentCommon):
         self.purchase(self.carol, 40)
         sums = self.make_segment([{"aggregate": "sum", "aggregate_path": "total", "operator": ">=", "threshold": 500}])
         self.assertEqual(self.members(sums), self.partner | self.bob)
-        smallest = self.make_segment([{"aggregate": "min", "aggregate_path": "total", "operator": "<", "threshold": 50}])
+        smallest = self.make_segment(
+            [{"aggregate": "min", "aggregate_path": "total", "operator": "<", "threshold": 50}]
+        )
         self.assertEqual(self.members(smallest), self.bob | self.carol)
-        largest = self.make_segment([{"aggregate": "max", "aggregate_path": "total", "operator": ">", "threshold": 299}])
+        largest = self.make_segment(
+            [{"aggregate": "max", "aggregate_path": "total", "operator": ">", "threshold": 299}]
+        )
         self.assertEqual(self.members(largest), self.partner | self.bob)
-        low_sum = self.make_segment([{"aggregate": "sum", "aggregate_path": "total", "operator": "<", "threshold": 100}])
+        low_sum = self.make_segment(
+            [{"aggregate": "sum", "aggregate_path": "total", "operator": "<", "threshold": 100}]
+        )
         self.assertEqual(self.members(low_sum), self.carol, "a sum below a threshold holds for Carol only")
 
     def test_and_or_and_contact_filter(self):
@@ -135,9 +142,7 @@ class TestSegmentRules(SegmentCommon):
                         json.dumps(params),
                     )
                 )
-                self.assertEqual(
-                    self.env.cr.fetchone()[0], params_match(conditions, params), f"{text!r} on {params}"
-                )
+                self.assertEqual(self.env.cr.fetchone()[0], params_match(conditions, params), f"{text!r} on {params}")
 
 
 @tagged("post_install", "-at_install")
@@ -145,9 +150,9 @@ class TestSegmentMembership(SegmentCommon):
     """The dispatcher keeps memberships current from each batch; the full pass expires time windows."""
 
     def segment_events(self, key, segment):
-        return self.Event.search(
-            [("type_id.key", "=", key), ("params", "!=", False)]
-        ).filtered(lambda event: event.params.get("segment_id") == segment.id)
+        return self.Event.search([("type_id.key", "=", key), ("params", "!=", False)]).filtered(
+            lambda event: event.params.get("segment_id") == segment.id
+        )
 
     def test_dispatch_enters_and_emits_segment_entered(self):
         segment = self.make_segment([{"params_filter": "total > 100"}])
@@ -195,8 +200,12 @@ class TestSegmentMembership(SegmentCommon):
             self.dispatch()  # the contact_created events
             self.Event._insert_events(
                 [
-                    {"type": self.type_purchase, "key": self.type_purchase.key, "partner_id": partner.id,
-                     "params": {"total": 500}}
+                    {
+                        "type": self.type_purchase,
+                        "key": self.type_purchase.key,
+                        "partner_id": partner.id,
+                        "params": {"total": 500},
+                    }
                     for partner in partners
                 ]
             )
@@ -238,7 +247,9 @@ class TestSegmentUses(SegmentCommon):
 
     def test_scenario_starts_on_entering_and_exits_on_leaving(self):
         scenario = self.create_scenario(
-            trigger_type="segment", trigger_event_type_id=False, trigger_segment_id=self.buyers.id,
+            trigger_type="segment",
+            trigger_event_type_id=False,
+            trigger_segment_id=self.buyers.id,
             exit_on_segment_left=True,
         )
         self.add_node(scenario, "wait", wait_amount=1, wait_unit="days")
@@ -291,8 +302,16 @@ class TestSegmentUses(SegmentCommon):
                 "name": "Buyers mailing",
                 "event_type_id": self.env.ref("marketing_event_automation.event_type_mailing_done").id,
                 "job_ids": [
-                    (0, 0, {"job_type": "send_mailing", "mailing_template_id": template.id, "audience": "segment",
-                            "segment_id": self.buyers.id})
+                    (
+                        0,
+                        0,
+                        {
+                            "job_type": "send_mailing",
+                            "mailing_template_id": template.id,
+                            "audience": "segment",
+                            "segment_id": self.buyers.id,
+                        },
+                    )
                 ],
             }
         )
@@ -321,15 +340,18 @@ class TestSegmentUses(SegmentCommon):
             self.assertEqual(mailing.sudo()._get_recipients(), self.bob.ids, mailing_type)
         self.purchase(self.carol, 1)
         self.dispatch()
-        self.assertEqual(sorted(mailing.sudo()._get_recipients()), sorted((self.bob | self.carol).ids),
-                         "the members at sending time")
+        self.assertEqual(
+            sorted(mailing.sudo()._get_recipients()), sorted((self.bob | self.carol).ids), "the members at sending time"
+        )
 
     def test_event_type_lists_segments_in_its_dependencies(self):
         self.assertEqual(self.type_purchase.segment_count, 1)
         self.assertIn(self.type_cart, self.EventType.search([("segment_count", ">", 0)]))
         action = self.type_purchase.action_view_segments()
         self.assertEqual(self.Segment.search(action["domain"]), self.buyers)
-        self.assertNotIn(self.type_purchase, self.EventType.search([("dependency_count", "=", 0), ("segment_count", "=", 0)]))
+        self.assertNotIn(
+            self.type_purchase, self.EventType.search([("dependency_count", "=", 0), ("segment_count", "=", 0)])
+        )
 
     def test_marketing_user_of_another_company_sees_no_segment(self):
         other = self.env["res.company"].create({"name": "Other company"})
@@ -339,8 +361,16 @@ class TestSegmentUses(SegmentCommon):
                 "login": "mea_segment_outsider",
                 "company_id": other.id,
                 "company_ids": [(6, 0, other.ids)],
-                "groups_id": [(6, 0, [self.env.ref("base.group_user").id,
-                                      self.env.ref("marketing_event_automation.group_marketing_automation_user").id])],
+                "groups_id": [
+                    (
+                        6,
+                        0,
+                        [
+                            self.env.ref("base.group_user").id,
+                            self.env.ref("marketing_event_automation.group_marketing_automation_user").id,
+                        ],
+                    )
+                ],
             }
         )
         self.assertFalse(self.Segment.with_user(outsider).search([]))
@@ -368,7 +398,9 @@ class TestContactFieldChanged(ScenarioCommon):
         )
 
     def test_tags_and_country_changes_are_events(self):
-        editor = new_test_user(self.env, login="mea_contact_editor", groups="base.group_user,base.group_partner_manager")
+        editor = new_test_user(
+            self.env, login="mea_contact_editor", groups="base.group_user,base.group_partner_manager"
+        )
         self.partner.with_user(editor).write({"category_id": [(4, self.tag_vip.id)], "comment": "x"})
         [event] = self.changes(self.partner)
         self.assertEqual(event.params["field"], "category_id")
@@ -407,3 +439,31 @@ class TestContactFieldChanged(ScenarioCommon):
             counts.append(self.cr.sql_log_count - before)
         self.assertEqual(len(self.changes(partners)), 60)
         self.assertLessEqual(counts[2], counts[1], f"queries of a write of 3 and of 25 contacts: {counts[1:]}")
+
+
+@tagged("post_install", "-at_install")
+class TestSegmentTour(MarketingAutomationHttpCommon, SegmentCommon):
+    def test_marketer_builds_a_segment_and_starts_a_scenario_on_it(self):
+        self.type_purchase.name = "Tour purchase"
+        self.purchase(self.bob, 150)
+        self.purchase(self.carol, 20)
+        scenario = self.create_scenario(name="Segment tour scenario")
+        self.add_node(scenario, "wait", wait_amount=1, wait_unit="days")
+        self.start_tour(
+            "/odoo/action-marketing_event_automation.action_marketing_segment",
+            "marketing_segment_tour",
+            login=self.marketing_user.login,
+        )
+        segment = self.Segment.search([("name", "=", "Tour big buyers")])
+        self.assertEqual(segment.rule_ids.event_type_id, self.type_purchase)
+        self.assertEqual(segment.rule_ids.params_filter, "total > 100")
+        self.assertIn(self.bob, self.members(segment))
+        self.assertNotIn(self.carol, self.members(segment))
+        self.assertEqual(scenario.state, "running")
+        self.assertEqual((scenario.trigger_type, scenario.trigger_segment_id), ("segment", segment))
+        self.assertTrue(scenario.exit_on_segment_left)
+        self.purchase(self.carol, 500)
+        self.dispatch()
+        self.assertEqual(
+            scenario.participant_ids.partner_id, self.carol, "Carol entered the segment, then the scenario"
+        )

@@ -62,8 +62,12 @@ class TestRecordEvents(RecordEventCommon):
         self.assertLess(self.cr.sql_log_count - before, 40)
 
     def test_domain_logs_when_a_record_comes_to_match(self):
-        self.make_trigger("res.partner", trigger="domain", filter_domain="[('is_company', '=', True)]",
-                          partner_path="commercial_partner_id")
+        self.make_trigger(
+            "res.partner",
+            trigger="domain",
+            filter_domain="[('is_company', '=', True)]",
+            partner_path="commercial_partner_id",
+        )
         person = self.env["res.partner"].create({"name": "Soon a company"})
         self.assertFalse(self.logged())
         person.is_company = True
