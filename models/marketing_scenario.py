@@ -826,7 +826,8 @@ class MarketingScenario(models.Model):
         by_segment = defaultdict(lambda: self.env["marketing.event"])
         for event in events:
             by_segment[(event.params or {}).get("segment_id")] |= event
-        domain = [("trigger_type", "=", "segment"), ("trigger_segment_id", "in", [key for key in by_segment if key])]
+        segment_ids = [segment_id for segment_id in by_segment if segment_id]
+        domain = [("trigger_type", "=", "segment"), ("trigger_segment_id", "in", segment_ids)]
         if key == "segment_entered":
             for scenario in self.search([("state", "=", "running"), *domain]):
                 scenario._enter_from_events(by_segment[scenario.trigger_segment_id.id], results)
