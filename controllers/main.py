@@ -1,5 +1,6 @@
 import base64
 import binascii
+import hashlib
 import json
 import zlib
 from pathlib import Path
@@ -130,7 +131,26 @@ def authenticate(write_key):
     source = request.env["marketing.event.source"]._authenticate(write_key)
     if not source:
         raise ApiError(401, "unauthorized", "Authorization: unknown or revoked write key")
-    retry_after = source._consume_rate_limit()
+    # sudo: the shop is authenticated by its write key, not as an Odoo user;
+    # ingestion is confined to the source's company.
+    return source.with_company(source.company_id)
+
+
+def request_digest(events, id_field):
+    """What identifies a request sent again by its client: the ids of its events, when every event has one."""
+    if not isinstance(events, list) or not events:
+        return None
+    ids = []
+    for event in events:
+        event_id = event.get(id_field) if isinstance(event, dict) else None
+        if isinstance(event_id, bool) or not isinstance(event_id, (str, int)) or event_id == "":
+            return None
+        ids.append(str(event_id))
+    return hashlib.sha256("\n".join(sorted(ids)).encode(errors="surrogatepass")).hexdigest()
+
+
+def check_rate_limit(source, digest=None):
+    retry_after = source._consume_rate_limit(digest)
     if retry_after:
         raise ApiError(
             429,
@@ -138,9 +158,17 @@ def authenticate(write_key):
             f"rate limit: more than {source.rate_limit} requests per minute from this source, retry in {retry_after} s",
             headers={"Retry-After": str(retry_after)},
         )
-    # sudo: the shop is authenticated by its write key, not as an Odoo user;
-    # ingestion is confined to the source's company.
-    return source.with_company(source.company_id)
+
+
+def read_counted_body(source, max_size, id_field, events_of):
+    """Read the body and count the request against the source's rate limit, which wins over a bad body."""
+    try:
+        body = read_json_body(max_size)
+    except ApiError:
+        check_rate_limit(source)
+        raise
+    check_rate_limit(source, request_digest(events_of(body), id_field))
+    return body
 
 
 class MarketingEventApi(http.Controller):
@@ -148,7 +176,12 @@ class MarketingEventApi(http.Controller):
     def post_events(self, **_kwargs):
         try:
             source = authenticate(bearer_key())
-            body = read_json_body(NATIVE_MAX_BODY)
+            body = read_counted_body(
+                source,
+                NATIVE_MAX_BODY,
+                "event_id",
+                lambda body: body.get("events", [body]) if isinstance(body, dict) else None,
+            )
             if isinstance(body, dict) and "events" in body:
                 events = body["events"]
                 if not isinstance(events, list):
@@ -183,6 +216,9 @@ class MarketingEventApi(http.Controller):
             if not isinstance(body, dict):
                 raise ApiError(400, "invalid_body", "body: expected a JSON object")
             source = authenticate(self._segment_write_key(body))
+            check_rate_limit(
+                source, request_digest(body.get("batch") if call in ("batch", "import") else [body], "messageId")
+            )
             if call in ("batch", "import"):
                 messages = body.get("batch")
                 if not isinstance(messages, list) or not messages:

@@ -32,6 +32,14 @@ class MailingMailing(models.Model):
             self.update(self._marketing_segment_audience(self.marketing_segment_id))
 
     @api.model
+    def _marketing_with_segment_audience(self, vals):
+        """``vals`` with the recipients of its segment; an audience given with it (narrowed to a company) wins."""
+        if not vals.get("marketing_segment_id"):
+            return vals
+        segment = self.env["marketing.segment"].browse(vals["marketing_segment_id"])
+        return {**self._marketing_segment_audience(segment), **vals}
+
+    @api.model
     def _marketing_segment_audience(self, segment):
         """The recipients values of a mailing sent to ``segment``: its member contacts."""
         return {
@@ -41,18 +49,10 @@ class MailingMailing(models.Model):
 
     @api.model_create_multi
     def create(self, vals_list):
-        for vals in vals_list:
-            if vals.get("marketing_segment_id"):
-                segment = self.env["marketing.segment"].browse(vals["marketing_segment_id"])
-                vals.update(self._marketing_segment_audience(segment))
-        return super().create(vals_list)
+        return super().create([self._marketing_with_segment_audience(vals) for vals in vals_list])
 
     def write(self, vals):
-        if vals.get("marketing_segment_id"):
-            vals = {
-                **vals,
-                **self._marketing_segment_audience(self.env["marketing.segment"].browse(vals["marketing_segment_id"])),
-            }
+        vals = self._marketing_with_segment_audience(vals)
         finishing = self.filtered(lambda mailing: mailing.state != "done") if vals.get("state") == "done" else None
         result = super().write(vals)
         if finishing:

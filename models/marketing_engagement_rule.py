@@ -149,7 +149,10 @@ class MarketingEngagementRule(models.Model):
         now = fields.Datetime.now()
         last_applied = rules.filtered("once_per_days")._last_applications(events.partner_id.ids, now)
         default_company_id = self.env.company.id
-        deltas = defaultdict(dict)  # rule -> {partner id: points}
+        # (rule, company of the event) -> {partner id: points}: the score
+        # changes carry the company of the events that caused them, so that
+        # they move only that company's score-triggered scenarios.
+        deltas = defaultdict(dict)
         for event in events.sorted(lambda event: (event.occurred_at, event.id)):
             company_id = event.company_id.id or event.partner_id.company_id.id or default_company_id
             for rule in rules:
@@ -170,11 +173,14 @@ class MarketingEngagementRule(models.Model):
                         )
                         continue
                     last_applied[rule.id, partner_id] = now
-                deltas[rule][partner_id] = deltas[rule].get(partner_id, 0) + rule.points
+                rule_deltas = deltas[rule, event.company_id.id or None]
+                rule_deltas[partner_id] = rule_deltas.get(partner_id, 0) + rule.points
                 results[event.id]["score"].append(f"{rule.name}: {rule.points:+d}")
         Partner = self.env["res.partner"].sudo()
-        for rule, rule_deltas in deltas.items():
-            Partner._marketing_change_score(rule_deltas, rule.name, "rule", origin_ref=rule)
+        for (rule, event_company_id), rule_deltas in deltas.items():
+            Partner._marketing_change_score(
+                rule_deltas, rule.name, "rule", origin_ref=rule, event_company_id=event_company_id
+            )
 
     def _last_applications(self, partner_ids, now):
         """{(rule id, partner id): last time the rule changed the contact's score} within the rules' windows."""

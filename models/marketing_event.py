@@ -12,6 +12,7 @@ from datetime import timezone
 from odoo import api
 from odoo import fields
 from odoo import models
+from odoo.exceptions import AccessError
 from odoo.service.model import PG_CONCURRENCY_EXCEPTIONS_TO_RETRY
 from odoo.tools import SQL
 from odoo.tools import create_index
@@ -202,6 +203,11 @@ class MarketingEvent(models.Model):
         readonly=True, help="What processing did: scenarios entered and exited, waits resumed, score changes."
     )
     processing_summary = fields.Text(compute="_compute_processing_summary")
+    consumers_done = fields.Json(
+        readonly=True,
+        copy=False,
+        help="The processing steps that already succeeded on this event: a retry does not apply them again.",
+    )
 
     def init(self):
         cr = self.env.cr
@@ -307,12 +313,31 @@ class MarketingEvent(models.Model):
             try:
                 if isinstance(event_type, EventRejected):
                     raise event_type
+                # What Odoo records itself (emails opened, scores, imports,
+                # schedules) drives scores and system automations: a shop may
+                # not forge it, whatever the source allows.
+                if event_type.is_internal:
+                    raise EventRejected(f"event: {event['key']!r} is recorded by Odoo itself", code="not_allowed")
+                if event_type.scope != "contact":
+                    raise EventRejected(
+                        f"event: {event['key']!r} is a system event, recorded by Odoo itself", code="not_allowed"
+                    )
                 if not source._check_type_allowed(event_type):
                     raise EventRejected(
                         f"event: the type {event['key']!r} is not allowed for this source", code="not_allowed"
                     )
                 if not event_type.active:
                     raise EventRejected(f"event: the type {event['key']!r} is inactive")
+                if source.max_params_bytes:
+                    # Measured as Segment measures a message; kept for the INSERT.
+                    event["params_json"] = json.dumps(event["params"], ensure_ascii=False, separators=(",", ":"))
+                    size = len(event["params_json"].encode())
+                    if size > source.max_params_bytes:
+                        field_name = relabel("params", event.get("labels"))
+                        raise EventRejected(
+                            f"{field_name}: larger than {source.max_params_bytes} bytes ({size} bytes)",
+                            code="too_large",
+                        )
                 errors = event_type._params_errors(event["params"])
                 if errors:
                     reason = "; ".join(relabel(error, event.get("labels")) for error in errors)
@@ -333,6 +358,7 @@ class MarketingEvent(models.Model):
             company,
             create=source.unknown_contact_policy == "create",
             log_events=contact_events,
+            source=source,
         )
         partner_iterator = iter(partner_ids)
         for position, event, event_type in contacts_to_resolve:
@@ -357,6 +383,8 @@ class MarketingEvent(models.Model):
                     "source_id": source.id,
                     "idempotency_key": event["idempotency_key"],
                     "params": event["params"],
+                    "params_json": event.get("params_json"),
+                    "max_structure_paths": source.max_structure_paths,
                     "occurred_at": event["occurred_at"],
                 }
                 for event_type, event, partner_id in rows
@@ -505,19 +533,57 @@ class MarketingEvent(models.Model):
             for result, message in zip(results, messages)
             if result["status"] == "accepted" and normalized.get(id(message), {}).get("segment_call") == "identify"
         }
-        self.browse(list(identified))._update_contacts_from_traits(identified)
+        labels = {
+            result["id"]: normalized[id(message)]["labels"]
+            for result, message in zip(results, messages)
+            if result.get("id") in identified
+        }
+        not_applied = self.browse(list(identified))._update_contacts_from_traits(identified, source, labels)
+        for result in results:
+            if not_applied.get(result.get("id")):
+                result["not_applied"] = not_applied[result["id"]]
         return results
 
-    def _update_contacts_from_traits(self, contacts_by_event_id):
-        """Write the name, email, phone and external id an identify call gave to its contact.
+    def _update_contacts_from_traits(self, contacts_by_event_id, source, labels_by_event_id=None):
+        """Write the name, email, phone and external id an identify call gave to its contact, where allowed.
+
+        Contact details belong to Odoo: the contact of an Odoo user (internal
+        or portal) never changes through the API, since its email is a login
+        and where password resets go; other contacts change only when this
+        source created them or may update contact details. A contact keeps
+        its external id, and never takes one another contact holds. Returns
+        ``{event id: ["traits.email: not applied, <why>"]}`` for the answer.
 
         Contacts are written one by one because each gets its own values and
         the ORM keeps the normalized email and sanitized phone in step; only
         contacts that really change are written.
         """
         Partner = self.env["res.partner"]
-        for event in self.filtered("partner_id"):
+        events = self.filtered("partner_id")
+        # sudo: which contacts are Odoo users' and which external ids are
+        # taken, whoever may read them; only these facts leave the queries.
+        user_partner_ids = set(
+            self.env["res.users"]
+            .sudo()
+            .with_context(active_test=False)
+            .search([("partner_id", "in", events.partner_id.ids)])
+            .partner_id.ids
+        )
+        external_ids = [contact.get("external_id") for contact in contacts_by_event_id.values()]
+        taken_external_ids = defaultdict(set)
+        for record in (
+            Partner.sudo()
+            .with_context(active_test=False)
+            .search_read(
+                [("marketing_external_id", "in", [value for value in external_ids if value])],
+                ["id", "marketing_external_id"],
+            )
+        ):
+            taken_external_ids[record["marketing_external_id"]].add(record["id"])
+        not_applied = defaultdict(list)
+        for event in events:
             contact = contacts_by_event_id.get(event.id) or {}
+            labels = (labels_by_event_id or {}).get(event.id) or {}
             partner = event.partner_id
             values = {}
             name = contact.get("name")
@@ -530,10 +596,39 @@ class MarketingEvent(models.Model):
                 phone = Partner._marketing_phone_e164(contact["phone"], event.company_id.country_id)
                 if phone and phone != partner.phone_sanitized:
                     values["phone"] = phone
-            if contact.get("external_id") and not partner.marketing_external_id:
-                values["marketing_external_id"] = contact["external_id"]
-            if values:
+            external_id = contact.get("external_id")
+            if external_id and external_id != partner.marketing_external_id:
+                if partner.marketing_external_id:
+                    reason = self.env._("the contact is linked to another external id")
+                elif taken_external_ids[external_id] - {partner.id}:
+                    reason = self.env._("another contact holds this external id")
+                else:
+                    reason = None
+                    values["marketing_external_id"] = external_id
+                if reason:
+                    field_label = labels.get("contact.external_id", "contact.external_id")
+                    not_applied[event.id].append(f"{field_label}: not applied, {reason}")
+            if not values:
+                continue
+            if partner.id in user_partner_ids:
+                reason = self.env._("the contact belongs to an Odoo user")
+            elif partner.marketing_source_id != source and not source.allow_contact_update:
+                reason = self.env._("the contact was not created by this source")
+            else:
                 partner.write(values)
+                if "marketing_external_id" in values:
+                    taken_external_ids[external_id].add(partner.id)
+                continue
+            fields_by_value = {
+                "name": "contact.name",
+                "email": "contact.email",
+                "phone": "contact.phone",
+                "marketing_external_id": "contact.external_id",
+            }
+            for field_name in values:
+                native = fields_by_value[field_name]
+                not_applied[event.id].append(f"{labels.get(native, native)}: not applied, {reason}")
+        return not_applied
 
     @api.model
     def _resolve_event_types(self, source, names_by_key):
@@ -551,8 +646,15 @@ class MarketingEvent(models.Model):
                     f"event: the type {key!r} is not allowed for this source", code="not_allowed"
                 )
         elif source.unknown_type_policy == "register":
+            allowed = source._consume_quota("event_types", len(unknown), source.max_new_types_per_day)
+            for key in unknown[allowed:]:
+                types_by_key[key] = EventRejected(
+                    f"event: unknown event type {key!r}, and this source registered its "
+                    f"{source.max_new_types_per_day} new event types of the day",
+                    code="limit_exceeded",
+                )
             registered = EventType._register_unknown_keys(
-                {key: names_by_key[key] for key in unknown}, source.company_id
+                {key: names_by_key[key] for key in unknown[:allowed]}, source.company_id, source=source
             )
             types_by_key.update({event_type.key: event_type for event_type in registered})
         else:
@@ -590,7 +692,7 @@ class MarketingEvent(models.Model):
             columns["company_id"].append(event.get("company_id"))
             columns["source_id"].append(event.get("source_id"))
             columns["idempotency_key"].append(event.get("idempotency_key"))
-            columns["params"].append(json.dumps(event.get("params") or {}))
+            columns["params"].append(event.get("params_json") or json.dumps(event.get("params") or {}))
             columns["occurred_at"].append(event.get("occurred_at") or now)
             columns["state"].append(state)
             columns["error_message"].append(event.get("error_message"))
@@ -634,7 +736,8 @@ class MarketingEvent(models.Model):
         inserted = {row[0] for row in rows}
         ids = [event_id if event_id in inserted else None for event_id in new_ids]
         if any(ids) and structures:
-            self.env["marketing.event.type"]._learn_structures(structures)
+            max_paths = {event["type"].id: event.get("max_structure_paths", 0) for event in events}
+            self.env["marketing.event.type"]._learn_structures(structures, max_paths)
         if any(event_id for event_id, event in zip(ids, events) if event.get("state", "pending") == "pending"):
             self._wake_dispatcher()
         return ids
@@ -766,6 +869,9 @@ class MarketingEvent(models.Model):
         )
         events = self.browse([row[0] for row in self.env.cr.fetchall()])
         done = events._process_with_retries() if events else 0
+        # The batch's new states go to the database first: counted before,
+        # the batch itself would still look pending and call an empty batch.
+        self.flush_model(["state"])
         # Counted up to a cap: the cron runner only needs to know whether to
         # run again, and counting a backlog after each batch would be quadratic.
         # In id order, so that the pending events are read off their partial
@@ -823,14 +929,22 @@ class MarketingEvent(models.Model):
         """
         results = defaultdict(lambda: defaultdict(list))
         errors = {}
+        # What succeeded on an event before its retry (score rules, entries)
+        # is not applied again.
+        consumers_done = {event.id: set(event.consumers_done or ()) for event in self}
         for consumer in self._event_consumers():
+            name = consumer.__name__
             for _type, type_events in self.grouped("type_id").items():
-                events = type_events - self.browse(errors)
+                events = (type_events - self.browse(errors)).filtered(
+                    lambda event, name=name: name not in consumers_done[event.id]
+                )
                 if not events:
                     continue
                 try:
                     with self.env.cr.savepoint():
                         consumer(events, results)
+                    for event_id in events.ids:
+                        consumers_done[event_id].add(name)
                 except PG_CONCURRENCY_EXCEPTIONS_TO_RETRY:
                     # Another transaction changed the same rows (two workers
                     # scoring one contact): nothing is wrong with the events.
@@ -843,8 +957,12 @@ class MarketingEvent(models.Model):
                     errors.update(dict.fromkeys(events.ids, message))
         now = fields.Datetime.now()
         failed = self.browse(list(errors))
-        for message, events in failed.grouped(lambda event: errors[event.id]).items():
-            events.write({"state": "error", "error_message": message, "processed_at": now})
+        for (message, done), events in failed.grouped(
+            lambda event: (errors[event.id], tuple(sorted(consumers_done[event.id])))
+        ).items():
+            events.write(
+                {"state": "error", "error_message": message, "processed_at": now, "consumers_done": list(done)}
+            )
         succeeded = self - failed
         succeeded.write({"state": "processed", "processed_at": now})
         succeeded._store_processing_results(results)
@@ -895,7 +1013,10 @@ class MarketingEvent(models.Model):
         self.env["marketing.segment"]._sync_from_events(events, results)
 
     def action_retry(self):
-        """Send events that failed processing through the dispatcher again."""
+        """Send events that failed processing through the dispatcher again (marketing administrators)."""
+        manager = "marketing_event_automation.group_marketing_automation_manager"
+        if not (self.env.su or self.env.user.has_group(manager)):
+            raise AccessError(self.env._("Only a marketing administrator may retry events."))
         # sudo: events are read-only for everybody; retrying is the one change
         # a marketing administrator may make to the log.
         self.filtered(lambda event: event.state == "error").sudo().write({"state": "pending", "error_message": False})

@@ -2,12 +2,17 @@ import hashlib
 import hmac
 import secrets
 import string
+from contextlib import contextmanager
 from datetime import timedelta
+
+from psycopg2.extensions import ISOLATION_LEVEL_READ_COMMITTED
+from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 
 from odoo import api
 from odoo import fields
 from odoo import models
 from odoo.exceptions import ValidationError
+from odoo.http import request
 from odoo.tools import SQL
 
 WRITE_KEY_PREFIX = "mea"
@@ -20,6 +25,49 @@ KEY_ID_LENGTH = 12
 DEFAULT_RATE_LIMIT = 600
 RATE_WINDOW_SECONDS = 60
 RATE_TABLE = "marketing_event_source_rate"
+# Request bodies counted in the current window, by digest: a client re-sending
+# the same idempotent request (every event with its id) is counted once.
+RATE_REQUEST_TABLE = "marketing_event_source_rate_request"
+# Re-sends of one request that go uncounted in a window; beyond, each counts,
+# so that replaying one body cannot get round the limit.
+RATE_FREE_RESENDS = 10
+# What a source has spent of its daily caps (new event types, new contacts).
+QUOTA_TABLE = "marketing_event_source_quota"
+QUOTA_WINDOW_SECONDS = 24 * 3600
+# Segment's message limit: a shop's event has no business being larger.
+DEFAULT_MAX_PARAMS_BYTES = 32 * 1024
+DEFAULT_MAX_NEW_TYPES_PER_DAY = 100
+DEFAULT_MAX_STRUCTURE_PATHS = 500
+DEFAULT_MAX_NEW_CONTACTS_PER_DAY = 10000
+# Where an HTTP request keeps what it was charged: Odoo replays a request that
+# met a serialization failure with the same request object, and the replay
+# must not be charged again.
+CHARGES_ENVIRON_KEY = "marketing_event_automation.charges"
+
+
+def request_charges():
+    """The charges of the current HTTP request, kept across Odoo's replays of it; a new dict outside requests."""
+    if request and getattr(request, "httprequest", None) is not None:
+        return request.httprequest.environ.setdefault(CHARGES_ENVIRON_KEY, {})
+    return {}
+
+
+@contextmanager
+def counter_cursor(registry):
+    """A cursor of its own for the API's shared counters, in READ COMMITTED.
+
+    Odoo's cursors are REPEATABLE READ: there an upsert that meets a counter
+    row another worker updated since the snapshot fails with a serialization
+    error instead of adding to it. A counter only needs each statement to see
+    the latest committed row, which READ COMMITTED gives; the row lock of the
+    upsert keeps concurrent increments from being lost.
+    """
+    with registry.cursor() as cr:
+        # A cursor that joins a transaction already open (the shared cursor of
+        # HTTP tests) keeps that transaction's level.
+        if cr.connection.info.transaction_status == TRANSACTION_STATUS_IDLE:
+            cr.connection.set_isolation_level(ISOLATION_LEVEL_READ_COMMITTED)
+        yield cr
 
 
 def is_hex(text):
@@ -77,6 +125,34 @@ class MarketingEventSource(models.Model):
         help="API requests this source may send per minute (a batch counts once); more are answered "
         "HTTP 429 with Retry-After. 0 means no limit.",
     )
+    allow_contact_update = fields.Boolean(
+        string="May Update Contact Details",
+        help="Let identify calls change the name, email, phone and external id of contacts this source did not "
+        "create. Contacts of Odoo users (internal or portal) are never changed through the API.",
+    )
+    max_params_bytes = fields.Integer(
+        string="Max Parameters Size (bytes)",
+        default=DEFAULT_MAX_PARAMS_BYTES,
+        help="Events whose parameters are larger once encoded as JSON are rejected. 0 means no limit.",
+    )
+    max_new_types_per_day = fields.Integer(
+        string="New Event Types per Day",
+        default=DEFAULT_MAX_NEW_TYPES_PER_DAY,
+        help="Unknown event keys this source may register in 24 hours; beyond, their events are rejected. "
+        "0 means no limit.",
+    )
+    max_structure_paths = fields.Integer(
+        string="Parameter Paths per Type",
+        default=DEFAULT_MAX_STRUCTURE_PATHS,
+        help="Parameter paths the learned structure of an event type may hold from this source's events; "
+        "events with more are accepted, the structure stops growing. 0 means no limit.",
+    )
+    max_new_contacts_per_day = fields.Integer(
+        string="New Contacts per Day",
+        default=DEFAULT_MAX_NEW_CONTACTS_PER_DAY,
+        help="Unknown contacts this source may create in 24 hours; beyond, their events are rejected. "
+        "0 means no limit.",
+    )
     last_used_at = fields.Datetime(string="Last Used", compute="_compute_usage")
     accepted_count_24h = fields.Integer(string="24h Accepted", compute="_compute_usage")
     rejected_count_24h = fields.Integer(string="24h Rejected", compute="_compute_usage")
@@ -101,14 +177,56 @@ class MarketingEventSource(models.Model):
                 SQL.identifier(RATE_TABLE),
             )
         )
-
-    @api.constrains("rate_limit")
-    def _check_rate_limit(self):
-        for source in self:
-            if source.rate_limit < 0:
-                raise ValidationError(
-                    self.env._("Requests per Minute of %(name)s: give 0 (no limit) or more.", name=source.name)
+        self.env.cr.execute(
+            SQL(
+                """
+                CREATE UNLOGGED TABLE IF NOT EXISTS %s (
+                    source_id integer NOT NULL,
+                    digest varchar NOT NULL,
+                    window_start bigint NOT NULL,
+                    resends integer NOT NULL,
+                    PRIMARY KEY (source_id, digest)
                 )
+                """,
+                SQL.identifier(RATE_REQUEST_TABLE),
+            )
+        )
+        self.env.cr.execute(
+            SQL(
+                """
+                CREATE UNLOGGED TABLE IF NOT EXISTS %s (
+                    source_id integer NOT NULL,
+                    kind varchar NOT NULL,
+                    window_start bigint NOT NULL,
+                    used integer NOT NULL,
+                    granted integer NOT NULL,
+                    PRIMARY KEY (source_id, kind)
+                )
+                """,
+                SQL.identifier(QUOTA_TABLE),
+            )
+        )
+
+    @api.constrains(
+        "rate_limit", "max_params_bytes", "max_new_types_per_day", "max_structure_paths", "max_new_contacts_per_day"
+    )
+    def _check_limits(self):
+        for source in self:
+            for field_name in (
+                "rate_limit",
+                "max_params_bytes",
+                "max_new_types_per_day",
+                "max_structure_paths",
+                "max_new_contacts_per_day",
+            ):
+                if source[field_name] < 0:
+                    raise ValidationError(
+                        self.env._(
+                            "%(field)s of %(name)s: give 0 (no limit) or more.",
+                            field=self._fields[field_name].get_description(self.env)["string"],
+                            name=source.name,
+                        )
+                    )
 
     def _compute_usage(self):
         # Derived from the event log instead of written on each request: a
@@ -188,7 +306,7 @@ class MarketingEventSource(models.Model):
             return self.browse()
         return source
 
-    def _consume_rate_limit(self):
+    def _consume_rate_limit(self, digest=None):
         """Count one API request of this source; return 0 if it may go on, else the seconds to wait.
 
         A fixed window of RATE_WINDOW_SECONDS per source, counted in the
@@ -196,29 +314,120 @@ class MarketingEventSource(models.Model):
         committed on a cursor of its own: in the request's transaction the
         counter row would stay locked until the request ends, so concurrent
         requests of one source would wait for each other.
+
+        A retried request counts once: Odoo's replay of a request after a
+        serialization failure finds its first answer on the request, and a
+        client re-sending the same body (``digest``, given for bodies whose
+        events all carry their id) within the window is not counted again,
+        up to RATE_FREE_RESENDS times.
         """
         self.ensure_one()
         if self.rate_limit <= 0:
             return 0
-        with self.env.registry.cursor() as cr:
+        charges = request_charges()
+        if (self.id, "rate") in charges:
+            return charges[self.id, "rate"]
+        with counter_cursor(self.env.registry) as cr:
+            counted = True
+            if digest:
+                cr.execute(
+                    SQL(
+                        """
+                        WITH clock AS (
+                            SELECT floor(extract(epoch FROM clock_timestamp()) / %(window)s)::bigint * %(window)s
+                                   AS window_start
+                        ), stale AS (
+                            -- The source's bodies of older windows: at most its limit per window.
+                            DELETE FROM %(table)s
+                             WHERE source_id = %(source_id)s AND window_start < (SELECT window_start FROM clock)
+                        )
+                        INSERT INTO %(table)s AS seen (source_id, digest, window_start, resends)
+                        SELECT %(source_id)s, %(digest)s, clock.window_start, 0 FROM clock
+                        ON CONFLICT (source_id, digest) DO UPDATE
+                           SET resends = CASE WHEN seen.window_start = EXCLUDED.window_start
+                                              THEN seen.resends + 1 ELSE 0 END,
+                               window_start = EXCLUDED.window_start
+                        RETURNING resends
+                        """,
+                        table=SQL.identifier(RATE_REQUEST_TABLE),
+                        source_id=self.id,
+                        digest=digest,
+                        window=RATE_WINDOW_SECONDS,
+                    )
+                )
+                resends = cr.fetchone()[0]
+                counted = resends == 0 or resends > RATE_FREE_RESENDS
             cr.execute(
                 SQL(
                     """
                     WITH clock AS (SELECT extract(epoch FROM clock_timestamp()) AS now)
                     INSERT INTO %(table)s AS rate (source_id, window_start, hits)
-                    SELECT %(source_id)s, floor(clock.now / %(window)s)::bigint * %(window)s, 1 FROM clock
+                    SELECT %(source_id)s, floor(clock.now / %(window)s)::bigint * %(window)s, %(hit)s FROM clock
                     ON CONFLICT (source_id) DO UPDATE
                        SET window_start = EXCLUDED.window_start,
-                           hits = CASE WHEN rate.window_start = EXCLUDED.window_start THEN rate.hits + 1 ELSE 1 END
+                           hits = CASE WHEN rate.window_start = EXCLUDED.window_start
+                                       THEN rate.hits + %(hit)s ELSE %(hit)s END
                     RETURNING hits, ceil(window_start + %(window)s - (SELECT now FROM clock))::integer
                     """,
                     table=SQL.identifier(RATE_TABLE),
                     source_id=self.id,
                     window=RATE_WINDOW_SECONDS,
+                    hit=int(counted),
                 )
             )
             hits, seconds_left = cr.fetchone()
-        return max(seconds_left, 1) if hits > self.rate_limit else 0
+        charges[self.id, "rate"] = retry_after = max(seconds_left, 1) if hits > self.rate_limit else 0
+        return retry_after
+
+    def _consume_quota(self, kind, wanted, cap):
+        """Take up to ``wanted`` units of the daily cap ``cap`` (0: none) of ``kind``; return how many may be used.
+
+        Counted like the rate limit, on a cursor of its own and shared by
+        every worker, so that two requests cannot both take the last units,
+        and without making concurrent requests of the source wait for each
+        other. A request replayed by Odoo is charged only for what its first
+        attempts did not take.
+        """
+        self.ensure_one()
+        if cap <= 0 or wanted <= 0:
+            return wanted
+        charges = request_charges()
+        taken = charges.get((self.id, kind), 0)
+        missing = wanted - taken
+        if missing > 0:
+            with counter_cursor(self.env.registry) as cr:
+                cr.execute(
+                    SQL(
+                        """
+                        WITH clock AS (
+                            SELECT floor(extract(epoch FROM clock_timestamp()) / %(window)s)::bigint * %(window)s
+                                   AS window_start
+                        )
+                        INSERT INTO %(table)s AS quota (source_id, kind, window_start, used, granted)
+                        SELECT %(source_id)s, %(kind)s, clock.window_start, LEAST(%(missing)s, %(cap)s),
+                               LEAST(%(missing)s, %(cap)s)
+                          FROM clock
+                        ON CONFLICT (source_id, kind) DO UPDATE
+                           SET granted = CASE WHEN quota.window_start = EXCLUDED.window_start
+                                              THEN GREATEST(LEAST(%(missing)s, %(cap)s - quota.used), 0)
+                                              ELSE EXCLUDED.granted END,
+                               used = CASE WHEN quota.window_start = EXCLUDED.window_start
+                                           THEN quota.used + GREATEST(LEAST(%(missing)s, %(cap)s - quota.used), 0)
+                                           ELSE EXCLUDED.used END,
+                               window_start = EXCLUDED.window_start
+                        RETURNING granted
+                        """,
+                        table=SQL.identifier(QUOTA_TABLE),
+                        source_id=self.id,
+                        kind=kind,
+                        window=QUOTA_WINDOW_SECONDS,
+                        missing=missing,
+                        cap=cap,
+                    )
+                )
+                taken += cr.fetchone()[0]
+            charges[self.id, kind] = taken
+        return min(wanted, taken)
 
     def _check_type_allowed(self, event_type):
         self.ensure_one()

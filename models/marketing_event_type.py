@@ -1,3 +1,4 @@
+import contextlib
 import json
 import re
 from collections import defaultdict
@@ -175,6 +176,21 @@ class MarketingEventType(models.Model):
         readonly=True,
         copy=False,
         help="Every parameter seen in accepted events, by path, with its JSON type.",
+    )
+    params_structure_full = fields.Boolean(
+        string="Structure Full",
+        readonly=True,
+        copy=False,
+        help="The learned structure reached the number of parameter paths its sources allow: events with "
+        "new paths are still accepted, their new paths are not learned.",
+    )
+    registered_source_id = fields.Many2one(
+        "marketing.event.source",
+        string="Registered by",
+        readonly=True,
+        copy=False,
+        ondelete="set null",
+        help="The API source whose event registered this type.",
     )
     params_structure_preview = fields.Text(
         string="Structure Preview",
@@ -520,37 +536,63 @@ class MarketingEventType(models.Model):
         return [f"{schema_error_path(error)}: {error.message[:300]}" for error in errors[:10]]
 
     @api.model
-    def _learn_structures(self, structures_by_type_id):
+    def _learn_structures(self, structures_by_type_id, max_paths_by_type_id=None):
         """Merge newly seen parameter paths into the learned structures.
 
-        Known paths keep their type, new ones are added. The update is one
-        statement per type whose structure really grew, so concurrent
-        ingestion requests neither lose paths nor rewrite the row each time.
+        Known paths keep their type, new ones are added, up to the number of
+        paths the events' source allows (``max_paths_by_type_id``, 0 for no
+        limit): beyond it the structure stops growing and the type is marked
+        full. The update is one statement per type whose structure really
+        grew, so concurrent ingestion requests neither lose paths nor rewrite
+        the row each time, and the cap is counted on the row as it is.
         """
-        self.flush_model(["params_structure"])
+        self.flush_model(["params_structure", "params_structure_full"])
         updated = False
+        max_paths_by_type_id = max_paths_by_type_id or {}
         event_types = self.browse(list(structures_by_type_id))  # read together
         for event_type, structure in zip(event_types, structures_by_type_id.values()):
             # Structures only grow: paths this transaction already sees need
             # no statement (nearly every batch, once a type is known).
             if not structure or structure.keys() <= (event_type.params_structure or {}).keys():
                 continue
+            max_paths = max_paths_by_type_id.get(event_type.id) or 0
+            if max_paths and event_type.params_structure_full:
+                continue
             updated = True
             self.env.cr.execute(
                 SQL(
                     """
+                    WITH room AS (
+                        SELECT CASE WHEN %(max)s > 0
+                                    THEN GREATEST(%(max)s - (SELECT count(*) FROM jsonb_object_keys(
+                                        COALESCE(t.params_structure, '{}'::jsonb))), 0)
+                               END AS paths
+                          FROM marketing_event_type t WHERE t.id = %(id)s
+                    ), added AS (
+                        SELECT COALESCE(jsonb_object_agg(new.key, new.value), '{}'::jsonb) AS paths, count(*) AS count
+                          FROM (
+                            SELECT new.key, new.value
+                              FROM jsonb_each(%(new)s::jsonb) new, marketing_event_type t
+                             WHERE t.id = %(id)s AND NOT COALESCE(t.params_structure, '{}'::jsonb) ? new.key
+                          ORDER BY new.key
+                             LIMIT (SELECT paths FROM room)
+                          ) new
+                    )
                     UPDATE marketing_event_type
-                       SET params_structure = %(new)s::jsonb || COALESCE(params_structure, '{}'::jsonb)
+                       SET params_structure = COALESCE(params_structure, '{}'::jsonb) || (SELECT paths FROM added),
+                           params_structure_full = %(max)s > 0 AND (SELECT count(*) FROM added) < %(wanted)s
                      WHERE id = %(id)s
                        AND NOT COALESCE(params_structure, '{}'::jsonb) ?& %(paths)s
                     """,
                     new=json.dumps(structure),
                     id=event_type.id,
                     paths=list(structure),
+                    max=max_paths,
+                    wanted=len(structure.keys() - (event_type.params_structure or {}).keys()),
                 )
             )
         if updated:
-            self.invalidate_model(["params_structure"])
+            self.invalidate_model(["params_structure", "params_structure_full"])
 
     @api.model
     def _get_by_keys(self, keys, company):
@@ -564,22 +606,68 @@ class MarketingEventType(models.Model):
         return by_key
 
     @api.model
-    def _register_unknown_keys(self, names_by_key, company):
+    def _register_unknown_keys(self, names_by_key, company, source=None):
         """Create types for keys posted through the API that nobody declared yet."""
+        if not names_by_key:
+            return self.browse()
         category = self.env.ref("marketing_event_automation.event_category_other")
+        self._check_not_registered_concurrently(list(names_by_key), company, category)
         try:
             with self.env.cr.savepoint():
                 return self.create(
                     [
-                        {"name": name, "key": key, "category_id": category.id, "company_id": company.id}
+                        {
+                            "name": name,
+                            "key": key,
+                            "category_id": category.id,
+                            "company_id": company.id,
+                            "registered_source_id": source.id if source else False,
+                        }
                         for key, name in names_by_key.items()
                     ]
                 )
         except psycopg2.errors.UniqueViolation as error:
-            # Another request registered the same key at the same moment and
-            # its row is invisible to this transaction's snapshot. Odoo replays
-            # a request that fails on a serialization error; the replay sees it.
-            raise psycopg2.errors.SerializationFailure(str(error)) from error
+            # Registered by another request between the check and the create.
+            self._check_not_registered_concurrently(list(names_by_key), company, category)
+            raise error
+
+    @api.model
+    def _check_not_registered_concurrently(self, keys, company, category):
+        """Fail with a real serialization failure when another transaction registered one of ``keys``.
+
+        Its row is invisible to this transaction's snapshot (REPEATABLE
+        READ), so the type cannot be used here. An insert with ON CONFLICT DO
+        NOTHING makes PostgreSQL raise SQLSTATE 40001 for a row committed
+        since the snapshot, which Odoo's retry loop handles: it replays the
+        request, and the replay finds the type. (A unique violation, or an
+        exception made in Python without a SQLSTATE, would reach the client
+        as a 500.) The insert is always rolled back; the advisory locks, held
+        until this transaction ends, make a concurrent registration of the
+        same key wait for this one and then meet its committed row here.
+        """
+        self.env.cr.execute(
+            SQL(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s || key, 0))"
+                " FROM unnest(%s::varchar[]) AS key ORDER BY key",
+                f"marketing.event.type:{company.id}:",
+                sorted(keys),
+            )
+        )
+        with contextlib.closing(self.env.cr.savepoint(flush=False)):
+            self.env.cr.execute(
+                SQL(
+                    """
+                    INSERT INTO marketing_event_type (key, company_id, name, category_id, scope)
+                    SELECT key, %(company)s, jsonb_build_object('en_US', key), %(category)s, 'contact'
+                      FROM unnest(%(keys)s::varchar[]) AS key
+                    ON CONFLICT DO NOTHING
+                    """,
+                    company=company.id,
+                    category=category.id,
+                    keys=keys,
+                ),
+                log_exceptions=False,
+            )
 
     # ------------------------------------------------------------------
     # Actions

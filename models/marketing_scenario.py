@@ -9,6 +9,7 @@ from dateutil import rrule
 from odoo import api
 from odoo import fields
 from odoo import models
+from odoo.exceptions import AccessError
 from odoo.exceptions import UserError
 from odoo.exceptions import ValidationError
 from odoo.tools import SQL
@@ -335,7 +336,35 @@ class MarketingScenario(models.Model):
             if scenario.objective_days < 0:
                 raise ValidationError(self.env._("Objective days cannot be negative."))
 
+    @api.model_create_multi
+    def create(self, vals_list):
+        for vals in vals_list:
+            self._check_responsible_change(vals)
+        return super().create(vals_list)
+
+    def _check_responsible_change(self, vals):
+        """Refuse what would make the engine act with rights other than the user's own.
+
+        The nodes' side effects run with the rights of the Responsible: only a
+        system administrator gives a scenario to somebody else. The state
+        changes only through Start, Pause, Resume and Stop (which write it as
+        superuser after their checks), never by a plain write.
+        """
+        if self.env.su:
+            return
+        if "state" in vals:
+            raise AccessError(self.env._("The state of a scenario changes with its Start, Pause and Stop buttons."))
+        user_id = vals.get("user_id")
+        if "user_id" in vals and user_id not in (False, self.env.uid) and not self.env.user._is_system():
+            raise AccessError(
+                self.env._(
+                    "Only an administrator may make another user responsible for a scenario: "
+                    "its nodes act with the rights of its Responsible."
+                )
+            )
+
     def write(self, vals):
+        self._check_responsible_change(vals)
         changed_trigger = TRIGGER_FIELDS & set(vals)
         if changed_trigger:
             busy = self.filtered(lambda scenario: scenario.active_count)
@@ -351,8 +380,10 @@ class MarketingScenario(models.Model):
 
     def copy_data(self, default=None):
         vals_list = super().copy_data(default=default)
+        # A copy is its maker's: he answers for what its nodes do.
+        responsible = {} if self.env.su or "user_id" in (default or {}) else {"user_id": self.env.uid}
         return [
-            dict(vals, name=self.env._("%(name)s (copy)", name=scenario.name))
+            dict(vals, name=self.env._("%(name)s (copy)", name=scenario.name), **responsible)
             for scenario, vals in zip(self, vals_list)
         ]
 
@@ -422,6 +453,16 @@ class MarketingScenario(models.Model):
             problems.append(self.env._("Trigger: say how often the audience enters."))
         if self.trigger_type == "score" and not self.score_operator:
             problems.append(self.env._("Trigger: choose the score condition."))
+        if not self.user_id:
+            problems.append(self.env._("Responsible: choose the user whose rights the scenario acts with."))
+        elif not self.user_id._is_superuser() and self.company_id not in self.user_id.company_ids:
+            problems.append(
+                self.env._(
+                    "Responsible: %(user)s has no access to the company %(company)s.",
+                    user=self.user_id.name,
+                    company=self.company_id.name,
+                )
+            )
         nodes = self.node_ids
         if not nodes:
             problems.append(self.env._("The scenario has no step: add at least one node."))
@@ -433,6 +474,10 @@ class MarketingScenario(models.Model):
         for scenario in self:
             if scenario.state not in ("draft", "paused", "stopped"):
                 continue
+            if not self.env.su and scenario.user_id != self.env.user:
+                # Whoever starts or resumes a scenario (after editing its nodes,
+                # maybe) answers for it: the nodes act with his rights.
+                scenario.sudo().user_id = self.env.user
             problems = scenario._check_ready()
             if problems:
                 raise UserError(
@@ -445,13 +490,15 @@ class MarketingScenario(models.Model):
                 values["next_occurrence_at"] = scenario._first_occurrence(now)
                 values["enrolling_occurrence_at"] = False
                 values["enrolling_after_partner_id"] = 0
-            scenario.write(values)
+            # sudo: the state changes only here, after the checks above (see _check_responsible_change).
+            scenario.sudo().write(values)
         self.env.ref("marketing_event_automation.ir_cron_scenario_schedule")._trigger()
         self.env["marketing.scenario.step"]._wake_advance()
         return True
 
     def action_pause(self):
-        self.filtered(lambda scenario: scenario.state == "running").write({"state": "paused"})
+        # sudo: see action_start.
+        self.filtered(lambda scenario: scenario.state == "running").sudo().write({"state": "paused"})
         return True
 
     def action_resume(self):
@@ -461,7 +508,8 @@ class MarketingScenario(models.Model):
         scenarios = self.filtered(lambda scenario: scenario.state in ("running", "paused"))
         if not scenarios:
             return True
-        scenarios.write(
+        # sudo: see action_start.
+        scenarios.sudo().write(
             {
                 "state": "stopped",
                 "next_occurrence_at": False,
@@ -524,7 +572,8 @@ class MarketingScenario(models.Model):
         )
 
     def action_draft(self):
-        self.filtered(lambda scenario: scenario.state == "stopped").write({"state": "draft"})
+        # sudo: see action_start.
+        self.filtered(lambda scenario: scenario.state == "stopped").sudo().write({"state": "draft"})
         return True
 
     def _first_occurrence(self, now):
@@ -570,6 +619,18 @@ class MarketingScenario(models.Model):
             domain = [*domain, ("marketing_segment_ids", "in", self.audience_segment_id.ids)]
         return [*domain, ("company_id", "in", [self.company_id.id, False])]
 
+    def _audience_partners(self, user=None):
+        """Contacts as ``user`` (the Responsible by default) searches them in the scenario's company.
+
+        The audience filter is evaluated with his rights and record rules: it
+        selects nobody he could not find himself. None when there is no such
+        user or he has no access to the company.
+        """
+        user = user or self.user_id
+        if not user or not (user._is_superuser() or self.company_id in user.company_ids):
+            return None
+        return self.env["res.partner"].with_user(user).with_company(self.company_id)
+
     def _policy_sql(self, alias, partner_column, occurrence_at=None):
         """The SQL condition 'this contact may enter now', by the entry policy."""
         existing = SQL(
@@ -598,12 +659,13 @@ class MarketingScenario(models.Model):
         already entered.
         """
         self.ensure_one()
-        partner_ids = (
-            self.env["res.partner"]
-            .with_company(self.company_id)
-            .search([("id", ">", after_partner_id), *self._audience_domain()], order="id", limit=limit)
-            .ids
-        )
+        Partner = self._audience_partners()
+        if Partner is None:
+            _logger.warning("Scenario %s: its responsible user cannot search its company's contacts", self.id)
+            return 0, 0, after_partner_id
+        partner_ids = Partner.search(
+            [("id", ">", after_partner_id), *self._audience_domain()], order="id", limit=limit
+        ).ids
         if not partner_ids:
             return 0, 0, after_partner_id
         entered = self._insert_participants(partner_ids, occurrence_at=occurrence_at)
@@ -612,8 +674,9 @@ class MarketingScenario(models.Model):
     def _enroll_partners(self, partner_ids, events=None, test=False):
         """Enter the given contacts (optionally each with its triggering event); return the participants.
 
-        ``events`` maps partner id -> marketing.event. Audience and entry
-        policy apply, except for test runs.
+        ``events`` maps partner id -> marketing.event. The entry policy
+        applies, except for test runs; the audience applies to all (the test
+        run checks its contact against it as the user running it).
         """
         self.ensure_one()
         if not partner_ids:
@@ -622,11 +685,11 @@ class MarketingScenario(models.Model):
         if test:
             candidates = list(partner_ids)
         else:
-            candidates = (
-                self.env["res.partner"]
-                .with_company(self.company_id)
-                ._search([("id", "in", list(partner_ids)), *self._audience_domain()])
-            )
+            Partner = self._audience_partners()
+            if Partner is None:
+                _logger.warning("Scenario %s: its responsible user cannot search its company's contacts", self.id)
+                return self.env["marketing.scenario.participant"]
+            candidates = Partner._search([("id", "in", list(partner_ids)), *self._audience_domain()])
             candidates = SQL("SELECT p.id AS partner_id FROM res_partner p WHERE p.id IN %s", candidates.subselect())
         return self.env["marketing.scenario.participant"].browse(
             self._insert_participants(candidates, events=events, test=test)
@@ -803,8 +866,7 @@ class MarketingScenario(models.Model):
             )
             matching = events.filtered(
                 lambda event, scenario=scenario, clauses=clauses: (
-                    event.company_id in (scenario.company_id, self.env["res.company"])
-                    and params_match(clauses, event.params)
+                    scenario._reached_by(event) and params_match(clauses, event.params)
                 )
             )
             scenario._enter_from_events(matching, results)
@@ -856,6 +918,15 @@ class MarketingScenario(models.Model):
                 if event.partner_id == participant.partner_id:
                     results[event.id]["exited"].append(participant.scenario_id.name)
 
+    def _reached_by(self, event):
+        """Whether ``event`` may move this scenario's contacts: an event of a company reaches only its scenarios.
+
+        Events without a company (Odoo's own about a contact, such as emails
+        opened) reach the scenarios of every company.
+        """
+        self.ensure_one()
+        return not event.company_id or event.company_id == self.company_id
+
     def _enter_from_events(self, events, results):
         self.ensure_one()
         if not events:
@@ -877,7 +948,8 @@ class MarketingScenario(models.Model):
         for scenario in scenarios:
             crossing = events.filtered(
                 lambda event, scenario=scenario: (
-                    not score_matches(
+                    scenario._reached_by(event)
+                    and not score_matches(
                         scenario.score_operator, scenario.score_threshold, (event.params or {}).get("old")
                     )
                     and score_matches(
@@ -902,13 +974,27 @@ class MarketingScenario(models.Model):
         )
         if not participants:
             return
+        events_by_partner = events.grouped("partner_id")
+        participants = participants.filtered(
+            lambda participant: any(
+                participant.scenario_id._reached_by(event) for event in events_by_partner[participant.partner_id]
+            )
+        )
+        if not participants:
+            return
         reason = self.env._("Exit event: %(type)s", type=event_type.name)
         participants._finish("exited", reason)
-        names_by_partner = defaultdict(set)
+        scenarios_by_partner = defaultdict(set)
         for participant in participants:
-            names_by_partner[participant.partner_id.id].add(participant.scenario_id.name)
+            scenarios_by_partner[participant.partner_id.id].add(participant.scenario_id)
         for event in events:
-            results[event.id]["exited"].extend(sorted(names_by_partner.get(event.partner_id.id, ())))
+            results[event.id]["exited"].extend(
+                sorted(
+                    scenario.name
+                    for scenario in scenarios_by_partner.get(event.partner_id.id, ())
+                    if scenario._reached_by(event)
+                )
+            )
 
     # ------------------------------------------------------------------
     # Views

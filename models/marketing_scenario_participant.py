@@ -1,6 +1,7 @@
 from odoo import api
 from odoo import fields
 from odoo import models
+from odoo.exceptions import AccessError
 from odoo.tools import SQL
 from odoo.tools import create_index
 
@@ -10,6 +11,21 @@ PARTICIPANT_STATES = [
     ("exited", "Exited"),
     ("canceled", "Canceled"),
 ]
+
+# Written only by the engine: see write.
+QUEUE_FIELDS = {
+    "scenario_id",
+    "partner_id",
+    "company_id",
+    "state",
+    "entered_at",
+    "ended_at",
+    "occurrence_at",
+    "event_id",
+    "event_type_id",
+    "event_params",
+    "is_test",
+}
 
 
 class MarketingScenarioParticipant(models.Model):
@@ -56,6 +72,15 @@ class MarketingScenarioParticipant(models.Model):
             self._table,
             ["scenario_id", "partner_id", "state"],
         )
+
+    def write(self, vals):
+        # The queue's own columns change only through the engine (as superuser)
+        # and the actions that keep participants and steps consistent.
+        if not self.env.su and set(vals) & QUEUE_FIELDS:
+            raise AccessError(
+                self.env._("A scenario run's contact, scenario and state change only through the scenario's actions.")
+            )
+        return super().write(vals)
 
     def _compute_step_count(self):
         counts = dict(

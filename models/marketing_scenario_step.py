@@ -3,10 +3,14 @@ from collections import defaultdict
 from datetime import timedelta
 
 import psycopg2
+import requests
+import urllib3
 
 from odoo import api
 from odoo import fields
 from odoo import models
+from odoo.exceptions import AccessError
+from odoo.exceptions import UserError
 from odoo.tools import SQL
 from odoo.tools import create_index
 
@@ -23,6 +27,7 @@ TRANSIENT_ERRORS = (
     psycopg2.errors.LockNotAvailable,
 )
 TRANSIENT_RETRY_SECONDS = 60
+NETWORK_ERRORS = (OSError, urllib3.exceptions.HTTPError, requests.RequestException)
 STEP_STATES = [
     ("scheduled", "Scheduled"),
     ("done", "Done"),
@@ -31,6 +36,22 @@ STEP_STATES = [
     ("error", "Error"),
 ]
 STEP_BRANCHES = [("always", "Always"), ("yes", "Yes"), ("no", "No"), ("arm", "Split arm")]
+# Written only by the engine: see write.
+QUEUE_FIELDS = {
+    "participant_id",
+    "node_id",
+    "scenario_id",
+    "partner_id",
+    "company_id",
+    "is_test",
+    "state",
+    "scheduled_at",
+    "processed_at",
+    "branch",
+    "arm_node_id",
+    "attempt",
+    "trace_id",
+}
 
 
 class MarketingScenarioStep(models.Model):
@@ -101,6 +122,13 @@ class MarketingScenarioStep(models.Model):
             self._table,
             ["node_id", "state"],
         )
+
+    def write(self, vals):
+        # A step that changes node, contact, state or due time outside the
+        # engine would run twice, never, or for somebody else.
+        if not self.env.su and set(vals) & QUEUE_FIELDS:
+            raise AccessError(self.env._("Scenario steps change only through the engine and the scenario's actions."))
+        return super().write(vals)
 
     # ------------------------------------------------------------------
     # Scheduling
@@ -267,13 +295,15 @@ class MarketingScenarioStep(models.Model):
         row = self.env.cr.fetchone()
         return row and row[0]
 
-    def _execute(self, node_ids=None):
+    def _execute(self, node_ids=None, actor=None):
         """Run these steps: one handler call per node, then their children in one insert.
 
         ``node_ids`` are the steps' nodes in the same order when the caller
-        already read them. A handler that raises marks its steps as error with
-        the message and rolls back what it did (savepoint); the other nodes of
-        the batch go on.
+        already read them. The handlers act with the rights of ``actor``, by
+        default each scenario's responsible user; this bookkeeping (the
+        steps' states, the children) is the engine's own. A handler that
+        raises marks its steps as error with the reason and rolls back what
+        it did (savepoint); the other nodes of the batch go on.
         """
         if node_ids is None:
             node_ids = [step.node_id.id for step in self]
@@ -286,7 +316,7 @@ class MarketingScenarioStep(models.Model):
             node, node_steps = Node.browse(node_id), self.browse(step_ids)
             try:
                 with self.env.cr.savepoint():
-                    outcomes.update(node._run_steps(node_steps))
+                    outcomes.update(node._run_steps(node_steps, actor))
             except TRANSIENT_ERRORS as error:
                 # Another transaction changed the same rows (a contact's score, a
                 # list): nothing is wrong with the steps, run them again shortly.
@@ -302,6 +332,16 @@ class MarketingScenarioStep(models.Model):
                         for step_id in node_steps.ids
                     }
                 )
+            except (UserError, AccessError) as error:  # ValidationError too: the reason is for the user
+                _logger.info("Scenario node %s refused %s steps: %s", node.id, len(node_steps), error)
+                message = self.env._("%(node)s failed: %(error)s", node=node.display_name, error=error)
+                outcomes.update({step_id: {"state": "error", "result": message} for step_id in node_steps.ids})
+            except NETWORK_ERRORS:
+                # Their text stays in the server log: it tells which hosts and
+                # ports answer, what a step's result must not show.
+                _logger.warning("Scenario node %s failed on %s steps", node.id, len(node_steps), exc_info=True)
+                message = self.env._("%(node)s failed: a network error, logged on the server", node=node.display_name)
+                outcomes.update({step_id: {"state": "error", "result": message} for step_id in node_steps.ids})
             except Exception as error:  # any handler failure is recorded on its steps
                 _logger.warning("Scenario node %s failed on %s steps", node.id, len(node_steps), exc_info=True)
                 message = self.env._("%(node)s failed: %(error)s", node=node.display_name, error=error)
@@ -328,7 +368,8 @@ class MarketingScenarioStep(models.Model):
             columns["trace_id"].append(outcome.get("trace_id"))
             columns["status_code"].append(outcome.get("status_code"))
             columns["scheduled_at"].append(outcome.get("scheduled_at"))
-            columns["attempts"].append(1 if state == "retry" or outcome.get("attempted") else 0)
+            # A retry counts an attempt, unless the step was only put off (a webhook batch's budget).
+            columns["attempts"].append(1 if outcome.get("attempted", state == "retry") else 0)
         self.flush_model()
         self.env.cr.execute(
             SQL(
@@ -420,7 +461,11 @@ class MarketingScenarioStep(models.Model):
             if node.id not in filters:
                 filters[node.id] = parse_params_filter(node.wait_event_filter, node.wait_event_type_id.params_structure)
             for event in events_by_partner.get(step.partner_id, ()):
-                if event.occurred_at >= step.participant_id.entered_at and params_match(filters[node.id], event.params):
+                if (
+                    step.scenario_id._reached_by(event)
+                    and event.occurred_at >= step.participant_id.entered_at
+                    and params_match(filters[node.id], event.params)
+                ):
                     outcomes[step.id] = {
                         "state": "done",
                         "branch": "yes",

@@ -1,11 +1,26 @@
 from odoo import api
 from odoo import fields
 from odoo import models
+from odoo.exceptions import AccessError
 from odoo.exceptions import ValidationError
 
 from .params_filter import ParamsFilterError
 from .params_filter import params_match
 from .params_filter import parse_params_filter
+
+
+def check_shared_allowed(records):
+    """Records without a company (automations, schedules) serve every company: only administrators make them."""
+    manager = "marketing_event_automation.group_marketing_automation_manager"
+    if records.env.su or records.env.user.has_group(manager):
+        return
+    if records.filtered(lambda record: not record.company_id):
+        raise AccessError(
+            records.env._(
+                "Company: only a marketing administrator creates %(what)s shared by all companies.",
+                what=records._description,
+            )
+        )
 
 
 class MarketingSystemAutomation(models.Model):
@@ -52,6 +67,21 @@ class MarketingSystemAutomation(models.Model):
     )
     last_run_at = fields.Datetime(string="Last Run", compute="_compute_run_stats")
     last_error = fields.Text(compute="_compute_run_stats")
+
+    @api.model_create_multi
+    def create(self, vals_list):
+        records = super().create(vals_list)
+        records._check_shared_allowed()
+        return records
+
+    def write(self, vals):
+        result = super().write(vals)
+        if "company_id" in vals:
+            self._check_shared_allowed()
+        return result
+
+    def _check_shared_allowed(self):
+        check_shared_allowed(self)
 
     @api.constrains("event_type_id")
     def _check_event_type_scope(self):

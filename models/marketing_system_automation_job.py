@@ -11,6 +11,7 @@ from markupsafe import escape
 from odoo import api
 from odoo import fields
 from odoo import models
+from odoo.exceptions import AccessError
 from odoo.exceptions import UserError
 from odoo.exceptions import ValidationError
 from odoo.osv import expression
@@ -237,6 +238,45 @@ class MarketingSystemAutomationJob(models.Model):
             else:
                 job.summary = self.env._("Statistics of the event's mailing or scenario → %s", recipients)
 
+    @api.model_create_multi
+    def create(self, vals_list):
+        jobs = super().create(vals_list)
+        if any(vals.get("recipient_emails") or vals.get("recipient_user_ids") for vals in vals_list):
+            jobs._check_recipients_allowed()
+        return jobs
+
+    def write(self, vals):
+        result = super().write(vals)
+        if vals.get("recipient_emails") or "recipient_user_ids" in vals:
+            self._check_recipients_allowed()
+        return result
+
+    def _check_recipients_allowed(self):
+        """Results go to the company's own users; other addresses are an administrator's setting.
+
+        An export holds the company's contacts and events: a marketing user
+        may not send it out of the company.
+        """
+        if self.env.su or self.env.user.has_group("marketing_event_automation.group_marketing_automation_manager"):
+            return
+        for job in self:
+            if job.recipient_emails:
+                raise AccessError(
+                    self.env._(
+                        "Send to Addresses: only a marketing administrator sends results to addresses "
+                        "outside the company's users."
+                    )
+                )
+            company = job.automation_id.company_id
+            outsiders = job.recipient_user_ids.filtered(lambda user, company=company: company not in user.company_ids)
+            if outsiders or (job.recipient_user_ids and not company):
+                raise AccessError(
+                    self.env._(
+                        "Send to Users: %(users)s are not users of the automation's company.",
+                        users=", ".join((outsiders or job.recipient_user_ids).mapped("name")),
+                    )
+                )
+
     @api.constrains("recipient_emails")
     def _check_recipient_emails(self):
         for job in self:
@@ -293,8 +333,23 @@ class MarketingSystemAutomationJob(models.Model):
                 return self.env[model_name].browse(value).exists()
         return self.env[model_name]
 
+    def _run_company(self, run_job):
+        """The company the run works in: the automation's, else the triggering event's."""
+        company = run_job.run_id.company_id
+        if not company:
+            raise UserError(
+                self.env._(
+                    "This run belongs to no company (a shared automation and an event without one): "
+                    "exports, reports and mailings need a company to keep to."
+                )
+            )
+        return company
+
     def _recipient_addresses(self):
-        partners = self.recipient_user_ids.partner_id
+        # Users who left the company no longer get its results.
+        company = self.automation_id.company_id
+        users = self.recipient_user_ids
+        partners = (users.filtered(lambda user: company in user.company_ids) if company else users).partner_id
         addresses = [email_normalize(address) for address in (self.recipient_emails or "").replace(";", ",").split(",")]
         return partners, [address for address in addresses if address]
 
@@ -370,22 +425,21 @@ class MarketingSystemAutomationJob(models.Model):
             "schedule_type": "now",
             "schedule_date": False,
         }
-        if self.audience == "segment":
-            if not self.segment_id:
-                raise UserError(self.env._("Segment: choose the segment to send to."))
+        if self.audience in ("partner_filter", "segment"):
+            company = self._run_company(run_job)
+            if self.audience == "segment":
+                if not self.segment_id:
+                    raise UserError(self.env._("Segment: choose the segment to send to."))
+                values["marketing_segment_id"] = self.segment_id.id
+                audience = self.segment_id._members_domain()
+            else:
+                audience = safe_eval(self.partner_domain or "[]")
+            # The run's company's contacts and the shared ones, never another company's.
+            domain = expression.AND([audience, [("company_id", "in", [company.id, False])]])
             values.update(
                 {
-                    "marketing_segment_id": self.segment_id.id,
                     "mailing_model_id": self.env["ir.model"]._get_id("res.partner"),
-                    "mailing_domain": repr(self.segment_id._members_domain()),
-                    "contact_list_ids": [fields.Command.clear()],
-                }
-            )
-        elif self.audience == "partner_filter":
-            values.update(
-                {
-                    "mailing_model_id": self.env["ir.model"]._get_id("res.partner"),
-                    "mailing_domain": self.partner_domain or "[]",
+                    "mailing_domain": repr(domain),
                     "contact_list_ids": [fields.Command.clear()],
                 }
             )
@@ -465,9 +519,8 @@ class MarketingSystemAutomationJob(models.Model):
         domain = [("occurred_at", ">", start), ("occurred_at", "<=", end), ("state", "!=", "rejected")]
         if self.export_event_type_ids:
             domain.append(("type_id", "in", self.export_event_type_ids.ids))
-        company = run_job.run_id.company_id
-        if company:
-            domain += ["|", ("company_id", "=", False), ("company_id", "=", company.id)]
+        company = self._run_company(run_job)
+        domain.append(("company_id", "in", [company.id, False]))
         events = self.env["marketing.event"].search(domain, order="occurred_at, id")
         header = ["Event ID", "Occurred At", "Received At", "Event Type", "Contact", "Email", "State", "Parameters"]
         rows = [
@@ -486,11 +539,14 @@ class MarketingSystemAutomationJob(models.Model):
         return header, rows, f"events_{start:%Y%m%d}_{end:%Y%m%d}"
 
     def _export_mailing_stats(self, run_job):
+        company = self._run_company(run_job)
         mailings = self._event_record(run_job, "mailing.mailing", ("mailing_id",))
         if not mailings:
             start, end = self._period(run_job)
+            # Mailings have no company: a mailing is the company's of its responsible user.
             mailings = self.env["mailing.mailing"].search(
-                [("sent_date", ">", start), ("sent_date", "<=", end)], order="sent_date, id"
+                [("sent_date", ">", start), ("sent_date", "<=", end), ("user_id.company_id", "=", company.id)],
+                order="sent_date, id",
             )
         header = ["Mailing ID", "Subject", "Sent On", *(name.capitalize() for name in MAILING_STAT_FIELDS)]
         rows = [
@@ -530,6 +586,7 @@ class MarketingSystemAutomationJob(models.Model):
         (Participant,) = self._scenario_models("marketing.scenario.participant")
         Step = self.env.get("marketing.scenario.step")
         domain = self._event_scenario_domain(run_job, Participant, "scenario_id")
+        domain.append(("company_id", "=", self._run_company(run_job).id))
         if "is_test" in Participant._fields:
             domain.append(("is_test", "=", False))
         participants = Participant.search(domain, order="id")
@@ -561,6 +618,7 @@ class MarketingSystemAutomationJob(models.Model):
         if "node_id" not in Step._fields or "state" not in Step._fields:
             raise UserError(self.env._("Node statistics need steps with a node and a state."))
         node_domain = self._event_scenario_domain(run_job, Node, "scenario_id")
+        node_domain.append(("company_id", "=", self._run_company(run_job).id))
         nodes = Node.search(node_domain, order="id")
         counts = {
             (node.id, state): count
@@ -760,6 +818,8 @@ class MarketingSystemAutomationJob(models.Model):
 
     def _run_send_report(self, run_job):
         mailing = self._event_record(run_job, "mailing.mailing", ("mailing_id",))
+        if mailing and mailing.user_id.company_id not in (self._run_company(run_job), self.env["res.company"]):
+            raise UserError(self.env._("The mailing of the event belongs to another company."))
         if mailing:
             title = self.env._("Mailing report: %s", mailing.subject)
             rows = [(self.env._("Sent on"), iso_datetime(mailing.sent_date))] + [
@@ -791,6 +851,8 @@ class MarketingSystemAutomationJob(models.Model):
         scenario = Scenario.browse(self._event_params(run_job)["scenario_id"]).exists()
         if not scenario:
             raise UserError(self.env._("The scenario of the event no longer exists."))
+        if scenario.company_id != self._run_company(run_job):
+            raise UserError(self.env._("The scenario of the event belongs to another company."))
         title = self.env._("Scenario report: %s", scenario.display_name)
         rows = []
         if "scenario_id" in Participant._fields and "state" in Participant._fields:

@@ -13,6 +13,8 @@ from odoo.addons.base.models.res_partner import _tz_get
 from odoo.exceptions import ValidationError
 from odoo.tools import SQL
 
+from .marketing_system_automation import check_shared_allowed
+
 _logger = logging.getLogger(__name__)
 
 FREQUENCIES = {"daily": rrule.DAILY, "weekly": rrule.WEEKLY, "monthly": rrule.MONTHLY}
@@ -53,6 +55,18 @@ class MarketingSystemSchedule(models.Model):
                 raise ValidationError(self.env._("At: a time of day between 00:00 and 23:59."))
             if schedule.frequency == "monthly" and not 1 <= schedule.month_day <= 28:
                 raise ValidationError(self.env._("Day of Month: between 1 and 28, so that every month has it."))
+
+    @api.model_create_multi
+    def create(self, vals_list):
+        schedules = super().create(vals_list)
+        check_shared_allowed(schedules)
+        return schedules
+
+    def write(self, vals):
+        result = super().write(vals)
+        if "company_id" in vals:
+            check_shared_allowed(self)
+        return result
 
     def _rule(self, around_local):
         """The occurrences (naive, local time) from a little before ``around_local`` on."""

@@ -4,6 +4,8 @@ from collections import defaultdict
 from datetime import timedelta
 
 import phonenumbers
+import psycopg2
+from psycopg2 import errorcodes
 
 from odoo import api
 from odoo import fields
@@ -78,6 +80,12 @@ DECAY_IGNORED_EVENT_KEYS = ("score_changed", "email_sent", "sms_sent", "scenario
 DECAY_BATCH_SIZE = 1000
 
 
+class ConcurrentContactCreation(psycopg2.errors.SerializationFailure):
+    """Another transaction created the contact; Odoo's retry loop replays the request on this SQLSTATE."""
+
+    pgcode = errorcodes.SERIALIZATION_FAILURE
+
+
 def normalize_email(text):
     """``tools.email_normalize(text)``, with a fast path for bare addresses."""
     if isinstance(text, str) and PLAIN_EMAIL_RE.fullmatch(text):
@@ -128,6 +136,16 @@ def score_domain(operator, threshold):
 class ResPartner(models.Model):
     _inherit = "res.partner"
 
+    marketing_source_id = fields.Many2one(
+        "marketing.event.source",
+        string="Created by API Source",
+        readonly=True,
+        copy=False,
+        index="btree_not_null",
+        ondelete="set null",
+        groups="base.group_user",
+        help="The API source that created this contact: it may update the contact's details through identify calls.",
+    )
     # Marketing data about the contact is for employees only: portal and
     # public users may read their own contact, never its score or history.
     marketing_external_id = fields.Char(
@@ -430,7 +448,7 @@ class ResPartner(models.Model):
         return action
 
     @api.model
-    def _marketing_change_score(self, deltas, reason, origin, origin_ref=None):
+    def _marketing_change_score(self, deltas, reason, origin, origin_ref=None, event_company_id=None):
         """Add ``deltas`` ({partner id: points}) to the scores, atomically, and log each change.
 
         One UPDATE adds every delta in the database itself, so concurrent
@@ -439,8 +457,10 @@ class ResPartner(models.Model):
         committed a change to the same contact since this one started, the
         UPDATE raises a serialization failure instead of overwriting it, and
         the whole transaction is retried (Odoo retries requests itself; the
-        event dispatcher leaves its batch pending for the next run). Returns
-        {partner id: (score before or None, score after)}.
+        event dispatcher leaves its batch pending for the next run).
+        ``event_company_id``: the company of what caused the change, given
+        to the score_changed events so that they reach only its scenarios.
+        Returns {partner id: (score before or None, score after)}.
         """
         deltas = {partner_id: delta for partner_id, delta in deltas.items() if delta}
         if not deltas:
@@ -513,6 +533,7 @@ class ResPartner(models.Model):
             [
                 {
                     "partner_id": partner_id,
+                    "company_id": event_company_id,
                     "params": {
                         "old": before,
                         "new": after,
@@ -649,14 +670,17 @@ class ResPartner(models.Model):
         return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
     @api.model
-    def _marketing_resolve_contacts(self, contacts, company, create=True, log_events=None):
+    def _marketing_resolve_contacts(self, contacts, company, create=True, log_events=None, source=None):
         """Find (or create) the partner of each posted contact, with one query per identifier kind.
 
         Identifiers are tried in order: Odoo id, external id, normalized
         email, phone in E.164 (the company's country is the default region).
+        An Odoo id never finds the contact of an Odoo user: ids are easy to
+        guess, and such a contact is found only by what the shop knows of it.
         Returns a list aligned on ``contacts``: a partner id or an
         EventRejected saying why there is none. ``log_events``: see
-        ``_marketing_create_contacts``.
+        ``_marketing_create_contacts``. ``source``: the API source, which
+        the new contacts remember and whose daily cap of new contacts applies.
         """
         if not contacts:
             return []
@@ -684,6 +708,17 @@ class ResPartner(models.Model):
             return found
 
         by_id = lookup("id", [contact.get("id") for contact in contacts])
+        if by_id:
+            # sudo: which of these contacts are Odoo users' (internal or
+            # portal, archived too); only their ids leave the query.
+            user_partner_ids = set(
+                self.env["res.users"]
+                .sudo()
+                .with_context(active_test=False)
+                .search([("partner_id", "in", list(by_id.values()))])
+                .partner_id.ids
+            )
+            by_id = {key: partner_id for key, partner_id in by_id.items() if partner_id not in user_partner_ids}
         by_external_id = lookup("marketing_external_id", [contact.get("external_id") for contact in contacts])
         by_email = lookup("email_normalized", [contact.get("email") for contact in contacts])
         by_phone = lookup("phone_sanitized", [contact.get("phone_e164") for contact in contacts])
@@ -715,9 +750,21 @@ class ResPartner(models.Model):
                 results[position] = EventRejected(f"contact: no contact matches {identifiers}", code="unknown_contact")
                 continue
             identity = contact.get("external_id") or contact.get("email") or contact.get("phone_e164")
-            entry = to_create.setdefault(identity, (self._marketing_contact_create_values(contact, company), []))
+            entry = to_create.setdefault(
+                identity, (self._marketing_contact_create_values(contact, company, source), [])
+            )
             entry[1].append(position)
+        if to_create and source:
+            allowed = source._consume_quota("contacts", len(to_create), source.max_new_contacts_per_day)
+            for identity in list(to_create)[allowed:]:
+                for position in to_create.pop(identity)[1]:
+                    results[position] = EventRejected(
+                        f"contact: unknown, and this source created its {source.max_new_contacts_per_day} "
+                        "new contacts of the day",
+                        code="limit_exceeded",
+                    )
         if to_create:
+            self._marketing_check_not_created_concurrently(company, [values for values, _p in to_create.values()])
             created = Partner._marketing_create_contacts(
                 [values for values, _positions in to_create.values()], log_events=log_events
             )
@@ -727,13 +774,61 @@ class ResPartner(models.Model):
         return results
 
     @api.model
-    def _marketing_contact_create_values(self, contact, company):
+    def _marketing_check_not_created_concurrently(self, company, values_list):
+        """Raise a serialization failure when another request created one of these contacts meanwhile.
+
+        Two requests bringing the same unknown contact at once would each
+        create it: neither sees the other's row in its snapshot. An advisory
+        lock per identifier, held until the transaction ends, makes the
+        second wait for the first; a fresh snapshot (a cursor of its own)
+        then shows whether the first created it. If so the request fails as
+        a serialization failure does, which Odoo's retry loop replays: the
+        replay finds the contact.
+        """
+        identifiers = {
+            (kind, values[field_name])
+            for values in values_list
+            for kind, field_name in (("x", "marketing_external_id"), ("e", "email"), ("p", "phone"))
+            if values.get(field_name)
+        }
+        emails = [normalize_email(value) for kind, value in identifiers if kind == "e"]
+        self.env.cr.execute(
+            SQL(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s || identifier, 0))"
+                " FROM unnest(%s::varchar[]) AS identifier ORDER BY identifier",
+                f"res.partner:{company.id}:",
+                sorted(f"{kind}:{normalize_email(value) if kind == 'e' else value}" for kind, value in identifiers),
+            )
+        )
+        with self.env.registry.cursor() as cr:
+            cr.execute(
+                SQL(
+                    """
+                    SELECT 1 FROM res_partner
+                     WHERE (company_id = %(company)s OR company_id IS NULL)
+                       AND (marketing_external_id = ANY(%(external_ids)s) OR email_normalized = ANY(%(emails)s)
+                            OR phone_sanitized = ANY(%(phones)s))
+                     LIMIT 1
+                    """,
+                    company=company.id,
+                    external_ids=[value for kind, value in identifiers if kind == "x"],
+                    emails=emails,
+                    phones=[value for kind, value in identifiers if kind == "p"],
+                )
+            )
+            created_meanwhile = cr.fetchone()
+        if created_meanwhile:
+            raise ConcurrentContactCreation("contact: created by a concurrent request, replay this one")
+
+    @api.model
+    def _marketing_contact_create_values(self, contact, company, source=None):
         return {
             "name": contact.get("name") or contact.get("email") or contact.get("phone") or contact.get("external_id"),
             "email": contact.get("email"),
             "phone": contact.get("phone_e164"),
             "marketing_external_id": contact.get("external_id"),
             "company_id": company.id,
+            "marketing_source_id": source.id if source else False,
         }
 
     @api.model

@@ -1,10 +1,13 @@
 from . import test_access_matrix
+from . import test_api_concurrency
+from . import test_api_trust
 from . import test_engagement_access
 from . import test_engagement_concurrency
 from . import test_engagement_decay
 from . import test_engagement_rules
 from . import test_engagement_score_core
 from . import test_engagement_tour
+from . import test_engine_rights
 from . import test_event_api
 from . import test_event_type
 from . import test_event_type_views
@@ -18,6 +21,7 @@ from . import test_multi_company
 from . import test_openapi_contract
 from . import test_params_filter
 from . import test_privacy
+from . import test_queue_integrity
 from . import test_rate_limit
 from . import test_record_events
 from . import test_scenario_abandoned_cart
@@ -30,3 +34,5 @@ from . import test_scenario_triggers
 from . import test_scenario_workspace
 from . import test_segment_api
 from . import test_system_automation
+from . import test_system_automation_company
+from . import test_webhook_safety

@@ -29,8 +29,8 @@ INTENDED_RIGHTS = {
     # Scenarios: built by marketers; the engine creates participants and steps.
     "marketing.scenario": {"marketing_user": "rwcu", "marketing_manager": "rwcu"},
     "marketing.scenario.node": {"marketing_user": "rwcu", "marketing_manager": "rwcu"},
-    "marketing.scenario.participant": {"marketing_user": "rw", "marketing_manager": "rwcu"},
-    "marketing.scenario.step": {"marketing_user": "rw", "marketing_manager": "rwcu"},
+    "marketing.scenario.participant": {"marketing_user": "r", "marketing_manager": "rwcu"},
+    "marketing.scenario.step": {"marketing_user": "r", "marketing_manager": "rwcu"},
     "marketing.scenario.test.wizard": {"marketing_user": "rwc", "marketing_manager": "rwc"},
     # Templates ship with the module; administrators may adjust or add some.
     "marketing.scenario.objective.wizard": {"marketing_user": "rwc", "marketing_manager": "rwc"},
@@ -57,6 +57,8 @@ INTENDED_RIGHTS = {
 EXTENDED_MODELS = {
     "res.partner": {
         "marketing_external_id": "base.group_user",
+        # Which API source created the contact (it may update its details).
+        "marketing_source_id": "base.group_user",
         "engagement_score": "base.group_user",
         "engagement_score_set": "base.group_user",
         "engagement_score_band": "base.group_user",

@@ -97,8 +97,18 @@ class TestSegmentApi(MarketingAutomationHttpCommon):
 
     def test_identify_links_the_user_id_to_a_contact_found_by_email(self):
         bob = self.env["res.partner"].create({"name": "Bob", "email": "bob@example.com"})
+        # Bob was created in Odoo: without the source's setting his external id stays empty.
         response = self.post_segment("identify", {"userId": "C-3003", "traits": {"email": "bob@example.com"}})
         self.assertEqual(response.status_code, 200, response.text)
+        self.assertEqual(
+            response.json()["results"][0]["not_applied"],
+            ["userId: not applied, the contact was not created by this source"],
+        )
+        self.assertFalse(bob.marketing_external_id)
+        self.source.allow_contact_update = True
+        response = self.post_segment("identify", {"userId": "C-3003", "traits": {"email": "bob@example.com"}})
+        self.assertEqual(response.status_code, 200, response.text)
+        self.assertNotIn("not_applied", response.json()["results"][0])
         self.assertEqual(bob.marketing_external_id, "C-3003")
         self.assertEqual(bob.name, "Bob", "no name trait, the name is kept")
         response = self.post_segment("track", {"userId": "C-3003", "event": "Product Viewed"})
@@ -123,6 +133,9 @@ class TestSegmentApi(MarketingAutomationHttpCommon):
         self.assertEqual(self.stored().event_key, "page_viewed")
 
     def test_batch_keeps_valid_messages_and_names_each_rejection(self):
+        # Alice was created in Odoo, not by the source: it may change her
+        # details only with its explicit setting (see tests/test_api_trust.py).
+        self.source.allow_contact_update = True
         batch = [
             {"type": "track", "userId": "C-1001", "event": "Cart Viewed", "messageId": "b-1"},
             {"type": "identify", "userId": "C-1001", "messageId": "b-2", "traits": {"name": "Alice S."}},

@@ -698,13 +698,17 @@ class TestSystemAutomationAccess(SystemAutomationCommon):
                 job.job_type = "export"
                 job.export_kind = "events"
                 job.export_period = "day"
-                job.recipient_emails = "reports@example.com"
+                job.recipient_user_ids.add(self.marketing_user)
         automation = form.record
         self.assertEqual(automation.job_ids.mapped("job_type"), ["send_mailing", "export"])
         self.assertEqual(automation.job_ids[0].summary, "Welcome aboard → Mailing list of the event")
-        self.assertIn("reports@example.com", automation.job_ids[1].summary)
+        self.assertIn(self.marketing_user.name, automation.job_ids[1].summary)
+        # Outside addresses are an administrator's setting (tests/test_system_automation_company.py).
+        export = automation.job_ids[1].with_user(self.marketing_manager)
+        export.recipient_emails = "reports@example.com"
+        self.assertIn("reports@example.com", export.summary)
         with self.assertRaisesRegex(ValidationError, "Send to Addresses: 'not an address'"):
-            automation.job_ids[1].recipient_emails = "ok@example.com, not an address"
+            export.recipient_emails = "ok@example.com, not an address"
 
     def test_runs_are_read_only_for_marketing_users_and_rules_follow_companies(self):
         automation = self.make_automation(self.type_mailing_done, [{"job_type": "send_report"}])
@@ -836,4 +840,5 @@ class TestSystemAutomationTour(MarketingAutomationHttpCommon):
         self.assertEqual(automation.event_type_id, system_type)
         self.assertEqual(automation.job_ids.job_type, "export")
         self.assertEqual(automation.job_ids.export_kind, "events")
-        self.assertEqual(automation.job_ids.recipient_emails, "tour@example.com")
+        self.assertEqual(automation.job_ids.recipient_user_ids, self.marketing_user)
+        self.assertFalse(automation.job_ids.recipient_emails)

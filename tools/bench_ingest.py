@@ -58,7 +58,9 @@ registry = Registry({db!r})
 with registry.cursor() as cr:
     env = api.Environment(cr, SUPERUSER_ID, {{"tracking_disable": True}})
     env.company.country_id = env.ref("base.be")
-    source = env["marketing.event.source"].create({{"name": "Benchmark shop", "rate_limit": 0}})
+    source = env["marketing.event.source"].create(
+        {{"name": "Benchmark shop", "rate_limit": 0, "max_new_contacts_per_day": 0, "max_new_types_per_day": 0}}
+    )
     key = source._generate_write_key()
     env["marketing.event.type"].create([
         {{"name": "Cart abandoned", "key": "cart_abandoned"}},

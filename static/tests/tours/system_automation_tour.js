@@ -39,9 +39,14 @@ registry.category("web_tour.tours").add("marketing_system_automation_tour", {
             trigger: ".modal:not(:has(.o_field_widget[name=mailing_template_id])) .o_field_widget[name=export_kind]",
         },
         {
-            content: "Send the file to an address",
-            trigger: ".modal .o_field_widget[name=recipient_emails] input",
-            run: "edit tour@example.com",
+            content: "Outside addresses are an administrator's setting: the marketer sends to a user",
+            trigger: ".modal:not(:has(.o_field_widget[name=recipient_emails])) .o_field_widget[name=recipient_user_ids] input",
+            run: "edit mea_marketer",
+        },
+        {
+            content: "Choose the marketer himself",
+            trigger: ".o-autocomplete--dropdown-item:contains(mea_marketer)",
+            run: "click",
         },
         {
             content: "Close the job",
@@ -50,7 +55,7 @@ registry.category("web_tour.tours").add("marketing_system_automation_tour", {
         },
         {
             content: "The job line summarizes its settings",
-            trigger: ".o_field_widget[name=job_ids] .o_data_row:contains(Raw events):contains(tour@example.com)",
+            trigger: ".o_field_widget[name=job_ids] .o_data_row:contains(Raw events):contains(mea_marketer)",
         },
         {
             content: "Save the automation",
