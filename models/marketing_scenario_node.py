@@ -1082,10 +1082,9 @@ class MarketingScenarioNode(models.Model):
 
     def _condition_segment(self, steps):
         """Yes for the contacts who are members of the segment now (the stored membership)."""
-        members = (
-            self.env["marketing.segment.member"]
-            .sudo()  # sudo: the engine reads memberships of its own scenario's segment.
-            .search([("segment_id", "=", self.condition_segment_id.id), ("partner_id", "in", steps.partner_id.ids)])
+        # Read as the acting user (see _run_steps), like the contact filter.
+        members = self.env["marketing.segment.member"].search(
+            [("segment_id", "=", self.condition_segment_id.id), ("partner_id", "in", steps.partner_id.ids)]
         )
         member_ids = set(members.partner_id.ids)
         return {step.id for step in steps if step.partner_id.id in member_ids}
