@@ -10,10 +10,11 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from odoo import http
 from odoo.http import request
 
+from ..utils.payload import SEGMENT_MAX_MESSAGE_SIZE
+
 NATIVE_MAX_BODY = 1024 * 1024
 NATIVE_MAX_EVENTS = 1000
 SEGMENT_MAX_BATCH_BODY = 500 * 1024
-SEGMENT_MAX_MESSAGE = 32 * 1024
 OPENAPI_PATH = Path(__file__).resolve().parent.parent / "static" / "openapi.json"
 
 
@@ -211,7 +212,7 @@ class MarketingEventApi(http.Controller):
         try:
             if call not in ("track", "identify", "page", "screen", "batch", "import"):
                 raise ApiError(404, "not_found", f"path: /v1/{call} is not a Segment endpoint this API implements")
-            max_size = SEGMENT_MAX_BATCH_BODY if call in ("batch", "import") else SEGMENT_MAX_MESSAGE
+            max_size = SEGMENT_MAX_BATCH_BODY if call in ("batch", "import") else SEGMENT_MAX_MESSAGE_SIZE
             body = read_json_body(max_size)
             if not isinstance(body, dict):
                 raise ApiError(400, "invalid_body", "body: expected a JSON object")

@@ -1,3 +1,8 @@
+# Abstract models first: the models inheriting them are built after them.
+from . import marketing_event_ingestion
+from . import marketing_subscription_tracking_mixin
+
+# isort: split
 from . import base_automation
 from . import mailing_contact
 from . import mailing_list
@@ -12,8 +17,10 @@ from . import marketing_event_source
 from . import marketing_event_type
 from . import marketing_record_trigger
 from . import marketing_scenario
+from . import marketing_scenario_enrollment
 from . import marketing_scenario_node
 from . import marketing_scenario_participant
+from . import marketing_scenario_statistics
 from . import marketing_scenario_step
 from . import marketing_scenario_template
 from . import marketing_segment
@@ -27,3 +34,4 @@ from . import marketing_system_schedule
 from . import res_company
 from . import res_config_settings
 from . import res_partner
+from . import scenario_node

@@ -4,10 +4,12 @@ from odoo import api
 from odoo import models
 from odoo.tools import email_normalize
 
+from ..utils.trace_status import MESSAGE_STATUSES
+
 FAILURE_REASON_MAX_LENGTH = 500
 
 # Statuses after which a mail counts as opened: a reply implies an open.
-OPENED_STATUSES = ("open", "reply")
+OPENED_STATUSES = MESSAGE_STATUSES["opened"][0]
 # SMS are "sent" once handed to the provider (pending) or delivered (sent).
 SMS_SENT_STATUSES = ("pending", "sent")
 

@@ -7,9 +7,9 @@ from odoo import models
 from odoo.exceptions import ValidationError
 from odoo.tools import SQL
 
-from .params_filter import ParamsFilterError
-from .params_filter import params_match
-from .params_filter import parse_params_filter
+from ..utils.params_filter import ParamsFilterError
+from ..utils.params_filter import params_match
+from ..utils.params_filter import parse_params_filter
 
 # Scoring a score change would score its own consequence again, forever.
 UNSCORABLE_EVENT_KEYS = ("score_changed",)

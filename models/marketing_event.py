@@ -1,13 +1,8 @@
 import json
 import logging
-import math
 import random
-import re
 import time
 from collections import defaultdict
-from datetime import datetime
-from datetime import timedelta
-from datetime import timezone
 
 from odoo import api
 from odoo import fields
@@ -17,27 +12,21 @@ from odoo.service.model import PG_CONCURRENCY_EXCEPTIONS_TO_RETRY
 from odoo.tools import SQL
 from odoo.tools import create_index
 
-from .marketing_event_type import EVENT_KEY_MAX_LENGTH
-from .marketing_event_type import EVENT_KEY_PATTERN
+from ..utils.payload import params_leaves
+from ..utils.payload import params_summary
+from ..utils.table_statistics import analyze_if_stale
 from .marketing_event_type import flatten_structure
-from .table_statistics import analyze_if_stale
 
 _logger = logging.getLogger(__name__)
 
-IDEMPOTENCY_KEY_MAX_LENGTH = 200
-MAX_PARAMS_DEPTH = 20
-SEGMENT_MAX_MESSAGE_SIZE = 32 * 1024
 DISPATCH_BATCH_SIZE = 1000
 # A batch that meets a concurrent change is run again at once, this many times
 # in all, after a random pause of up to attempt x this many seconds.
 DISPATCH_ATTEMPTS = 5
 DISPATCH_RETRY_PAUSE = 0.05
-PARAMS_SUMMARY_LENGTH = 160
+# The backlog reported to the cron runner is counted up to this many batches.
+PROGRESS_COUNT_BATCHES = 10
 WAKE_DISPATCHER_FLAG = "marketing_event_automation.wake_dispatcher"
-# A client clock may run a little ahead; an event dated further in the future
-# or before this floor is a bug on the sender's side.
-MAX_CLOCK_SKEW = timedelta(hours=24)
-OLDEST_TIMESTAMP = datetime(2000, 1, 1)
 
 EVENT_STATES = [
     ("pending", "Pending"),
@@ -47,124 +36,9 @@ EVENT_STATES = [
 ]
 
 
-class EventRejected(ValueError):
-    """One event of a request cannot be accepted; the message names the field."""
-
-    def __init__(self, reason, code="invalid"):
-        super().__init__(reason)
-        self.reason = reason
-        self.code = code
-
-
-def segment_event_key(name):
-    """Segment events are named ('Order Completed'); our keys are 'order_completed'."""
-    if not isinstance(name, str):
-        return ""
-    return re.sub(r"[^a-z0-9_.\-]+", "_", name.strip().lower()).strip("_")[:EVENT_KEY_MAX_LENGTH]
-
-
-def is_encodable(text):
-    """JSON may escape lone surrogates ("\\ud800") that no UTF-8 text, hence no database, can hold."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def check_json_value(value, path, depth=0):
-    """Refuse what PostgreSQL's jsonb cannot hold or what would only do harm."""
-    if depth > MAX_PARAMS_DEPTH:
-        raise EventRejected(f"{path}: nested deeper than {MAX_PARAMS_DEPTH} levels")
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise EventRejected(f"{path}: contains a NUL character")
-        if not is_encodable(value):
-            raise EventRejected(f"{path}: contains an unpaired UTF-16 surrogate (\\ud800-\\udfff)")
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise EventRejected(f"{path}: is not a finite number")
-    elif isinstance(value, int) and not isinstance(value, bool):
-        # Beyond 64 bits no database column, spreadsheet or JavaScript client
-        # reads the number back as sent: such identifiers belong in strings.
-        if not -(2**63) <= value < 2**63:
-            raise EventRejected(f"{path}: an integer beyond 64 bits, send it as a string")
-    elif isinstance(value, dict):
-        for name, item in value.items():
-            if "\x00" in name or not is_encodable(name):
-                raise EventRejected(f"{path}: a key contains a NUL character or an unpaired surrogate")
-            check_json_value(item, f"{path}.{name}", depth + 1)
-    elif isinstance(value, list):
-        for position, item in enumerate(value):
-            check_json_value(item, f"{path}[{position}]", depth + 1)
-
-
-def relabel(reason, labels):
-    """Name the field of a rejection as the sender wrote it: 'params.total: ...' -> 'properties.total: ...'."""
-    for native, own in sorted((labels or {}).items(), key=lambda item: -len(item[0])):
-        if reason.startswith(native) and reason[len(native) : len(native) + 1] in ("", ".", "[", ":"):
-            return own + reason[len(native) :]
-    return reason
-
-
-def parse_timestamp(value, field_name="timestamp"):
-    """An aware ISO 8601 string or epoch seconds, as a naive UTC datetime."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        raise EventRejected(f"{field_name}: must be an ISO 8601 date-time or epoch seconds")
-    try:
-        if isinstance(value, (int, float)):
-            moment = datetime.fromtimestamp(value, tz=timezone.utc)
-        elif isinstance(value, str) and len(value) <= 64:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-        else:
-            raise ValueError(value)
-    except (ValueError, OverflowError, OSError) as error:
-        raise EventRejected(f"{field_name}: must be an ISO 8601 date-time or epoch seconds") from error
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
-    if moment < OLDEST_TIMESTAMP:
-        raise EventRejected(f"{field_name}: before {OLDEST_TIMESTAMP.date().isoformat()}")
-    if moment > datetime.utcnow() + MAX_CLOCK_SKEW:
-        raise EventRejected(f"{field_name}: more than 24 hours in the future")
-    # Odoo datetimes have whole seconds; Segment's libraries send milliseconds.
-    return moment.replace(microsecond=0)
-
-
-def params_leaves(value, path=""):
-    """Yield ``(path, text)`` for every scalar of decoded params: ``items[0].sku``, ``A``."""
-    if isinstance(value, dict):
-        if not value and path:
-            yield path, "{}"
-        for name in sorted(value):
-            yield from params_leaves(value[name], f"{path}.{name}" if path else str(name))
-    elif isinstance(value, list):
-        if not value:
-            yield path, "[]"
-        for position, item in enumerate(value):
-            yield from params_leaves(item, f"{path}[{position}]")
-    else:
-        yield path, json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
-
-
-def params_summary(params):
-    """One line for lists: ``total: 59.9 · items: [{"sku":"SHOE-1"}]``, cut at PARAMS_SUMMARY_LENGTH."""
-    parts = []
-    for name in sorted(params):
-        value = params[name]
-        text = (
-            value
-            if isinstance(value, str)
-            else json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-        )
-        parts.append(f"{name}: {text}")
-    summary = " · ".join(parts)
-    return summary if len(summary) <= PARAMS_SUMMARY_LENGTH else summary[: PARAMS_SUMMARY_LENGTH - 1] + "…"
-
-
 class MarketingEvent(models.Model):
     _name = "marketing.event"
+    _inherit = ["marketing.event.ingestion"]
     _description = "Marketing Event"
     _order = "received_at desc, id desc"
     _rec_name = "type_id"
@@ -243,424 +117,6 @@ class MarketingEvent(models.Model):
             if event.state == "error" and event.error_message:
                 lines.append(event.error_message)
             event.processing_summary = "\n".join(lines)
-
-    # ------------------------------------------------------------------
-    # Ingestion
-    # ------------------------------------------------------------------
-
-    @api.model
-    def _normalize_native_event(self, raw):
-        """Check one event of the native API and return its normalized form."""
-        if not isinstance(raw, dict):
-            raise EventRejected("event: must be a JSON object")
-        key = raw.get("event")
-        if not isinstance(key, str) or not key:
-            raise EventRejected("event: required, the event type key as a string")
-        if len(key) > EVENT_KEY_MAX_LENGTH:
-            raise EventRejected(f"event: longer than {EVENT_KEY_MAX_LENGTH} characters")
-        if not EVENT_KEY_PATTERN.match(key):
-            raise EventRejected("event: use only Latin letters, digits, '_', '.' and '-'")
-        idempotency_key = raw.get("event_id")
-        if idempotency_key is not None:
-            if isinstance(idempotency_key, bool) or not isinstance(idempotency_key, (str, int)):
-                raise EventRejected("event_id: must be a string or an integer")
-            idempotency_key = str(idempotency_key)
-            if not idempotency_key or len(idempotency_key) > IDEMPOTENCY_KEY_MAX_LENGTH:
-                raise EventRejected(f"event_id: must have 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters")
-            check_json_value(idempotency_key, "event_id")
-        params = raw.get("params")
-        if params is None:
-            params = {}
-        if not isinstance(params, dict):
-            raise EventRejected("params: must be a JSON object")
-        check_json_value(params, "params")
-        contact = raw.get("contact")
-        if contact is not None and not isinstance(contact, dict):
-            raise EventRejected("contact: must be a JSON object")
-        return {
-            "key": key,
-            "idempotency_key": idempotency_key,
-            "occurred_at": parse_timestamp(raw.get("timestamp")),
-            "contact": self.env["res.partner"]._marketing_normalize_contact(contact or {}),
-            "params": params,
-        }
-
-    @api.model
-    def _ingest(self, source, raw_events, normalizer=None):
-        """Validate, resolve and store the events of one API request.
-
-        Returns one result per raw event, in order: ``{"status": "accepted" |
-        "duplicate" | "rejected", "id", "reason", "code"}``. Rejections never
-        stop the good events of the same request from being stored.
-        """
-        normalizer = normalizer or self._normalize_native_event
-        company = source.company_id
-        results = [None] * len(raw_events)
-        candidates = []  # (position, normalized event)
-        for position, raw in enumerate(raw_events):
-            try:
-                candidates.append((position, normalizer(raw)))
-            except EventRejected as rejection:
-                results[position] = {"status": "rejected", "reason": rejection.reason, "code": rejection.code}
-
-        types_by_key = self._resolve_event_types(
-            source, {event["key"]: event.get("name") or event["key"] for _position, event in candidates}
-        )
-        rows, rejected_rows, row_positions, rejected_positions = [], [], [], []
-        contacts_to_resolve = []
-        for position, event in candidates:
-            event_type = types_by_key.get(event["key"])
-            try:
-                if isinstance(event_type, EventRejected):
-                    raise event_type
-                # What Odoo records itself (emails opened, scores, imports,
-                # schedules) drives scores and system automations: a shop may
-                # not forge it, whatever the source allows.
-                if event_type.is_internal:
-                    raise EventRejected(f"event: {event['key']!r} is recorded by Odoo itself", code="not_allowed")
-                if event_type.scope != "contact":
-                    raise EventRejected(
-                        f"event: {event['key']!r} is a system event, recorded by Odoo itself", code="not_allowed"
-                    )
-                if not source._check_type_allowed(event_type):
-                    raise EventRejected(
-                        f"event: the type {event['key']!r} is not allowed for this source", code="not_allowed"
-                    )
-                if not event_type.active:
-                    raise EventRejected(f"event: the type {event['key']!r} is inactive")
-                if source.max_params_bytes:
-                    # Measured as Segment measures a message; kept for the INSERT.
-                    event["params_json"] = json.dumps(event["params"], ensure_ascii=False, separators=(",", ":"))
-                    size = len(event["params_json"].encode())
-                    if size > source.max_params_bytes:
-                        field_name = relabel("params", event.get("labels"))
-                        raise EventRejected(
-                            f"{field_name}: larger than {source.max_params_bytes} bytes ({size} bytes)",
-                            code="too_large",
-                        )
-                errors = event_type._params_errors(event["params"])
-                if errors:
-                    reason = "; ".join(relabel(error, event.get("labels")) for error in errors)
-                    rejected_rows.append((event_type, event, reason))
-                    rejected_positions.append(position)
-                    results[position] = {"status": "rejected", "reason": reason, "code": "invalid_params"}
-                    continue
-            except EventRejected as rejection:
-                results[position] = {"status": "rejected", "reason": rejection.reason, "code": rejection.code}
-                continue
-            contacts_to_resolve.append((position, event, event_type))
-
-        # The contact_created events of new contacts go into the same INSERT
-        # as the request's events, before them.
-        contact_events = []
-        partner_ids = self.env["res.partner"]._marketing_resolve_contacts(
-            [event["contact"] for _position, event, event_type in contacts_to_resolve if event_type.scope == "contact"],
-            company,
-            create=source.unknown_contact_policy == "create",
-            log_events=contact_events,
-            source=source,
-        )
-        partner_iterator = iter(partner_ids)
-        for position, event, event_type in contacts_to_resolve:
-            partner_id = None
-            if event_type.scope == "contact":
-                partner_id = next(partner_iterator)
-                if isinstance(partner_id, EventRejected):
-                    reason = relabel(partner_id.reason, event.get("labels"))
-                    results[position] = {"status": "rejected", "reason": reason, "code": partner_id.code}
-                    continue
-            rows.append((event_type, event, partner_id))
-            row_positions.append(position)
-
-        stored = self._insert_events(
-            contact_events
-            + [
-                {
-                    "type": event_type,
-                    "key": event["key"],
-                    "partner_id": partner_id,
-                    "company_id": company.id,
-                    "source_id": source.id,
-                    "idempotency_key": event["idempotency_key"],
-                    "params": event["params"],
-                    "params_json": event.get("params_json"),
-                    "max_structure_paths": source.max_structure_paths,
-                    "occurred_at": event["occurred_at"],
-                }
-                for event_type, event, partner_id in rows
-            ]
-        )[len(contact_events) :]
-        for position, event_id, (_event_type, event, _partner_id) in zip(row_positions, stored, rows):
-            if event_id:
-                results[position] = {"status": "accepted", "id": event_id}
-            else:
-                field_name = relabel("event_id", event.get("labels"))
-                results[position] = {"status": "duplicate", "reason": f"{field_name}: already received"}
-        if rejected_rows:
-            rejected_ids = self._insert_events(
-                [
-                    {
-                        "type": event_type,
-                        "key": event["key"],
-                        "partner_id": None,
-                        "company_id": company.id,
-                        "source_id": source.id,
-                        "idempotency_key": event["idempotency_key"],
-                        "params": event["params"],
-                        "occurred_at": event["occurred_at"],
-                        "state": "rejected",
-                        "error_message": reason,
-                    }
-                    for event_type, event, reason in rejected_rows
-                ]
-            )
-            for position, event_id in zip(rejected_positions, rejected_ids):
-                results[position]["id"] = event_id
-        return results
-
-    @api.model
-    def _normalize_segment_message(self, message):
-        """Map one Segment message (track, identify, page, screen) onto a native event.
-
-        Rejections name the fields as Segment wrote them (``properties.total``,
-        ``messageId``), not as the native API does.
-        """
-        if not isinstance(message, dict):
-            raise EventRejected("message: must be a JSON object")
-        # Measured as Segment's libraries measure it, so that whatever they let
-        # through is accepted here too.
-        size = len(json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode(errors="surrogatepass"))
-        if size > SEGMENT_MAX_MESSAGE_SIZE:
-            raise EventRejected(f"message: larger than 32 KB ({size} bytes)", code="too_large")
-        call = message.get("type")
-        context = message.get("context")
-        if context is not None and not isinstance(context, dict):
-            raise EventRejected("context: must be a JSON object")
-        context = context or {}
-        traits_label = "context.traits"
-        if call == "track":
-            name = message.get("event")
-            if not isinstance(name, str) or not name.strip():
-                raise EventRejected("event: required for a track call, the event name as a string")
-            check_json_value(name, "event")
-            if len(name.strip()) > EVENT_KEY_MAX_LENGTH:
-                # Cut short, two long names could end up as one event type.
-                raise EventRejected(f"event: longer than {EVENT_KEY_MAX_LENGTH} characters")
-            params = message.get("properties")
-            params_label = "properties"
-            traits = context.get("traits")
-        elif call in ("page", "screen"):
-            name = "Page Viewed" if call == "page" else "Screen Viewed"
-            params = message.get("properties")
-            params_label = "properties"
-            if isinstance(params, dict):
-                params = dict(params)
-                for field_name in ("name", "category"):
-                    if isinstance(message.get(field_name), str):
-                        params.setdefault(field_name, message[field_name])
-            traits = context.get("traits")
-        elif call == "identify":
-            name = "Identify"
-            traits = message.get("traits")
-            traits_label = "traits"
-            if traits is None:
-                traits, traits_label = context.get("traits"), "context.traits"
-            params, params_label = traits, traits_label
-        elif call is None:
-            raise EventRejected("type: required, one of track, identify, page, screen")
-        else:
-            raise EventRejected(f"type: {call!r} messages are not supported (use track, identify, page or screen)")
-        if traits is not None and not isinstance(traits, dict):
-            raise EventRejected(f"{traits_label}: must be a JSON object")
-        traits = traits or {}
-        key = segment_event_key(name)
-        if not key:
-            raise EventRejected("event: needs at least one Latin letter or digit")
-        contact = {"external_id": message.get("userId")}
-        for field_name in ("email", "phone", "name"):
-            if traits.get(field_name) not in (None, ""):
-                contact[field_name] = traits[field_name]
-        if "name" not in contact and (traits.get("firstName") or traits.get("lastName")):
-            contact["name"] = " ".join(
-                traits[part].strip() for part in ("firstName", "lastName") if isinstance(traits.get(part), str)
-            )
-        if not any(contact.get(field_name) not in (None, "") for field_name in ("external_id", "email", "phone")):
-            raise EventRejected(
-                f"userId: required to find the contact: an anonymousId alone is not enough, "
-                f"send userId or {traits_label}.email or {traits_label}.phone",
-                code="unknown_contact",
-            )
-        labels = {
-            "event_id": "messageId",
-            "params": params_label,
-            "contact.external_id": "userId",
-            "contact.email": f"{traits_label}.email",
-            "contact.phone": f"{traits_label}.phone",
-            "contact.name": f"{traits_label}.name",
-        }
-        try:
-            event = self._normalize_native_event(
-                {
-                    "event": key,
-                    "event_id": message.get("messageId"),
-                    # ``or`` would take a timestamp of 0 for a missing one.
-                    "timestamp": message["timestamp"]
-                    if message.get("timestamp") not in (None, "")
-                    else message.get("originalTimestamp"),
-                    "contact": {name: value for name, value in contact.items() if value is not None},
-                    "params": params,
-                }
-            )
-        except EventRejected as rejection:
-            raise EventRejected(relabel(rejection.reason, labels), rejection.code) from rejection
-        return event | {"name": name.strip()[:EVENT_KEY_MAX_LENGTH], "segment_call": call, "labels": labels}
-
-    @api.model
-    def _ingest_segment(self, source, messages, batch_context=None):
-        """Ingest Segment messages; identify calls also update their contact from its traits."""
-        normalized = {}
-
-        def normalizer(message):
-            original = message
-            if isinstance(message, dict) and isinstance(batch_context, dict) and not message.get("context"):
-                message = dict(message, context=batch_context)
-            normalized[id(original)] = event = self._normalize_segment_message(message)
-            return event
-
-        results = self._ingest(source, messages, normalizer=normalizer)
-        identified = {
-            result["id"]: normalized[id(message)]["contact"]
-            for result, message in zip(results, messages)
-            if result["status"] == "accepted" and normalized.get(id(message), {}).get("segment_call") == "identify"
-        }
-        labels = {
-            result["id"]: normalized[id(message)]["labels"]
-            for result, message in zip(results, messages)
-            if result.get("id") in identified
-        }
-        not_applied = self.browse(list(identified))._update_contacts_from_traits(identified, source, labels)
-        for result in results:
-            if not_applied.get(result.get("id")):
-                result["not_applied"] = not_applied[result["id"]]
-        return results
-
-    def _update_contacts_from_traits(self, contacts_by_event_id, source, labels_by_event_id=None):
-        """Write the name, email, phone and external id an identify call gave to its contact, where allowed.
-
-        Contact details belong to Odoo: the contact of an Odoo user (internal
-        or portal) never changes through the API, since its email is a login
-        and where password resets go; other contacts change only when this
-        source created them or may update contact details. A contact keeps
-        its external id, and never takes one another contact holds. Returns
-        ``{event id: ["traits.email: not applied, <why>"]}`` for the answer.
-
-        Contacts are written one by one because each gets its own values and
-        the ORM keeps the normalized email and sanitized phone in step; only
-        contacts that really change are written.
-        """
-        Partner = self.env["res.partner"]
-        events = self.filtered("partner_id")
-        # sudo: which contacts are Odoo users' and which external ids are
-        # taken, whoever may read them; only these facts leave the queries.
-        user_partner_ids = set(
-            self.env["res.users"]
-            .sudo()
-            .with_context(active_test=False)
-            .search([("partner_id", "in", events.partner_id.ids)])
-            .partner_id.ids
-        )
-        external_ids = [contact.get("external_id") for contact in contacts_by_event_id.values()]
-        taken_external_ids = defaultdict(set)
-        for record in (
-            Partner.sudo()
-            .with_context(active_test=False)
-            .search_read(
-                [("marketing_external_id", "in", [value for value in external_ids if value])],
-                ["id", "marketing_external_id"],
-            )
-        ):
-            taken_external_ids[record["marketing_external_id"]].add(record["id"])
-        not_applied = defaultdict(list)
-        for event in events:
-            contact = contacts_by_event_id.get(event.id) or {}
-            labels = (labels_by_event_id or {}).get(event.id) or {}
-            partner = event.partner_id
-            values = {}
-            name = contact.get("name")
-            if name and name != partner.name:
-                values["name"] = name
-            email = contact.get("email")
-            if email and email != partner.email_normalized:
-                values["email"] = email
-            if contact.get("phone"):
-                phone = Partner._marketing_phone_e164(contact["phone"], event.company_id.country_id)
-                if phone and phone != partner.phone_sanitized:
-                    values["phone"] = phone
-            external_id = contact.get("external_id")
-            if external_id and external_id != partner.marketing_external_id:
-                if partner.marketing_external_id:
-                    reason = self.env._("the contact is linked to another external id")
-                elif taken_external_ids[external_id] - {partner.id}:
-                    reason = self.env._("another contact holds this external id")
-                else:
-                    reason = None
-                    values["marketing_external_id"] = external_id
-                if reason:
-                    field_label = labels.get("contact.external_id", "contact.external_id")
-                    not_applied[event.id].append(f"{field_label}: not applied, {reason}")
-            if not values:
-                continue
-            if partner.id in user_partner_ids:
-                reason = self.env._("the contact belongs to an Odoo user")
-            elif partner.marketing_source_id != source and not source.allow_contact_update:
-                reason = self.env._("the contact was not created by this source")
-            else:
-                partner.write(values)
-                if "marketing_external_id" in values:
-                    taken_external_ids[external_id].add(partner.id)
-                continue
-            fields_by_value = {
-                "name": "contact.name",
-                "email": "contact.email",
-                "phone": "contact.phone",
-                "marketing_external_id": "contact.external_id",
-            }
-            for field_name in values:
-                native = fields_by_value[field_name]
-                not_applied[event.id].append(f"{labels.get(native, native)}: not applied, {reason}")
-        return not_applied
-
-    @api.model
-    def _resolve_event_types(self, source, names_by_key):
-        """Map each key to its type, registering unknown ones if the source may."""
-        EventType = self.env["marketing.event.type"]
-        types_by_key = EventType._get_by_keys(names_by_key, source.company_id)
-        unknown = sorted(names_by_key.keys() - types_by_key.keys())
-        if not unknown:
-            return types_by_key
-        if not source.allow_all_types:
-            # A type registered now could not be among the source's allowed
-            # types: refuse it without leaving a new type behind.
-            for key in unknown:
-                types_by_key[key] = EventRejected(
-                    f"event: the type {key!r} is not allowed for this source", code="not_allowed"
-                )
-        elif source.unknown_type_policy == "register":
-            allowed = source._consume_quota("event_types", len(unknown), source.max_new_types_per_day)
-            for key in unknown[allowed:]:
-                types_by_key[key] = EventRejected(
-                    f"event: unknown event type {key!r}, and this source registered its "
-                    f"{source.max_new_types_per_day} new event types of the day",
-                    code="limit_exceeded",
-                )
-            registered = EventType._register_unknown_keys(
-                {key: names_by_key[key] for key in unknown[:allowed]}, source.company_id, source=source
-            )
-            types_by_key.update({event_type.key: event_type for event_type in registered})
-        else:
-            for key in unknown:
-                types_by_key[key] = EventRejected(f"event: unknown event type {key!r}", code="unknown_type")
-        return types_by_key
 
     @api.model
     def _insert_events(self, events):
@@ -803,6 +259,16 @@ class MarketingEvent(models.Model):
         ]
 
     @api.model
+    def _emit_contacts_loaded(self, model, load_result):
+        """After ``model.load()``: the contacts_imported event of a file import's batch.
+
+        base_import loads each batch of a file with import_file set: one
+        contacts_imported event per batch, next to each contact's contact_created.
+        """
+        if self.env.context.get("import_file") and load_result.get("ids"):
+            self._emit_contacts_imported(model.browse(load_result["ids"]))
+
+    @api.model
     def _emit_contacts_imported(self, records, mailing_lists=None):
         """Log one system event for a batch of imported contacts or mailing contacts.
 
@@ -880,7 +346,7 @@ class MarketingEvent(models.Model):
             SQL(
                 "SELECT count(*) FROM (SELECT 1 FROM marketing_event WHERE state = 'pending' ORDER BY id LIMIT %s)"
                 " pending",
-                batch_size * 10,
+                batch_size * PROGRESS_COUNT_BATCHES,
             )
         )
         remaining = self.env.cr.fetchone()[0]

@@ -15,6 +15,8 @@ from odoo.exceptions import ValidationError
 from odoo.http import request
 from odoo.tools import SQL
 
+from ..utils.payload import SEGMENT_MAX_MESSAGE_SIZE
+
 WRITE_KEY_PREFIX = "mea"
 # The visible part of a key: it finds the source with an index lookup, the
 # secret part is then compared against the stored hash in constant time.
@@ -25,6 +27,9 @@ KEY_ID_LENGTH = 12
 DEFAULT_RATE_LIMIT = 600
 RATE_WINDOW_SECONDS = 60
 RATE_TABLE = "marketing_event_source_rate"
+# Longer texts are no write key: refused before any lookup.
+WRITE_KEY_MAX_LENGTH = 200
+SECRET_BYTES = 32
 # Request bodies counted in the current window, by digest: a client re-sending
 # the same idempotent request (every event with its id) is counted once.
 RATE_REQUEST_TABLE = "marketing_event_source_rate_request"
@@ -35,7 +40,7 @@ RATE_FREE_RESENDS = 10
 QUOTA_TABLE = "marketing_event_source_quota"
 QUOTA_WINDOW_SECONDS = 24 * 3600
 # Segment's message limit: a shop's event has no business being larger.
-DEFAULT_MAX_PARAMS_BYTES = 32 * 1024
+DEFAULT_MAX_PARAMS_BYTES = SEGMENT_MAX_MESSAGE_SIZE
 DEFAULT_MAX_NEW_TYPES_PER_DAY = 100
 DEFAULT_MAX_STRUCTURE_PATHS = 500
 DEFAULT_MAX_NEW_CONTACTS_PER_DAY = 10000
@@ -259,7 +264,7 @@ class MarketingEventSource(models.Model):
         """Give the source a new write key and return it: it is never stored in clear."""
         self.ensure_one()
         key_id = secrets.token_hex(KEY_ID_LENGTH // 2)
-        secret = secrets.token_urlsafe(32)
+        secret = secrets.token_urlsafe(SECRET_BYTES)
         # sudo: key_hash is readable by system administrators only, on purpose
         # even marketing administrators never see it, yet they may rotate keys.
         self.sudo().write(
@@ -292,7 +297,12 @@ class MarketingEventSource(models.Model):
     @api.model
     def _authenticate(self, write_key):
         """Return the active source owning ``write_key``, or an empty recordset."""
-        if not write_key or not isinstance(write_key, str) or len(write_key) > 200 or not write_key.isascii():
+        if (
+            not write_key
+            or not isinstance(write_key, str)
+            or len(write_key) > WRITE_KEY_MAX_LENGTH
+            or not write_key.isascii()
+        ):
             return self.browse()
         prefix, _sep, rest = write_key.partition("_")
         key_id, _sep, secret = rest.partition("_")

@@ -1,6 +1,5 @@
 import contextlib
 import json
-import re
 from collections import defaultdict
 from datetime import timedelta
 from functools import lru_cache
@@ -16,9 +15,12 @@ from odoo.exceptions import ValidationError
 from odoo.tools import SQL
 from odoo.tools import create_unique_index
 
-EVENT_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+$")
-EVENT_KEY_MAX_LENGTH = 128
+from ..utils.constants import COMPARISONS
+from ..utils.payload import EVENT_KEY_MAX_LENGTH
+from ..utils.payload import EVENT_KEY_PATTERN
 
+# The shape of a long array is known from its first items.
+STRUCTURE_SAMPLE_ITEMS = 50
 # JSON types of the learned parameter structure, as JSON Schema names them.
 _PYTHON_JSON_TYPES = (
     (bool, "boolean"),
@@ -53,7 +55,7 @@ def flatten_structure(params, prefix="", structure=None):
         if isinstance(value, dict):
             flatten_structure(value, f"{path}.", structure)
         elif isinstance(value, list):
-            for item in value[:50]:  # the shape of a long array is known from its first items
+            for item in value[:STRUCTURE_SAMPLE_ITEMS]:
                 if isinstance(item, dict):
                     flatten_structure(item, f"{path}[].", structure)
                 else:
@@ -365,21 +367,22 @@ class MarketingEventType(models.Model):
             event_type.dependency_count = len(set().union(*found.values()))
 
     def _search_by_dependency(self, kind, operator, value):
-        if operator not in ("=", "!=", ">", ">=", "<", "<=") or not isinstance(value, (int, float)):
-            raise UserError(self.env._("Dependency counts can only be compared with numbers."))
         dependencies = self.browse()._dependent_scenarios()
         counts = {
             type_id: len(set().union(*found.values())) if kind == "any" else len(found[kind])
             for type_id, found in dependencies.items()
         }
-        compare = {
-            "=": lambda count: count == value,
-            "!=": lambda count: count != value,
-            ">": lambda count: count > value,
-            ">=": lambda count: count >= value,
-            "<": lambda count: count < value,
-            "<=": lambda count: count <= value,
-        }[operator]
+        return self._count_domain(counts, operator, value, self.env._("Dependency counts"))
+
+    @api.model
+    def _count_domain(self, counts, operator, value, label):
+        """The types whose count in ``counts`` ({type id: count}, 0 when absent) compares with ``value``."""
+        if operator not in ("=", "!=", ">", ">=", "<", "<=") or not isinstance(value, (int, float)):
+            raise UserError(self.env._("%(counts)s can only be compared with numbers.", counts=label))
+
+        def compare(count):
+            return COMPARISONS[operator](count, value)
+
         if compare(0):
             # Types without any dependency match too: exclude those that do not.
             return [("id", "not in", [type_id for type_id, count in counts.items() if not compare(count)])]
@@ -414,20 +417,7 @@ class MarketingEventType(models.Model):
             event_type.segment_count = counts.get(event_type.id, 0)
 
     def _search_segment_count(self, operator, value):
-        if operator not in ("=", "!=", ">", ">=", "<", "<=") or not isinstance(value, (int, float)):
-            raise UserError(self.env._("Segment counts can only be compared with numbers."))
-        used = self.browse()._segment_counts()
-        compare = {
-            "=": lambda count: count == value,
-            "!=": lambda count: count != value,
-            ">": lambda count: count > value,
-            ">=": lambda count: count >= value,
-            "<": lambda count: count < value,
-            "<=": lambda count: count <= value,
-        }[operator]
-        if compare(0):
-            return [("id", "not in", [type_id for type_id, count in used.items() if not compare(count)])]
-        return [("id", "in", [type_id for type_id, count in used.items() if compare(count)])]
+        return self._count_domain(self.browse()._segment_counts(), operator, value, self.env._("Segment counts"))
 
     def action_view_segments(self):
         self.ensure_one()

@@ -5,12 +5,7 @@ from odoo.exceptions import AccessError
 from odoo.tools import SQL
 from odoo.tools import create_index
 
-PARTICIPANT_STATES = [
-    ("running", "Running"),
-    ("completed", "Completed"),
-    ("exited", "Exited"),
-    ("canceled", "Canceled"),
-]
+from ..utils.constants import PARTICIPANT_STATES
 
 # Written only by the engine: see write.
 QUEUE_FIELDS = {

@@ -14,9 +14,11 @@ from odoo.exceptions import UserError
 from odoo.tools import SQL
 from odoo.tools import create_index
 
-from .params_filter import params_match
-from .params_filter import parse_params_filter
-from .table_statistics import analyze_if_stale
+from ..utils.constants import BRANCHES
+from ..utils.constants import STEP_STATES
+from ..utils.params_filter import params_match
+from ..utils.params_filter import parse_params_filter
+from ..utils.table_statistics import analyze_if_stale
 
 _logger = logging.getLogger(__name__)
 
@@ -28,14 +30,6 @@ TRANSIENT_ERRORS = (
 )
 TRANSIENT_RETRY_SECONDS = 60
 NETWORK_ERRORS = (OSError, urllib3.exceptions.HTTPError, requests.RequestException)
-STEP_STATES = [
-    ("scheduled", "Scheduled"),
-    ("done", "Done"),
-    ("skipped", "Skipped"),
-    ("canceled", "Canceled"),
-    ("error", "Error"),
-]
-STEP_BRANCHES = [("always", "Always"), ("yes", "Yes"), ("no", "No"), ("arm", "Split arm")]
 # Written only by the engine: see write.
 QUEUE_FIELDS = {
     "participant_id",
@@ -91,7 +85,7 @@ class MarketingScenarioStep(models.Model):
     state = fields.Selection(STEP_STATES, required=True, default="scheduled", readonly=True)
     scheduled_at = fields.Datetime(required=True, readonly=True, default=fields.Datetime.now)
     processed_at = fields.Datetime(readonly=True)
-    branch = fields.Selection(STEP_BRANCHES, readonly=True, help="The way the run went on after this step.")
+    branch = fields.Selection(BRANCHES, readonly=True, help="The way the run went on after this step.")
     arm_node_id = fields.Many2one(
         "marketing.scenario.node", string="Split Arm", readonly=True, ondelete="set null", help="The arm a split chose."
     )
@@ -106,9 +100,6 @@ class MarketingScenarioStep(models.Model):
         # The advance cron looks only at due scheduled steps: keep that index
         # small, and in the cron's order (scheduled_at, id) so that a batch is
         # read straight off the index, never by sorting every due step.
-        # Indexes of earlier versions: the due index without its order, the scenario's.
-        self.env.cr.execute("DROP INDEX IF EXISTS marketing_scenario_step_due_idx")
-        self.env.cr.execute("DROP INDEX IF EXISTS marketing_scenario_step__scenario_id_index")
         create_index(
             self.env.cr,
             "marketing_scenario_step_due_order_idx",
@@ -353,7 +344,7 @@ class MarketingScenarioStep(models.Model):
 
         Works on ids, not on records: the statement returns each step's
         participant and node, and the children are computed once per node and
-        branch, so a batch of 500 steps costs the same queries as a batch of 10.
+        branch, so a batch costs the same queries whatever its size.
         """
         now = fields.Datetime.now()
         columns = defaultdict(list)

@@ -7,7 +7,7 @@ from odoo.exceptions import ValidationError
 from odoo.tools import SQL
 from odoo.tools.safe_eval import safe_eval
 
-from .params_filter import init_params_sql_functions
+from ..utils.params_filter import init_params_sql_functions
 
 
 class MarketingSegment(models.Model):

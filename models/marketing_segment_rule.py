@@ -6,11 +6,12 @@ from odoo import models
 from odoo.exceptions import ValidationError
 from odoo.tools import SQL
 
-from .params_filter import PATH_PATTERN
-from .params_filter import ParamsFilterError
-from .params_filter import conditions_sql
-from .params_filter import params_values_sql
-from .params_filter import parse_params_filter
+from ..utils.constants import COMPARISONS
+from ..utils.params_filter import PATH_PATTERN
+from ..utils.params_filter import ParamsFilterError
+from ..utils.params_filter import conditions_sql
+from ..utils.params_filter import params_values_sql
+from ..utils.params_filter import parse_params_filter
 
 AGGREGATES = [
     ("count", "Number of events"),
@@ -20,14 +21,6 @@ AGGREGATES = [
 ]
 RULE_OPERATORS = [(">=", "at least"), (">", "more than"), ("=", "exactly"), ("<=", "at most"), ("<", "less than")]
 WINDOWS = [("ever", "Ever"), ("days", "In the last days")]
-
-_COMPARE = {
-    ">=": lambda left, right: left >= right,
-    ">": lambda left, right: left > right,
-    "=": lambda left, right: left == right,
-    "<=": lambda left, right: left <= right,
-    "<": lambda left, right: left < right,
-}
 
 
 class MarketingSegmentRule(models.Model):
@@ -133,7 +126,7 @@ class MarketingSegmentRule(models.Model):
         """Whether a contact without any matching event satisfies the measure (count 0, sum 0)."""
         if self.aggregate in ("min", "max"):
             return False
-        return _COMPARE[self.operator](0, self.threshold)
+        return COMPARISONS[self.operator](0, self.threshold)
 
     def _measure_sql(self):
         if self.aggregate == "count":

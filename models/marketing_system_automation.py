@@ -4,9 +4,9 @@ from odoo import models
 from odoo.exceptions import AccessError
 from odoo.exceptions import ValidationError
 
-from .params_filter import ParamsFilterError
-from .params_filter import params_match
-from .params_filter import parse_params_filter
+from ..utils.params_filter import ParamsFilterError
+from ..utils.params_filter import params_match
+from ..utils.params_filter import parse_params_filter
 
 
 def check_shared_allowed(records):

@@ -1,10 +1,7 @@
 import base64
-import csv
-import io
 import json
 from datetime import timedelta
 
-import xlsxwriter
 from markupsafe import Markup
 from markupsafe import escape
 
@@ -18,6 +15,10 @@ from odoo.osv import expression
 from odoo.tools import email_normalize
 from odoo.tools import email_split
 from odoo.tools.safe_eval import safe_eval
+
+from ..utils.spreadsheet import csv_bytes
+from ..utils.spreadsheet import read_address_csv
+from ..utils.spreadsheet import xlsx_bytes
 
 JOB_TYPES = [
     ("send_mailing", "Send a mailing"),
@@ -39,69 +40,9 @@ EXPORT_PERIODS = [
     ("event", "Period given by the event (schedule)"),
 ]
 PERIOD_LENGTHS = {"day": timedelta(days=1), "week": timedelta(days=7), "month": timedelta(days=30)}
-EMAIL_HEADERS = ("email", "e-mail", "mail", "email address", "e-mail address")
-NAME_HEADERS = ("name", "full name", "contact name")
+# The skipped rows an import names in its message; the file of all of them is attached.
+SKIPPED_ROWS_SHOWN = 10
 MAILING_STAT_FIELDS = ("expected", "sent", "delivered", "opened", "clicked", "replied", "bounced", "failed", "canceled")
-
-
-def csv_bytes(header, rows):
-    """A UTF-8 CSV document (with a BOM so that spreadsheet programs detect the encoding)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    writer.writerows([["" if value is None else value for value in row] for row in rows])
-    return buffer.getvalue().encode("utf-8-sig")
-
-
-def xlsx_bytes(sheet_name, header, rows):
-    buffer = io.BytesIO()
-    workbook = xlsxwriter.Workbook(buffer, {"in_memory": True, "strings_to_formulas": False, "strings_to_urls": False})
-    sheet = workbook.add_worksheet(sheet_name[:31])
-    bold = workbook.add_format({"bold": True})
-    sheet.write_row(0, 0, header, bold)
-    for row_index, row in enumerate(rows, start=1):
-        for column, value in enumerate(row):
-            if isinstance(value, bool) or value is None:
-                sheet.write_string(row_index, column, "" if value is None else str(value))
-            elif isinstance(value, (int, float)):
-                sheet.write_number(row_index, column, value)
-            else:
-                sheet.write_string(row_index, column, str(value))
-    sheet.freeze_panes(1, 0)
-    workbook.close()
-    return buffer.getvalue()
-
-
-def read_address_csv(raw):
-    """Rows of an address file as (row number, email text, name text); raise ValueError if unusable."""
-    for encoding in ("utf-8-sig", "cp1252"):
-        try:
-            text = raw.decode(encoding)
-            break
-        except UnicodeDecodeError:
-            continue
-    else:
-        raise ValueError("the file is neither UTF-8 nor Windows-1252 text")
-    if not text.strip():
-        raise ValueError("the file is empty")
-    try:
-        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|")
-    except csv.Error:
-        dialect = csv.excel
-    reader = csv.reader(io.StringIO(text), dialect)
-    header = [cell.strip().lower() for cell in next(reader, [])]
-    email_column = next((index for index, name in enumerate(header) if name in EMAIL_HEADERS), None)
-    if email_column is None:
-        raise ValueError(f"no email column: the first row must name one of {', '.join(EMAIL_HEADERS)}")
-    name_column = next((index for index, name in enumerate(header) if name in NAME_HEADERS), None)
-    rows = []
-    for row_number, row in enumerate(reader, start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        email = row[email_column].strip() if email_column < len(row) else ""
-        name = row[name_column].strip() if name_column is not None and name_column < len(row) else ""
-        rows.append((row_number, email, name))
-    return rows
 
 
 def iso_datetime(value):
@@ -560,51 +501,23 @@ class MarketingSystemAutomationJob(models.Model):
         ]
         return header, rows, "mailing_statistics"
 
-    def _scenario_models(self, *model_names):
-        """The scenario engine's models, or a clear error when the engine is not installed."""
-        missing = [name for name in model_names if name not in self.env]
-        if missing:
-            raise UserError(
-                self.env._(
-                    "This export needs the scenario engine (%(models)s), which is not available in this database.",
-                    models=", ".join(missing),
-                )
-            )
-        return [self.env[name] for name in model_names]
-
-    def _event_scenario_domain(self, run_job, model, field_path):
+    def _event_scenario_domain(self, run_job):
         scenario_id = self._event_params(run_job).get("scenario_id")
-        if (
-            isinstance(scenario_id, int)
-            and not isinstance(scenario_id, bool)
-            and field_path.split(".")[0] in model._fields
-        ):
-            return [(field_path, "=", scenario_id)]
+        if isinstance(scenario_id, int) and not isinstance(scenario_id, bool):
+            return [("scenario_id", "=", scenario_id)]
         return []
 
     def _export_participants(self, run_job):
-        (Participant,) = self._scenario_models("marketing.scenario.participant")
-        Step = self.env.get("marketing.scenario.step")
-        domain = self._event_scenario_domain(run_job, Participant, "scenario_id")
-        domain.append(("company_id", "=", self._run_company(run_job).id))
-        if "is_test" in Participant._fields:
-            domain.append(("is_test", "=", False))
-        participants = Participant.search(domain, order="id")
-        participant_fields = [
-            name
-            for name in ("scenario_id", "partner_id", "state", "entered_at", "ended_at", "end_reason")
-            if name in Participant._fields
-        ]
-        step_fields = []
+        Participant, Step = self.env["marketing.scenario.participant"], self.env["marketing.scenario.step"]
+        domain = [*self._event_scenario_domain(run_job), ("company_id", "=", self._run_company(run_job).id)]
+        participants = Participant.search([*domain, ("is_test", "=", False)], order="id")
+        participant_fields = ["scenario_id", "partner_id", "state", "entered_at", "ended_at", "end_reason"]
+        step_fields = ["node_id", "state", "scheduled_at", "processed_at", "result"]
         steps_by_participant = {}
-        if Step is not None and "participant_id" in Step._fields:
-            step_fields = [
-                name for name in ("node_id", "state", "scheduled_at", "processed_at", "result") if name in Step._fields
-            ]
-            for step in Step.search([("participant_id", "in", participants.ids)], order="participant_id, id"):
-                steps_by_participant.setdefault(step.participant_id.id, []).append(step)
+        for step in Step.search([("participant_id", "in", participants.ids)], order="participant_id, id"):
+            steps_by_participant.setdefault(step.participant_id.id, []).append(step)
         header = ["Participant ID", *(Participant._fields[name].string for name in participant_fields)]
-        header += [f"Step: {Step._fields[name].string}" for name in step_fields] if step_fields else []
+        header += [f"Step: {Step._fields[name].string}" for name in step_fields]
         rows = []
         for participant in participants:
             base = [participant.id, *(self._cell(participant, name) for name in participant_fields)]
@@ -614,18 +527,13 @@ class MarketingSystemAutomationJob(models.Model):
         return header, rows, "scenario_participants"
 
     def _export_node_stats(self, run_job):
-        Node, Step = self._scenario_models("marketing.scenario.node", "marketing.scenario.step")
-        if "node_id" not in Step._fields or "state" not in Step._fields:
-            raise UserError(self.env._("Node statistics need steps with a node and a state."))
-        node_domain = self._event_scenario_domain(run_job, Node, "scenario_id")
-        node_domain.append(("company_id", "=", self._run_company(run_job).id))
-        nodes = Node.search(node_domain, order="id")
+        Node, Step = self.env["marketing.scenario.node"], self.env["marketing.scenario.step"]
+        domain = [*self._event_scenario_domain(run_job), ("company_id", "=", self._run_company(run_job).id)]
+        nodes = Node.search(domain, order="id")
         counts = {
             (node.id, state): count
             for node, state, count in Step._read_group(
-                [("node_id", "in", nodes.ids)] + ([("is_test", "=", False)] if "is_test" in Step._fields else []),
-                ["node_id", "state"],
-                ["__count"],
+                [("node_id", "in", nodes.ids), ("is_test", "=", False)], ["node_id", "state"], ["__count"]
             )
         }
         states = [state for state, _label in Step._fields["state"]._description_selection(self.env)]
@@ -633,8 +541,7 @@ class MarketingSystemAutomationJob(models.Model):
         rows = []
         for node in nodes:
             per_state = [counts.get((node.id, state), 0) for state in states]
-            scenario = node.scenario_id.display_name if "scenario_id" in Node._fields else ""
-            rows.append([node.id, node.display_name, scenario, *per_state, sum(per_state)])
+            rows.append([node.id, node.display_name, node.scenario_id.display_name, *per_state, sum(per_state)])
         return header, rows, "scenario_node_statistics"
 
     @staticmethod
@@ -736,8 +643,8 @@ class MarketingSystemAutomationJob(models.Model):
             skipped=len(skipped),
         )
         if skipped:
-            reasons = "; ".join(f"row {row}: {reason}" for row, _value, reason in sorted(skipped)[:10])
-            message += "\n" + reasons + ("..." if len(skipped) > 10 else "")
+            reasons = "; ".join(f"row {row}: {reason}" for row, _value, reason in sorted(skipped)[:SKIPPED_ROWS_SHOWN])
+            message += "\n" + reasons + ("..." if len(skipped) > SKIPPED_ROWS_SHOWN else "")
         return {
             "message": message,
             "processed": len(created) + len(to_subscribe),
@@ -847,17 +754,15 @@ class MarketingSystemAutomationJob(models.Model):
         return {"message": self.env._("%s mailed.", title), "processed": 1, "mail_id": mail.id}
 
     def _scenario_report_rows(self, run_job):
-        Scenario, Participant = self._scenario_models("marketing.scenario", "marketing.scenario.participant")
-        scenario = Scenario.browse(self._event_params(run_job)["scenario_id"]).exists()
+        Participant = self.env["marketing.scenario.participant"]
+        scenario = self.env["marketing.scenario"].browse(self._event_params(run_job)["scenario_id"]).exists()
         if not scenario:
             raise UserError(self.env._("The scenario of the event no longer exists."))
         if scenario.company_id != self._run_company(run_job):
             raise UserError(self.env._("The scenario of the event belongs to another company."))
         title = self.env._("Scenario report: %s", scenario.display_name)
-        rows = []
-        if "scenario_id" in Participant._fields and "state" in Participant._fields:
-            counts = Participant._read_group([("scenario_id", "=", scenario.id)], ["state"], ["__count"])
-            labels = dict(Participant._fields["state"]._description_selection(self.env))
-            rows = [(labels.get(state, state), count) for state, count in counts]
-            rows.append((self.env._("Participants"), sum(count for _state, count in counts)))
+        counts = Participant._read_group([("scenario_id", "=", scenario.id)], ["state"], ["__count"])
+        labels = dict(Participant._fields["state"]._description_selection(self.env))
+        rows = [(labels.get(state, state), count) for state, count in counts]
+        rows.append((self.env._("Participants"), sum(count for _state, count in counts)))
         return rows, title

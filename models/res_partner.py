@@ -1,29 +1,18 @@
 import json
-import re
 from collections import defaultdict
 from datetime import timedelta
-
-import phonenumbers
-import psycopg2
-from psycopg2 import errorcodes
 
 from odoo import api
 from odoo import fields
 from odoo import models
-from odoo import tools
 from odoo.exceptions import AccessError
 from odoo.tools import SQL
 from odoo.tools import create_index
 
-from .marketing_event import EventRejected
-from .marketing_event import check_json_value
-
-CONTACT_TEXT_MAX_LENGTH = 256
-# A bare address without display name, quotes, comments or non-ASCII
-# characters: what shops send in nearly every event. For it the full RFC 2822
-# parse of tools.email_normalize amounts to lowercasing, at a fraction of the
-# cost; anything else still goes through email_normalize.
-PLAIN_EMAIL_RE = re.compile(r"[A-Za-z0-9_%+\-]+(?:\.[A-Za-z0-9_%+\-]+)*@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*", re.ASCII)
+from ..utils.scores import COLD_SCORE
+from ..utils.scores import HOT_SCORE
+from ..utils.scores import SCORE_BANDS
+from ..utils.scores import score_band
 
 WATCHABLE_FIELD_TYPES = (
     "char",
@@ -54,83 +43,10 @@ def _watched_value(partner, field):
     return value
 
 
-SCORE_OPERATORS = [
-    ("=", "is equal to"),
-    ("!=", "is not equal to"),
-    (">", "is greater than"),
-    (">=", "is greater than or equal to"),
-    ("<", "is less than"),
-    ("<=", "is less than or equal to"),
-    ("empty", "is empty"),
-    ("not_empty", "is not empty"),
-]
-
-# Score bands of the contact list and kanban ("hot", "cold" filters).
-HOT_SCORE = 50
-COLD_SCORE = 10
-SCORE_BANDS = [
-    ("none", "Never scored"),
-    ("cold", "Cold"),
-    ("warm", "Warm"),
-    ("hot", "Hot"),
-]
 # Events Odoo logs about a contact rather than things the contact did: they do
 # not count as activity for the decay (decay itself emits score_changed).
 DECAY_IGNORED_EVENT_KEYS = ("score_changed", "email_sent", "sms_sent", "scenario_completed")
 DECAY_BATCH_SIZE = 1000
-
-
-class ConcurrentContactCreation(psycopg2.errors.SerializationFailure):
-    """Another transaction created the contact; Odoo's retry loop replays the request on this SQLSTATE."""
-
-    pgcode = errorcodes.SERIALIZATION_FAILURE
-
-
-def normalize_email(text):
-    """``tools.email_normalize(text)``, with a fast path for bare addresses."""
-    if isinstance(text, str) and PLAIN_EMAIL_RE.fullmatch(text):
-        return text.lower()
-    return tools.email_normalize(text)
-
-
-def score_band(score, score_set):
-    if not score_set:
-        return "none"
-    if score >= HOT_SCORE:
-        return "hot"
-    if score < COLD_SCORE:
-        return "cold"
-    return "warm"
-
-
-def score_matches(operator, threshold, score):
-    """Whether a score (None when the contact was never scored) satisfies ``operator threshold``.
-
-    An empty score only satisfies "is empty": it is not 0, so "< 10" does not hold for it.
-    """
-    if operator == "empty":
-        return score is None
-    if operator == "not_empty":
-        return score is not None
-    if score is None:
-        return False
-    return {
-        "=": score == threshold,
-        "!=": score != threshold,
-        ">": score > threshold,
-        ">=": score >= threshold,
-        "<": score < threshold,
-        "<=": score <= threshold,
-    }[operator]
-
-
-def score_domain(operator, threshold):
-    """The res.partner domain of ``score_matches``, to filter contacts in the database."""
-    if operator == "empty":
-        return [("engagement_score_set", "=", False)]
-    if operator == "not_empty":
-        return [("engagement_score_set", "=", True)]
-    return [("engagement_score_set", "=", True), ("engagement_score", operator, threshold)]
 
 
 class ResPartner(models.Model):
@@ -308,10 +224,7 @@ class ResPartner(models.Model):
     @api.model
     def load(self, fields, data):
         result = super().load(fields, data)
-        # base_import loads each batch of a file with import_file set: one
-        # contacts_imported event per batch, next to each contact's contact_created.
-        if self.env.context.get("import_file") and result.get("ids"):
-            self.env["marketing.event"]._emit_contacts_imported(self.browse(result["ids"]))
+        self.env["marketing.event"]._emit_contacts_loaded(self, result)
         return result
 
     @api.depends_context("marketing_event_params")
@@ -625,306 +538,6 @@ class ResPartner(models.Model):
             )
         )
         return self.env.cr.fetchone()[0] if count else self.env.cr.fetchall()
-
-    # ------------------------------------------------------------------
-    # Contact resolution for the event API
-    # ------------------------------------------------------------------
-
-    @api.model
-    def _marketing_normalize_contact(self, contact, prefix="contact"):
-        """Check the identifiers of a posted contact; raise EventRejected naming the field."""
-        normalized = {}
-        contact_id = contact.get("id")
-        if contact_id is not None:
-            if isinstance(contact_id, bool) or not isinstance(contact_id, int) or not 0 < contact_id < 2**31:
-                raise EventRejected(f"{prefix}.id: must be a positive integer (an Odoo contact id)")
-            normalized["id"] = contact_id
-        for field_name in ("external_id", "email", "phone", "name"):
-            value = contact.get(field_name)
-            if value is None or value == "":
-                continue
-            if field_name == "external_id" and isinstance(value, int) and not isinstance(value, bool):
-                value = str(value)
-            if not isinstance(value, str):
-                raise EventRejected(f"{prefix}.{field_name}: must be a string")
-            value = value.strip()
-            if len(value) > CONTACT_TEXT_MAX_LENGTH:
-                raise EventRejected(f"{prefix}.{field_name}: longer than {CONTACT_TEXT_MAX_LENGTH} characters")
-            check_json_value(value, f"{prefix}.{field_name}")
-            normalized[field_name] = value
-        if "email" in normalized:
-            email = normalize_email(normalized["email"])
-            if not email:
-                raise EventRejected(f"{prefix}.email: not a valid email address")
-            normalized["email"] = email
-        return normalized
-
-    @api.model
-    def _marketing_phone_e164(self, phone, country):
-        try:
-            number = phonenumbers.parse(phone, country.code if country else None)
-        except phonenumbers.NumberParseException:
-            return None
-        if not phonenumbers.is_valid_number(number):
-            return None
-        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-    @api.model
-    def _marketing_resolve_contacts(self, contacts, company, create=True, log_events=None, source=None):
-        """Find (or create) the partner of each posted contact, with one query per identifier kind.
-
-        Identifiers are tried in order: Odoo id, external id, normalized
-        email, phone in E.164 (the company's country is the default region).
-        An Odoo id never finds the contact of an Odoo user: ids are easy to
-        guess, and such a contact is found only by what the shop knows of it.
-        Returns a list aligned on ``contacts``: a partner id or an
-        EventRejected saying why there is none. ``log_events``: see
-        ``_marketing_create_contacts``. ``source``: the API source, which
-        the new contacts remember and whose daily cap of new contacts applies.
-        """
-        if not contacts:
-            return []
-        country = company.country_id
-        for contact in contacts:
-            if "phone" in contact and "phone_e164" not in contact:
-                contact["phone_e164"] = self._marketing_phone_e164(contact["phone"], country)
-        # sudo: the API resolves contacts on behalf of a shop authenticated
-        # by its write key; visibility is bounded by the company below.
-        Partner = self.sudo().with_context(active_test=False)
-        visible_company_ids = {company.id, False}
-
-        def lookup(field_name, values):
-            values = list({value for value in values if value})
-            if not values:
-                return {}
-            found = {}
-            # The company is checked here rather than in the domain: with its
-            # "company_id IN (...) OR company_id IS NULL" PostgreSQL gives up
-            # the identifier's index for a scan of the whole contact table.
-            for record in Partner.search_read([(field_name, "in", values)], [field_name, "company_id"], order="id"):
-                company_id = record["company_id"] and record["company_id"][0]
-                if company_id in visible_company_ids:
-                    found.setdefault(record[field_name], record["id"])
-            return found
-
-        by_id = lookup("id", [contact.get("id") for contact in contacts])
-        if by_id:
-            # sudo: which of these contacts are Odoo users' (internal or
-            # portal, archived too); only their ids leave the query.
-            user_partner_ids = set(
-                self.env["res.users"]
-                .sudo()
-                .with_context(active_test=False)
-                .search([("partner_id", "in", list(by_id.values()))])
-                .partner_id.ids
-            )
-            by_id = {key: partner_id for key, partner_id in by_id.items() if partner_id not in user_partner_ids}
-        by_external_id = lookup("marketing_external_id", [contact.get("external_id") for contact in contacts])
-        by_email = lookup("email_normalized", [contact.get("email") for contact in contacts])
-        by_phone = lookup("phone_sanitized", [contact.get("phone_e164") for contact in contacts])
-
-        results = [None] * len(contacts)
-        to_create = {}  # identity -> (create values, [positions])
-        for position, contact in enumerate(contacts):
-            partner_id = (
-                by_id.get(contact.get("id"))
-                or by_external_id.get(contact.get("external_id"))
-                or by_email.get(contact.get("email"))
-                or by_phone.get(contact.get("phone_e164"))
-            )
-            if partner_id:
-                results[position] = partner_id
-                continue
-            if not any(contact.get(name) for name in ("id", "external_id", "email", "phone")):
-                results[position] = EventRejected(
-                    "contact: required, give at least one of id, external_id, email, phone", code="unknown_contact"
-                )
-                continue
-            if "phone" in contact and not contact.get("phone_e164"):
-                results[position] = EventRejected("contact.phone: not a valid phone number", code="unknown_contact")
-                continue
-            if not create or not any(contact.get(name) for name in ("external_id", "email", "phone")):
-                identifiers = ", ".join(
-                    f"{name}={contact[name]}" for name in ("id", "external_id", "email", "phone") if contact.get(name)
-                )
-                results[position] = EventRejected(f"contact: no contact matches {identifiers}", code="unknown_contact")
-                continue
-            identity = contact.get("external_id") or contact.get("email") or contact.get("phone_e164")
-            entry = to_create.setdefault(
-                identity, (self._marketing_contact_create_values(contact, company, source), [])
-            )
-            entry[1].append(position)
-        if to_create and source:
-            allowed = source._consume_quota("contacts", len(to_create), source.max_new_contacts_per_day)
-            for identity in list(to_create)[allowed:]:
-                for position in to_create.pop(identity)[1]:
-                    results[position] = EventRejected(
-                        f"contact: unknown, and this source created its {source.max_new_contacts_per_day} "
-                        "new contacts of the day",
-                        code="limit_exceeded",
-                    )
-        if to_create:
-            self._marketing_check_not_created_concurrently(company, [values for values, _p in to_create.values()])
-            created = Partner._marketing_create_contacts(
-                [values for values, _positions in to_create.values()], log_events=log_events
-            )
-            for partner, (_values, positions) in zip(created, to_create.values()):
-                for position in positions:
-                    results[position] = partner.id
-        return results
-
-    @api.model
-    def _marketing_check_not_created_concurrently(self, company, values_list):
-        """Raise a serialization failure when another request created one of these contacts meanwhile.
-
-        Two requests bringing the same unknown contact at once would each
-        create it: neither sees the other's row in its snapshot. An advisory
-        lock per identifier, held until the transaction ends, makes the
-        second wait for the first; a fresh snapshot (a cursor of its own)
-        then shows whether the first created it. If so the request fails as
-        a serialization failure does, which Odoo's retry loop replays: the
-        replay finds the contact.
-        """
-        identifiers = {
-            (kind, values[field_name])
-            for values in values_list
-            for kind, field_name in (("x", "marketing_external_id"), ("e", "email"), ("p", "phone"))
-            if values.get(field_name)
-        }
-        emails = [normalize_email(value) for kind, value in identifiers if kind == "e"]
-        self.env.cr.execute(
-            SQL(
-                "SELECT pg_advisory_xact_lock(hashtextextended(%s || identifier, 0))"
-                " FROM unnest(%s::varchar[]) AS identifier ORDER BY identifier",
-                f"res.partner:{company.id}:",
-                sorted(f"{kind}:{normalize_email(value) if kind == 'e' else value}" for kind, value in identifiers),
-            )
-        )
-        with self.env.registry.cursor() as cr:
-            cr.execute(
-                SQL(
-                    """
-                    SELECT 1 FROM res_partner
-                     WHERE (company_id = %(company)s OR company_id IS NULL)
-                       AND (marketing_external_id = ANY(%(external_ids)s) OR email_normalized = ANY(%(emails)s)
-                            OR phone_sanitized = ANY(%(phones)s))
-                     LIMIT 1
-                    """,
-                    company=company.id,
-                    external_ids=[value for kind, value in identifiers if kind == "x"],
-                    emails=emails,
-                    phones=[value for kind, value in identifiers if kind == "p"],
-                )
-            )
-            created_meanwhile = cr.fetchone()
-        if created_meanwhile:
-            raise ConcurrentContactCreation("contact: created by a concurrent request, replay this one")
-
-    @api.model
-    def _marketing_contact_create_values(self, contact, company, source=None):
-        return {
-            "name": contact.get("name") or contact.get("email") or contact.get("phone") or contact.get("external_id"),
-            "email": contact.get("email"),
-            "phone": contact.get("phone_e164"),
-            "marketing_external_id": contact.get("external_id"),
-            "company_id": company.id,
-            "marketing_source_id": source.id if source else False,
-        }
-
-    @api.model
-    def _marketing_create_contacts(self, values_list, log_events=None):
-        """Create the contacts of unknown API senders with one INSERT; return them in order.
-
-        ``create()`` costs about 3 ms per contact here (defaults read once per
-        record, mail.thread's create, a dozen stored computed fields recomputed
-        afterwards and written back with an UPDATE), and even the ORM's bare
-        ``_create`` spends ~1 ms per contact filling the cache of every field:
-        the ~170 unknown contacts of a 500-event request would alone exceed
-        the request's latency budget. These contacts are the simplest kind (a
-        person without parent, address, image or user), so what create()
-        computes is known in advance: the defaults are read once through the
-        ORM (so ir.default and other modules' defaults apply), the values are
-        converted by the fields themselves, the constraints are checked and
-        ``contact_created`` is logged as create() does. Stored computed fields
-        not set here (added by other modules) are left to the ORM to compute.
-        tests/test_ingest_performance.py checks that these contacts equal
-        contacts made by create(), field by field.
-
-        ``log_events``: a list to append the contact_created events to, for a
-        caller that stores them with its own events; logged here if None.
-        """
-        if not values_list:
-            return self.browse()
-        self.flush_model()
-        cr = self.env.cr
-        default_names = [
-            name
-            for name, field in self._fields.items()
-            if field.store and field.column_type and not field.compute and not field.company_dependent
-            if name not in models.MAGIC_COLUMNS
-        ]
-        defaults = self.default_get(default_names)
-        # Ids first, so that each contact is its own commercial partner in the same INSERT.
-        cr.execute(SQL("SELECT nextval(%s) FROM generate_series(1, %s)", f"{self._table}_id_seq", len(values_list)))
-        new_ids = [row[0] for row in cr.fetchall()]
-        now = cr.now()
-        stored_list = [
-            {
-                **defaults,
-                **values,
-                "id": partner_id,
-                "email_normalized": normalize_email(values["email"]) if values.get("email") else False,
-                "phone_sanitized": values.get("phone") or False,  # already in E.164
-                "complete_name": (values["name"] or "").strip(),
-                "commercial_partner_id": partner_id,
-                "commercial_company_name": False,
-                "partner_share": True,
-                "user_id": False,
-                "company_registry": False,
-                "engagement_score_band": score_band(None, False),
-                "create_uid": self.env.uid,
-                "create_date": now,
-                "write_uid": self.env.uid,
-                "write_date": now,
-            }
-            for partner_id, values in zip(new_ids, values_list)
-        ]
-        names = sorted({name for stored in stored_list for name in stored})
-        rows = [
-            tuple(
-                self._fields[name].convert_to_column_insert(stored[name], self, stored) if name in stored else None
-                for name in names
-            )
-            for stored in stored_list
-        ]
-        cr.execute(
-            SQL(
-                "INSERT INTO %s (%s) VALUES %s",
-                SQL.identifier(self._table),
-                SQL(", ").join(map(SQL.identifier, names)),
-                SQL(", ").join(rows),
-            )
-        )
-        partners = self.browse(new_ids)
-        # The resized images follow image_1920, empty here; any other stored
-        # computed field is computed by the ORM as for any new contact.
-        for field in self._fields.values():
-            if field.store and field.compute and field.name not in names and field.related != "image_1920":
-                self.env.add_to_compute(field, partners)
-        partners._validate_fields(names)
-        Event = self.env["marketing.event"]
-        contact_events = Event._prepare_internal_events(
-            "contact_created",
-            [
-                {"partner_id": partner_id, "company_id": stored.get("company_id") or None, "params": {"source": "odoo"}}
-                for partner_id, stored in zip(new_ids, stored_list)
-            ],
-        )
-        if log_events is None:
-            Event.sudo()._insert_events(contact_events)
-        else:
-            log_events.extend(contact_events)
-        return partners
 
     # ------------------------------------------------------------------
     # Contact lookup for internal events

@@ -35,4 +35,5 @@ from . import test_scenario_workspace
 from . import test_segment_api
 from . import test_system_automation
 from . import test_system_automation_company
+from . import test_translations
 from . import test_webhook_safety

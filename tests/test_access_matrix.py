@@ -21,6 +21,10 @@ INTENDED_RIGHTS = {
     # The event log is append-only: only the API and Odoo write it (as
     # superuser); administrators may purge it.
     "marketing.event": {"marketing_user": "r", "marketing_manager": "ru"},
+    # The ingestion code of the event log (an abstract model): no records, no rights.
+    "marketing.event.ingestion": {},
+    # Subscription tracking shared by mailing contacts and lists (an abstract model).
+    "marketing.subscription.tracking.mixin": {},
     # Score history: every employee sees it on the contact form; only the
     # engine writes it (score changes go through _marketing_change_score).
     "marketing.engagement.log": {"sales": "r", "marketing_user": "r", "marketing_manager": "ru"},

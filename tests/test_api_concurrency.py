@@ -170,6 +170,13 @@ class TestApiConcurrency(TransactionCase):
             time.sleep(0.05)
         self.fail("the counter upsert never waited for the row held by the other worker")
 
+    def consume_as_a_worker(self, consume, errors):
+        try:
+            with self.registry.cursor() as cr:
+                consume(self.worker_env(cr)["marketing.event.source"].browse(self.source_id))
+        except Exception as error:  # noqa: BLE001 - reported by the main thread
+            errors.append(error)
+
     def test_counters_add_up_when_another_worker_updates_their_row_meanwhile(self):
         """A request's counter upsert that waits for a row another worker then commits adds to it
         instead of failing (on a REPEATABLE READ cursor it failed with a serialization error,
@@ -192,17 +199,9 @@ class TestApiConcurrency(TransactionCase):
                     source = self.worker_env(cr)["marketing.event.source"].browse(self.source_id)
                     consume(source)  # the counter row exists, with 1
                 errors = []
-
-                def request(consume=consume, errors=errors):
-                    try:
-                        with self.registry.cursor() as cr:
-                            consume(self.worker_env(cr)["marketing.event.source"].browse(self.source_id))
-                    except Exception as error:  # noqa: BLE001 - reported by the main thread
-                        errors.append(error)
-
                 with self.registry.cursor() as other_worker:
                     other_worker.execute(other_worker_update, [self.source_id])  # holds the row
-                    thread = threading.Thread(target=request)
+                    thread = threading.Thread(target=self.consume_as_a_worker, args=(consume, errors))
                     thread.start()
                     self.wait_for_a_lock_wait()
                     other_worker.commit()  # pylint: disable=invalid-commit

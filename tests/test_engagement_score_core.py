@@ -1,7 +1,7 @@
 from odoo.tests import tagged
 
-from ..models.res_partner import score_domain
-from ..models.res_partner import score_matches
+from ..utils.scores import score_domain
+from ..utils.scores import score_matches
 from .common import MarketingAutomationCommon
 
 

@@ -1,5 +1,5 @@
 from odoo import tools
-from odoo.addons.marketing_event_automation.models.res_partner import normalize_email
+from odoo.addons.marketing_event_automation.utils.payload import normalize_email
 from odoo.tests import tagged
 
 from .common import MarketingAutomationCommon
@@ -50,7 +50,11 @@ class TestIngestPerformance(MarketingAutomationCommon):
             {"name": "shop-7", "email": False, "phone": False, "marketing_external_id": "shop-7"},
         ]
         values_list = [dict(values, company_id=self.company.id) for values in values_list]
-        bulk = Partner._marketing_create_contacts([dict(values) for values in values_list])
+        bulk = (
+            self.env["marketing.event.ingestion"]
+            .sudo()
+            ._marketing_create_contacts([dict(values) for values in values_list])
+        )
         created = Partner.with_context(mail_create_nolog=True, mail_create_nosubscribe=True).create(values_list)
         self.env.flush_all()
         self.env.invalidate_all()

@@ -8,9 +8,9 @@ from odoo.tests import new_test_user
 from odoo.tests import tagged
 from odoo.tools import SQL
 
-from ..models.params_filter import conditions_sql
-from ..models.params_filter import params_match
-from ..models.params_filter import parse_params_filter
+from ..utils.params_filter import conditions_sql
+from ..utils.params_filter import params_match
+from ..utils.params_filter import parse_params_filter
 from .common import MarketingAutomationHttpCommon
 from .scenario_common import ScenarioCommon
 

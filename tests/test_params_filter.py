@@ -1,11 +1,11 @@
 from odoo.exceptions import ValidationError
 from odoo.tests import tagged
 
-from ..models.params_filter import ParamsFilterError
-from ..models.params_filter import format_conditions
-from ..models.params_filter import normalize_conditions
-from ..models.params_filter import params_match
-from ..models.params_filter import parse_params_filter
+from ..utils.params_filter import ParamsFilterError
+from ..utils.params_filter import format_conditions
+from ..utils.params_filter import normalize_conditions
+from ..utils.params_filter import params_match
+from ..utils.params_filter import parse_params_filter
 from .common import MarketingAutomationCommon
 
 

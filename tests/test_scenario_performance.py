@@ -12,8 +12,8 @@ from odoo.tests import tagged
 from odoo.tools import SQL
 from odoo.tools import mute_logger
 
-from ..models.table_statistics import STALE_STATISTICS_MARGIN
-from ..models.table_statistics import analyze_if_stale
+from ..utils.table_statistics import STALE_STATISTICS_MARGIN
+from ..utils.table_statistics import analyze_if_stale
 from .scenario_common import ScenarioCommon
 
 CACHE_SLACK = 2

@@ -33,7 +33,6 @@ peer database only.
 """
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,9 @@ from tools.dev import database_exists
 from tools.dev import drop_database
 from tools.dev import odoo_addons_paths
 from tools.dev import odoo_command
+from tools.odoo_process import create_database
+from tools.odoo_process import new_database_name
+from tools.odoo_process import run_script
 
 OCA_PACKAGE = "odoo-addon-automation-oca>=18.0,<18.1"
 OCA_MODULE = "automation_oca"
@@ -60,11 +62,10 @@ PEER_TEMPLATE = "mea_bench_oca_template"
 # ----------------------------------------------------------------------
 
 
-def _registry(db_name, addons):
+def _registry(db_name):
+    """The registry of the database, which the launcher's script (run_worker) has configured and loaded."""
     from odoo.modules.registry import Registry  # noqa: PLC0415
-    from odoo.tools import config  # noqa: PLC0415
 
-    config.parse_config(["-d", db_name, addons, "--log-level=warn"])
     return Registry(db_name)
 
 
@@ -180,7 +181,7 @@ def _engine_scenario(env, tag, first_node="wait"):
 
 
 def worker_engine(db_name, addons, contacts):
-    registry = _registry(db_name, addons)
+    registry = _registry(db_name)
     tag = "eng-" + uuid.uuid4().hex[:8]
     with registry.cursor() as cr:
         env = _env(cr)
@@ -200,7 +201,7 @@ def worker_engine(db_name, addons, contacts):
 
 def worker_peer(db_name, addons, contacts):
     """automation_oca: one configuration on the same contacts, one server action adding a tag."""
-    registry = _registry(db_name, addons)
+    registry = _registry(db_name)
     tag = "oca-" + uuid.uuid4().hex[:8]
     with registry.cursor() as cr:
         env = _env(cr)
@@ -281,7 +282,7 @@ EMAIL_BODY = (
 
 
 def worker_email(db_name, addons, contacts):
-    registry = _registry(db_name, addons)
+    registry = _registry(db_name)
     tag = "mail-" + uuid.uuid4().hex[:8]
     with registry.cursor() as cr:
         env = _env(cr)
@@ -431,7 +432,7 @@ def _scale_fill(registry, rows):
 
 
 def worker_scale(db_name, addons, rows, batches):
-    registry = _registry(db_name, addons)
+    registry = _registry(db_name)
     tag = "scale-" + uuid.uuid4().hex[:8]
     with registry.cursor() as cr:
         env = _env(cr)
@@ -476,30 +477,19 @@ def ensure_template(name, addons, module, refresh=False):
                 odoo_command("-d", name, addons, "-u", module, "--stop-after-init", "--log-level=warn"), check=True
             )
         return
-    print(f"Creating the template database {name} with {module} (about two minutes)...")
-    subprocess.run(
-        odoo_command("-d", name, addons, "-i", module, "--without-demo=all", "--stop-after-init", "--log-level=warn"),
-        check=True,
-    )
+    create_database(name, addons, module)
 
 
 def database_from(template):
-    name = f"mea_bench_{uuid.uuid4().hex[:8]}"
+    name = new_database_name("bench")
     subprocess.run(["createdb", "-T", template, name], check=True)
     return name
 
 
 def run_worker(kind, db_name, addons, **kwargs):
-    completed = subprocess.run(
-        [sys.executable, __file__, "_worker", kind, db_name, addons, json.dumps(kwargs)],
-        check=False,
-        capture_output=True,
-        text=True,
-    )
-    if completed.returncode:
-        print(completed.stderr[-4000:], file=sys.stderr)
-        sys.exit(completed.returncode)
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    """Run the worker ``kind`` in its own process, on the database's registry; return its result."""
+    call = f"WORKERS[{kind!r}]({db_name!r}, {addons!r}, **{kwargs!r})"
+    return run_script(db_name, addons, f"from tools.bench_engine import WORKERS\nemit_result({call})\n")
 
 
 def load_average():
@@ -605,11 +595,6 @@ def run_scale(options, our_addons):
 
 
 def main():
-    if sys.argv[1:2] == ["_worker"]:
-        kind, db_name, addons, kwargs = sys.argv[2:6]
-        result = WORKERS[kind](db_name, addons, **json.loads(kwargs))
-        print(json.dumps(result))
-        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--keep-db", action="store_true", help="keep the run databases (the templates are kept)")

@@ -31,7 +31,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -44,63 +43,10 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tools.dev import MODULE
-from tools.dev import addons_path_option
-from tools.dev import drop_database
-from tools.dev import free_port
-from tools.dev import odoo_command
-
-SETUP_SCRIPT = """
-from odoo import api, SUPERUSER_ID
-from odoo.modules.registry import Registry
-from odoo.tools import config
-config.parse_config(["-d", {db!r}, {addons!r}])
-registry = Registry({db!r})
-with registry.cursor() as cr:
-    env = api.Environment(cr, SUPERUSER_ID, {{"tracking_disable": True}})
-    env.company.country_id = env.ref("base.be")
-    source = env["marketing.event.source"].create(
-        {{"name": "Benchmark shop", "rate_limit": 0, "max_new_contacts_per_day": 0, "max_new_types_per_day": 0}}
-    )
-    key = source._generate_write_key()
-    env["marketing.event.type"].create([
-        {{"name": "Cart abandoned", "key": "cart_abandoned"}},
-        {{"name": "Purchase", "key": "purchase"}},
-        {{"name": "Signup", "key": "signup"}},
-    ])
-    env["res.partner"].with_context(marketing_event_mute=True).create([
-        {{"name": f"Known {{i}}", "email": f"known{{i}}@bench.example"}} for i in range({known})
-    ])
-    cr.commit()
-    # Statistics of the new contacts, as autovacuum would gather them on a live database.
-    cr.execute("ANALYZE res_partner")
-    cr.commit()
-    print("WRITE_KEY=" + key + " SOURCE_ID=" + str(source.id))
-"""
-
-
-def make_events(count, known, run_tag):
-    kinds = ("cart_abandoned", "purchase", "signup")
-    events = []
-    for index in range(count):
-        kind = kinds[index % 3]
-        if index % 3 == 2:
-            contact = {"email": f"new-{run_tag}-{index}@bench.example", "name": f"New {index}"}
-        else:
-            contact = {"email": f"known{index % known}@bench.example"}
-        params = {"total": round(10 + index % 90 * 1.5, 2), "currency": "EUR"}
-        if kind == "cart_abandoned":
-            params["items"] = [{"sku": f"SKU-{index % 40}", "quantity": 1 + index % 3, "price": 9.9}]
-        events.append(
-            {
-                "event": kind,
-                "event_id": f"{run_tag}-{index}",
-                "timestamp": "2026-11-24T10:00:00Z",
-                "contact": contact,
-                "params": params,
-            }
-        )
-    return events
-
+from tools.ingest_client import make_event
+from tools.ingest_client import setup_source
+from tools.odoo_process import Workspace
+from tools.odoo_process import query
 
 SEGMENT_NAMES = {"cart_abandoned": "Cart Abandoned", "purchase": "Purchase", "signup": "Signup"}
 
@@ -250,54 +196,23 @@ def main():
     options = parser.parse_args()
     options.clients = options.clients or options.workers
 
-    db_name = f"mea_bench_{uuid.uuid4().hex[:8]}"
-    addons = addons_path_option()
-    port = free_port()
-    print(f"Preparing benchmark database {db_name} ...", flush=True)
-    subprocess.run(
-        odoo_command(
-            "-d", db_name, addons, "-i", MODULE, "--without-demo=all", "--stop-after-init", "--log-level=warn"
-        ),
-        check=True,
-    )
-    setup = subprocess.run(
-        [sys.executable, "-c", SETUP_SCRIPT.format(db=db_name, addons=addons, known=options.known)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    line = next(line for line in setup.stdout.splitlines() if line.startswith("WRITE_KEY="))
-    write_key = line.split()[0].split("=", 1)[1]
-    source_id = int(line.split()[1].split("=", 1)[1])
-    connection = psycopg2.connect(dbname=db_name)
-    cursor = connection.cursor()
-    cursor.execute("SELECT key, id FROM marketing_event_type WHERE key IN ('cart_abandoned', 'purchase', 'signup')")
-    type_ids = dict(cursor.fetchall())
-    connection.close()
+    with Workspace("bench", keep_db=options.keep_db) as workspace:
+        return measure(workspace, options)
 
-    # Kept after the run (delete=False) for a look when something failed.
-    server_log = tempfile.NamedTemporaryFile(prefix="bench-ingest-", suffix=".log", delete=False)  # noqa: SIM115
-    print(f"Odoo's log: {server_log.name}", flush=True)
-    server = subprocess.Popen(
-        odoo_command(
-            "-d",
-            db_name,
-            addons,
-            f"--http-port={port}",
-            f"--workers={options.workers}",
-            "--max-cron-threads=0",
-            "--log-level=warn",
-            # -d without --db-filter: Odoo serves that database alone, without
-            # listing the server's databases over a new connection on every
-            # request (as a single-database production server is set up).
-            "--limit-time-real=600",
-            "--limit-time-cpu=600",
-        ),
-        # Odoo's log (and its gevent worker's complaints) would drown the figures.
-        stdout=server_log,
-        stderr=subprocess.STDOUT,
+
+def make_events(count, known, run_tag):
+    return [make_event(run_tag, index, known) for index in range(count)]
+
+
+def measure(workspace, options):
+    db_name = workspace.db_name
+    write_key, source_id = setup_source(workspace, options.known, dispatch=True, analyze=True)
+    type_ids = dict(
+        query(db_name, "SELECT key, id FROM marketing_event_type WHERE key IN ('cart_abandoned', 'purchase', 'signup')")
     )
-    base_url = f"http://127.0.0.1:{port}"
+    server = workspace.server(name="bench-ingest", workers=options.workers, log_level="warn", db_filter=False).start()
+    print(f"Odoo's log: {server.log_path}", flush=True)
+    base_url = server.base_url
     phases = {
         "native": (
             f"{base_url}/automation/v1/events",
@@ -312,91 +227,73 @@ def main():
             lambda events: [to_segment(event) for event in events],
         ),
     }
-    try:
-        for _attempt in range(120):
-            try:
-                if requests.get(f"{base_url}/web/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(1)
-        else:
-            raise RuntimeError("Odoo did not start")
-        # Warm up the workers (registry load, routing map) outside the measure.
-        for name, (url, headers, wrap, convert) in phases.items():
-            warmup = convert(make_events(options.batch * 4, options.known, f"warmup-{name}"))
-            post_batches(url, headers, wrap, warmup, batch_size=options.batch, clients=4)
+    # Warm up the workers (registry load, routing map) outside the measure.
+    for name, (url, headers, wrap, convert) in phases.items():
+        warmup = convert(make_events(options.batch * 4, options.known, f"warmup-{name}"))
+        post_batches(url, headers, wrap, warmup, batch_size=options.batch, clients=4)
 
-        rows = []
-        print(f"load average before the runs: {' '.join(f'{value:.2f}' for value in os.getloadavg())}", flush=True)
-        for run in range(1, options.runs + 1):
-            row = {"run": run}
-            for name, (url, headers, wrap, convert) in phases.items():
-                tag = f"r{run}{name[0]}-{uuid.uuid4().hex[:6]}"
-                events = make_events(options.events, options.known, tag)
-                spy = (
-                    start_py_spy(server.pid, options.py_spy)
-                    if options.py_spy and run == 1 and name == "native"
-                    else None
-                )
-                accepted, wall, latencies = post_batches(
-                    url, headers, wrap, convert(events), batch_size=options.batch, clients=options.clients
-                )
-                if spy:
-                    spy.send_signal(signal.SIGINT)
-                    spy.wait(timeout=60)
-                row[f"{name}_events_per_s"] = accepted / wall
-                row[f"{name}_p50_ms"] = percentile(latencies, 0.50) * 1000
-                row[f"{name}_p95_ms"] = percentile(latencies, 0.95) * 1000
-                print(
-                    f"run {run} {name:7s}: {accepted} accepted in {wall:.1f}s = {accepted / wall:,.0f} events/s "
-                    f"(p50 {row[f'{name}_p50_ms']:.0f} ms, p95 {row[f'{name}_p95_ms']:.0f} ms "
-                    f"per {options.batch}-event request)",
-                    flush=True,
-                )
-                if name == "native":
-                    native_events = events
-            row["limit_rows_per_s"] = direct_insert(
-                db_name, source_id, type_ids, native_events, batch_size=options.batch, run_tag=f"r{run}"
+    rows = []
+    print(f"load average before the runs: {' '.join(f'{value:.2f}' for value in os.getloadavg())}", flush=True)
+    for run in range(1, options.runs + 1):
+        row = {"run": run}
+        for name, (url, headers, wrap, convert) in phases.items():
+            tag = f"r{run}{name[0]}-{uuid.uuid4().hex[:6]}"
+            events = make_events(options.events, options.known, tag)
+            spy = (
+                start_py_spy(server.process.pid, options.py_spy)
+                if options.py_spy and run == 1 and name == "native"
+                else None
             )
-            for name in phases:
-                row[f"{name}_ratio"] = row[f"{name}_events_per_s"] / row["limit_rows_per_s"]
-            row["load"] = os.getloadavg()[0]
-            rows.append(row)
+            accepted, wall, latencies = post_batches(
+                url, headers, wrap, convert(events), batch_size=options.batch, clients=options.clients
+            )
+            if spy:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(timeout=60)
+            row[f"{name}_events_per_s"] = accepted / wall
+            row[f"{name}_p50_ms"] = percentile(latencies, 0.50) * 1000
+            row[f"{name}_p95_ms"] = percentile(latencies, 0.95) * 1000
             print(
-                f"run {run} limit  : direct insert {row['limit_rows_per_s']:,.0f} rows/s; ingestion/limit = "
-                f"{row['native_ratio']:.1%} native, {row['segment_ratio']:.1%} Segment (load {row['load']:.2f})",
+                f"run {run} {name:7s}: {accepted} accepted in {wall:.1f}s = {accepted / wall:,.0f} events/s "
+                f"(p50 {row[f'{name}_p50_ms']:.0f} ms, p95 {row[f'{name}_p95_ms']:.0f} ms "
+                f"per {options.batch}-event request)",
                 flush=True,
             )
-        print()
-        print(
-            f"MEDIANS over {len(rows)} runs of {options.events} events per API, batches of {options.batch}, "
-            f"{options.clients} clients, {options.workers} workers "
-            f"(load average {statistics.median(row['load'] for row in rows):.2f}):"
+            if name == "native":
+                native_events = events
+        row["limit_rows_per_s"] = direct_insert(
+            db_name, source_id, type_ids, native_events, batch_size=options.batch, run_tag=f"r{run}"
         )
-        for key, label in (
-            ("native_events_per_s", "native batch API, events/s"),
-            ("native_p50_ms", "native request latency p50, ms"),
-            ("native_p95_ms", "native request latency p95, ms"),
-            ("segment_events_per_s", "Segment batch API, events/s"),
-            ("segment_p50_ms", "Segment request latency p50, ms"),
-            ("segment_p95_ms", "Segment request latency p95, ms"),
-            ("limit_rows_per_s", "direct execute_values insert (limit), rows/s"),
-            ("native_ratio", "native ingestion / limit"),
-            ("segment_ratio", "Segment ingestion / limit"),
-        ):
-            value = statistics.median(row[key] for row in rows)
-            print(f"  {label:48s} {value:>12.3f}" if key.endswith("ratio") else f"  {label:48s} {value:>12,.0f}")
-        if options.py_spy:
-            print_py_spy_summary(options.py_spy)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        if not options.keep_db:
-            drop_database(db_name)
+        for name in phases:
+            row[f"{name}_ratio"] = row[f"{name}_events_per_s"] / row["limit_rows_per_s"]
+        row["load"] = os.getloadavg()[0]
+        rows.append(row)
+        print(
+            f"run {run} limit  : direct insert {row['limit_rows_per_s']:,.0f} rows/s; ingestion/limit = "
+            f"{row['native_ratio']:.1%} native, {row['segment_ratio']:.1%} Segment (load {row['load']:.2f})",
+            flush=True,
+        )
+    print()
+    print(
+        f"MEDIANS over {len(rows)} runs of {options.events} events per API, batches of {options.batch}, "
+        f"{options.clients} clients, {options.workers} workers "
+        f"(load average {statistics.median(row['load'] for row in rows):.2f}):"
+    )
+    for key, label in (
+        ("native_events_per_s", "native batch API, events/s"),
+        ("native_p50_ms", "native request latency p50, ms"),
+        ("native_p95_ms", "native request latency p95, ms"),
+        ("segment_events_per_s", "Segment batch API, events/s"),
+        ("segment_p50_ms", "Segment request latency p50, ms"),
+        ("segment_p95_ms", "Segment request latency p95, ms"),
+        ("limit_rows_per_s", "direct execute_values insert (limit), rows/s"),
+        ("native_ratio", "native ingestion / limit"),
+        ("segment_ratio", "Segment ingestion / limit"),
+    ):
+        value = statistics.median(row[key] for row in rows)
+        print(f"  {label:48s} {value:>12.3f}" if key.endswith("ratio") else f"  {label:48s} {value:>12,.0f}")
+    if options.py_spy:
+        print_py_spy_summary(options.py_spy)
     return 0
 
 

@@ -14,24 +14,15 @@ steps) until nothing is due, and prints contacts/s and steps/s.
 """
 
 import argparse
-import subprocess
 import sys
 import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tools.dev import MODULE
-from tools.dev import addons_path_option
-from tools.dev import drop_database
-from tools.dev import odoo_command
+from tools.odoo_process import Workspace
 
 BENCH_SCRIPT = """
 import time
-from odoo import api, SUPERUSER_ID
-from odoo.modules.registry import Registry
-from odoo.tools import config
-config.parse_config(["-d", {db!r}, {addons!r}])
-registry = Registry({db!r})
 tag = "bench-" + {run!r}
 with registry.cursor() as cr:
     env = api.Environment(cr, SUPERUSER_ID, {{"tracking_disable": True}})
@@ -70,17 +61,17 @@ def run_cron(method):
             return total, time.perf_counter() - started
         total += done
 
-entered, seconds = run_cron(lambda env: env["marketing.scenario"]._cron_schedule())
-print(f"ENTRY {{entered}} contacts in {{seconds:.1f}} s: {{entered / seconds:.0f}} contacts/s")
-steps, seconds = run_cron(lambda env: env["marketing.scenario.step"]._cron_advance())
-print(f"ADVANCE {{steps}} steps in {{seconds:.1f}} s: {{steps / seconds:.0f}} steps/s")
+entered, entry_seconds = run_cron(lambda env: env["marketing.scenario"]._cron_schedule())
+steps, advance_seconds = run_cron(lambda env: env["marketing.scenario.step"]._cron_advance())
 with registry.cursor() as cr:
     cr.execute(
         "SELECT s.state, count(*) FROM marketing_scenario_step s JOIN marketing_scenario sc ON sc.id = s.scenario_id"
         " WHERE sc.name->>'en_US' = %s GROUP BY s.state ORDER BY s.state",
         [tag],
     )
-    print("STEPS", dict(cr.fetchall()))
+    states = dict(cr.fetchall())
+emit_result({{"entered": entered, "entry_seconds": entry_seconds, "steps": steps,
+              "advance_seconds": advance_seconds, "states": states}})
 """
 
 
@@ -90,26 +81,13 @@ def main():
     parser.add_argument("--database", help="an existing database with the module installed")
     parser.add_argument("--keep-db", action="store_true")
     options = parser.parse_args()
-    addons = addons_path_option()
-    db_name = options.database or f"mea_bench_{uuid.uuid4().hex[:8]}"
-    if not options.database:
-        print(f"Creating {db_name} (about two minutes)...")
-        subprocess.run(
-            odoo_command(
-                "-d", db_name, addons, "-i", MODULE, "--without-demo=all", "--stop-after-init", "--log-level=warn"
-            ),
-            check=True,
-        )
-    try:
-        script = BENCH_SCRIPT.format(db=db_name, addons=addons, run=uuid.uuid4().hex[:6], contacts=options.contacts)
-        completed = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True)
-        print(completed.stdout, end="")
-        if completed.returncode:
-            print(completed.stderr[-3000:], file=sys.stderr)
-            sys.exit(completed.returncode)
-    finally:
-        if not options.database and not options.keep_db:
-            drop_database(db_name)
+    with Workspace("bench", keep_db=options.keep_db, database=options.database) as workspace:
+        result = workspace.run_script(BENCH_SCRIPT.format(run=uuid.uuid4().hex[:6], contacts=options.contacts))
+    entered, seconds = result["entered"], result["entry_seconds"]
+    print(f"ENTRY {entered} contacts in {seconds:.1f} s: {entered / seconds:.0f} contacts/s")
+    steps, seconds = result["steps"], result["advance_seconds"]
+    print(f"ADVANCE {steps} steps in {seconds:.1f} s: {steps / seconds:.0f} steps/s")
+    print("STEPS", result["states"])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 # pylint: disable=print-used
 # (a command-line tool: its output is for the person who runs it)
-"""The README's two commands: ``run`` (demo server) and ``test`` (full test run).
+"""The README's two commands: ``run`` (demo server) and ``test`` (full test run); ``pot`` regenerates
+the translation template ``i18n/marketing_event_automation.pot``.
 
 Both work from any clone folder name: the addon is exposed to Odoo as
 ``marketing_event_automation`` through a symlink in ``.odoo/addons`` (ignored
@@ -11,6 +12,7 @@ by git), next to the addons folders of the installed Odoo.
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,6 +25,7 @@ MODULE = "marketing_event_automation"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORK_DIR = REPO_ROOT / ".odoo"
 HARNESS = REPO_ROOT / "tools" / "odoo_harness.py"
+POT_PATH = REPO_ROOT / "i18n" / f"{MODULE}.pot"
 
 
 def fail(message):
@@ -204,6 +207,31 @@ def command_test(options):
     return summarize(report, returncode, time.time() - started)
 
 
+def command_pot(options):
+    """Export the module's terms with Odoo's exporter, from a throwaway database.
+
+    The database has the demo data, as the test databases do (test_translations
+    compares their terms with the file). Odoo's exporter follows symbolic links
+    when it scans the code: it reads a copy of the addon without ``.odoo``,
+    whose link back to the clone would make it scan the clone again and again.
+    """
+    install_requirements()
+    db_name = f"mea_pot_{uuid.uuid4().hex[:10]}"
+    POT_PATH.parent.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mea-pot-") as tmp:
+        shutil.copytree(REPO_ROOT, Path(tmp) / MODULE, ignore=shutil.ignore_patterns(".odoo", ".git", "docs"))
+        addons = "--addons-path=" + ",".join([tmp, *odoo_addons_paths()])
+        try:
+            for args in (("-i", MODULE), (f"--i18n-export={POT_PATH}", f"--modules={MODULE}")):
+                subprocess.run(
+                    odoo_command("-d", db_name, addons, *args, "--stop-after-init", "--log-level=warn"), check=True
+                )
+        finally:
+            drop_database(db_name)
+    print(f"Wrote {POT_PATH.relative_to(REPO_ROOT)}")
+    return 0
+
+
 def summarize(report, returncode, elapsed):
     """Turn the harness report into the closing line; return the exit code."""
     problems = []
@@ -252,7 +280,10 @@ def main():
         help="also install these Odoo apps (comma-separated) and run only --test-tags, e.g. "
         "--apps sale,crm --test-tags mea_optional_apps/marketing_event_automation",
     )
+    commands.add_parser("pot", help="regenerate i18n/marketing_event_automation.pot with Odoo's exporter")
     options = parser.parse_args()
+    if options.command == "pot":
+        return command_pot(options)
     if options.command == "run":
         command_run(options)
         return 0

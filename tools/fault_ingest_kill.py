@@ -38,6 +38,7 @@ from tools.odoo_process import Workspace
 from tools.odoo_process import lingering_locks
 from tools.odoo_process import print_table
 from tools.odoo_process import query
+from tools.odoo_process import verdict
 from tools.odoo_process import wait_backends_gone
 
 
@@ -181,12 +182,7 @@ def main():
             failures.append(f"events left pending or in error: {states}")
         if locks or open_transactions:
             failures.append(f"locks {locks} / open transactions {open_transactions}")
-        for line in server_errors[:10]:
-            print("  server log:", line[:300])
-        for failure in failures:
-            print(f"FAILED: {failure}")
-        print("OK: every acknowledged event stored exactly once" if not failures else "")
-        return 1 if failures else 0
+        return verdict(failures, "every acknowledged event stored exactly once", server_errors)
 
 
 if __name__ == "__main__":

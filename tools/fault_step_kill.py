@@ -33,6 +33,7 @@ from tools.odoo_process import lingering_locks
 from tools.odoo_process import print_table
 from tools.odoo_process import query
 from tools.odoo_process import trigger_cron
+from tools.odoo_process import verdict
 from tools.odoo_process import wait_backends_gone
 
 ADVANCE_CRON = "marketing_event_automation.ir_cron_scenario_advance"
@@ -256,13 +257,7 @@ def main():
             failures.append(f"locks {locks} / open transactions {open_transactions}")
         if server_errors:
             failures.append(f"{len(server_errors)} ERROR lines in {server.log_path}")
-            for line in server_errors[:10]:
-                print("  server log:", line[:300])
-        for failure in failures:
-            print(f"FAILED: {failure}")
-        if not failures:
-            print("OK: every step ran exactly once; nothing stuck or locked")
-        return 1 if failures else 0
+        return verdict(failures, "every step ran exactly once; nothing stuck or locked", server_errors)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from tools.odoo_process import query
 from tools.odoo_process import script_result
 from tools.odoo_process import start_script
 from tools.odoo_process import trigger_cron
+from tools.odoo_process import verdict
 
 ADVANCE_CRON = "marketing_event_automation.ir_cron_scenario_advance"
 DISPATCH_CRON = "marketing_event_automation.ir_cron_dispatch_events"
@@ -316,13 +317,7 @@ def main():
             failures.append(f"events: {len(ledger.acknowledged())} acknowledged of {len(events)}, {event_states}")
         if locks or open_transactions:
             failures.append(f"locks {locks} / open transactions {open_transactions}")
-        for line in server_errors[:10]:
-            print("  server log:", line[:300])
-        for failure in failures:
-            print(f"FAILED: {failure}")
-        if not failures:
-            print("OK: no step ran twice, no score update lost")
-        return 1 if failures else 0
+        return verdict(failures, "no step ran twice, no score update lost", server_errors)
 
 
 if __name__ == "__main__":

@@ -23,19 +23,12 @@ import json
 import os
 import subprocess
 import sys
-import time
-import uuid
 from pathlib import Path
 
-import requests
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tools.dev import MODULE
 from tools.dev import WORK_DIR
-from tools.dev import addons_path_option
-from tools.dev import drop_database
-from tools.dev import free_port
-from tools.dev import odoo_command
+from tools.ingest_client import setup_source
+from tools.odoo_process import Workspace
 
 VENV = WORK_DIR / "fuzz-venv"
 HOOKS = Path(__file__).resolve().parent / "fuzz_hooks.py"
@@ -47,28 +40,16 @@ CHECKS = (
     "response_schema_conformance",
 )
 
-SETUP_SCRIPT = """
-from odoo import api, SUPERUSER_ID
-from odoo.modules.registry import Registry
-from odoo.tools import config
-config.parse_config(["-d", {db!r}, {addons!r}])
-registry = Registry({db!r})
+# On top of the ingestion tools' source, types and contacts: a schema to violate and a contact to address.
+FUZZ_SETUP = """
 with registry.cursor() as cr:
-    env = api.Environment(cr, SUPERUSER_ID, {{"tracking_disable": True}})
-    env.company.country_id = env.ref("base.be")
-    # No rate limit: the fuzzer sends thousands of requests a minute.
-    source = env["marketing.event.source"].create({{"name": "Fuzzed shop", "rate_limit": 0}})
-    key = source._generate_write_key()
-    env["marketing.event.type"].create([
-        {{"name": "Cart abandoned", "key": "cart_abandoned", "validate_params": True, "params_schema":
-          '{{"type": "object", "required": ["total"], "properties": {{"total": {{"type": "number"}}}}}}'}},
-        {{"name": "Purchase", "key": "purchase"}},
-    ])
-    env["res.partner"].create([
-        {{"name": "Alice", "email": "alice@example.com", "marketing_external_id": "C-1001"}},
-    ])
+    env = api.Environment(cr, SUPERUSER_ID, {"tracking_disable": True})
+    env["marketing.event.type"].search([("key", "=", "cart_abandoned")]).write({
+        "validate_params": True,
+        "params_schema": '{"type": "object", "required": ["total"], "properties": {"total": {"type": "number"}}}',
+    })
+    env["res.partner"].create([{"name": "Alice", "email": "alice@example.com", "marketing_external_id": "C-1001"}])
     cr.commit()
-    print("WRITE_KEY=" + key)
 """
 
 
@@ -80,51 +61,6 @@ def schemathesis_binary():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
         subprocess.run([str(VENV / "bin" / "pip"), "install", "--quiet", "schemathesis"], check=True)
     return binary
-
-
-def prepare_database(db_name, addons):
-    print(f"Preparing database {db_name} ...", flush=True)
-    subprocess.run(
-        odoo_command(
-            "-d", db_name, addons, "-i", MODULE, "--without-demo=all", "--stop-after-init", "--log-level=warn"
-        ),
-        check=True,
-    )
-    setup = subprocess.run(
-        [sys.executable, "-c", SETUP_SCRIPT.format(db=db_name, addons=addons)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    line = next(line for line in setup.stdout.splitlines() if line.startswith("WRITE_KEY="))
-    return line.split("=", 1)[1].strip()
-
-
-def start_server(db_name, addons, port, log_path):
-    log_file = log_path.open("w")
-    server = subprocess.Popen(
-        odoo_command(
-            "-d",
-            db_name,
-            addons,
-            f"--http-port={port}",
-            "--max-cron-threads=0",
-            "--log-level=warn",
-            f"--db-filter=^{db_name}$",
-        ),
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    for _attempt in range(120):
-        try:
-            if requests.get(f"{base_url}/web/health", timeout=2).status_code == 200:
-                return server, base_url
-        except requests.RequestException:
-            pass
-        time.sleep(1)
-    server.terminate()
-    raise RuntimeError(f"Odoo did not start, see {log_path}")
 
 
 def count_requests(ndjson_path):
@@ -195,26 +131,15 @@ def main():
         parser.error("--url and --write-key go together")
 
     report_dir = WORK_DIR / "fuzz-report"
-    server, db_name = None, None
-    try:
-        if options.url:
-            base_url, write_key = options.url.rstrip("/"), options.write_key
-        else:
-            db_name = f"mea_fuzz_{uuid.uuid4().hex[:8]}"
-            addons = addons_path_option()
-            write_key = prepare_database(db_name, addons)
-            report_dir.mkdir(parents=True, exist_ok=True)
-            server, base_url = start_server(db_name, addons, free_port(), report_dir / "odoo.log")
-        returncode, sent, failures = run_fuzzer(base_url, write_key, options, report_dir)
-    finally:
-        if server:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-        if db_name and not options.keep_db:
-            drop_database(db_name)
+    if options.url:
+        returncode, sent, failures = run_fuzzer(options.url.rstrip("/"), options.write_key, options, report_dir)
+    else:
+        with Workspace("fuzz", keep_db=options.keep_db) as workspace:
+            write_key, _source_id = setup_source(workspace, known=0, dispatch=True)
+            workspace.run_script(FUZZ_SETUP)
+            server = workspace.server(name="fuzz", log_level="warn").start()
+            print(f"Odoo's log: {server.log_path}", flush=True)
+            returncode, sent, failures = run_fuzzer(server.base_url, write_key, options, report_dir)
     print()
     print(f"FUZZ: {sent} requests sent, {len(failures)} failed checks (report: {report_dir})")
     for failure in failures[:20]:

@@ -1,5 +1,6 @@
-"""Shared by ``tools/fault_ingest_kill.py`` and ``tools/load_ingest.py``: an API source, events, and clients
-that post batches and keep every answer (and retry a batch with the same event ids until it is answered)."""
+"""Shared by the ingestion tools (``bench_ingest``, ``fuzz_api``, ``fault_ingest_kill``, ``fault_two_servers``,
+``load_ingest``): an API source, events, and clients that post batches and keep every answer (and retry a batch
+with the same event ids until it is answered)."""
 
 import json
 import threading
@@ -28,15 +29,19 @@ with registry.cursor() as cr:
         # Only ingestion is under test: the dispatcher stays off.
         env.ref("marketing_event_automation.ir_cron_dispatch_events").active = False
     cr.commit()
+    if {analyze!r}:
+        # Statistics of the new contacts, as autovacuum would gather them on a live database.
+        cr.execute("ANALYZE res_partner")
+        cr.commit()
     emit_result({{"write_key": key, "source_id": source.id}})
 """
 
 KINDS = ("cart_abandoned", "purchase", "signup")
 
 
-def setup_source(workspace, known, dispatch=False):
+def setup_source(workspace, known, dispatch=False, analyze=False):
     """Create the source, the event types and ``known`` contacts; return (write key, source id)."""
-    result = workspace.run_script(SOURCE_SETUP.format(known=known, dispatch=dispatch))
+    result = workspace.run_script(SOURCE_SETUP.format(known=known, dispatch=dispatch, analyze=analyze))
     return result["write_key"], result["source_id"]
 
 

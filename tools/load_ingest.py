@@ -34,6 +34,7 @@ from tools.ingest_client import setup_source
 from tools.odoo_process import Workspace
 from tools.odoo_process import print_table
 from tools.odoo_process import query
+from tools.odoo_process import verdict
 
 MB = 1024 * 1024
 
@@ -150,11 +151,7 @@ def main():
             failures.append(f"{len(ledger.sent)} sent, {len(acknowledged)} acknowledged, {stored} stored")
         if ledger.errors:
             failures.append(f"{len(ledger.errors)} 4xx answers, e.g. {ledger.errors[:2]}")
-        for failure in failures:
-            print(f"FAILED: {failure}")
-        if not failures:
-            print("OK: memory flat after warm-up, every event stored")
-        return 1 if failures else 0
+        return verdict(failures, "memory flat after warm-up, every event stored")
 
 
 if __name__ == "__main__":

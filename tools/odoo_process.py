@@ -1,7 +1,7 @@
 # pylint: disable=print-used
-"""Shared helpers of the fault and load tools (``tools/fault_*.py``, ``tools/load_ingest.py``).
+"""The launcher and setup every benchmark, fuzz, fault and load tool of ``tools/`` shares.
 
-- a throwaway database with the module installed (no demo data),
+- a throwaway database with the module installed (no demo data), or an existing one,
 - Python run inside that database's registry (setup, checks), in a subprocess,
 - Odoo servers as subprocesses in their own process group, so that a tool can
   SIGKILL the whole server (master, workers, cron threads) like a power cut,
@@ -30,8 +30,11 @@ from tools.dev import drop_database
 from tools.dev import free_port
 from tools.dev import odoo_command
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPT_PREAMBLE = """
 import json
+import sys
+sys.path.insert(0, {repo!r})
 from odoo import api, SUPERUSER_ID
 from odoo.modules.registry import Registry
 from odoo.tools import config
@@ -47,22 +50,28 @@ def new_database_name(prefix):
     return f"mea_{prefix}_{uuid.uuid4().hex[:8]}"
 
 
-def create_database(db_name, addons):
-    """A database with the module installed and no demo data."""
-    print(f"Creating database {db_name} with {MODULE} (a minute or two)...", flush=True)
+def create_database(db_name, addons, module=MODULE):
+    """A database with ``module`` installed and no demo data."""
+    print(f"Creating database {db_name} with {module} (a minute or two)...", flush=True)
     subprocess.run(
         odoo_command(
-            "-d", db_name, addons, "-i", MODULE, "--without-demo=all", "--stop-after-init", "--log-level=warn"
+            "-d", db_name, addons, "-i", module, "--without-demo=all", "--stop-after-init", "--log-level=warn"
         ),
         check=True,
     )
 
 
+def script(db_name, addons, code):
+    """The Python source of a script run in the database's registry (see :func:`run_script`)."""
+    return SCRIPT_PREAMBLE.format(repo=str(REPO_ROOT), db=db_name, addons=addons) + code
+
+
 def run_script(db_name, addons, code):
     """Run ``code`` in a fresh Python process with ``registry`` of the database; return what it passed to
     ``emit_result(value)`` (JSON), or raise with its output when it fails."""
-    script = SCRIPT_PREAMBLE.format(db=db_name, addons=addons) + code
-    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    completed = subprocess.run(
+        [sys.executable, "-c", script(db_name, addons, code)], capture_output=True, text=True, check=False
+    )
     if completed.returncode:
         raise RuntimeError(
             f"script failed ({completed.returncode}):\n{completed.stdout[-2000:]}\n{completed.stderr[-4000:]}"
@@ -75,9 +84,8 @@ def run_script(db_name, addons, code):
 
 def start_script(db_name, addons, code):
     """Like :func:`run_script`, without waiting: the process (stdout piped, text), in its own process group."""
-    script = SCRIPT_PREAMBLE.format(db=db_name, addons=addons) + code
     return subprocess.Popen(
-        [sys.executable, "-c", script],
+        [sys.executable, "-c", script(db_name, addons, code)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -132,8 +140,24 @@ def trigger_cron(db_name, xmlid):
 class OdooServer:
     """One Odoo server on the database, in its own session (process group)."""
 
-    def __init__(self, db_name, addons, *, workers=0, cron_threads=0, name="odoo", log_dir=None, extra=()):
+    def __init__(
+        self,
+        db_name,
+        addons,
+        *,
+        workers=0,
+        cron_threads=0,
+        name="odoo",
+        log_dir=None,
+        extra=(),
+        log_level="info",
+        db_filter=True,
+    ):
         self.db_name = db_name
+        self.log_level = log_level
+        # Without --db-filter, -d alone makes Odoo serve that database without
+        # listing the server's databases on every request (a production setup).
+        self.db_filter = db_filter
         self.addons = addons
         self.workers = workers
         self.cron_threads = cron_threads
@@ -159,8 +183,8 @@ class OdooServer:
             f"--http-port={self.port}",
             f"--workers={self.workers}",
             f"--max-cron-threads={self.cron_threads}",
-            f"--db-filter=^{self.db_name}$",
-            "--log-level=info",
+            *([f"--db-filter=^{self.db_name}$"] if self.db_filter else []),
+            f"--log-level={self.log_level}",
             f"--logfile={self.log_path}",
             "--limit-time-real=600",
             "--limit-time-cpu=600",
@@ -302,15 +326,18 @@ def lingering_locks(db_name):
 class Workspace:
     """A database (created or dropped by the tool) and its servers, cleaned up on exit."""
 
-    def __init__(self, prefix, keep_db=False):
+    def __init__(self, prefix, keep_db=False, database=None):
         self.addons = addons_path_option()
-        self.db_name = new_database_name(prefix)
-        self.keep_db = keep_db
+        # An existing database is used as it is, and kept.
+        self.existing = bool(database)
+        self.db_name = database or new_database_name(prefix)
+        self.keep_db = keep_db or self.existing
         self.log_dir = Path(tempfile.mkdtemp(prefix=f"mea-{prefix}-"))
         self.servers = []
 
     def __enter__(self):
-        create_database(self.db_name, self.addons)
+        if not self.existing:
+            create_database(self.db_name, self.addons)
         return self
 
     def server(self, **options):
@@ -336,3 +363,14 @@ def print_table(title, rows):
     width = max(len(label) for label, _value in rows)
     for label, value in rows:
         print(f"  {label:<{width}}  {value}")
+
+
+def verdict(failures, success, server_errors=()):
+    """Print the server log's first ERROR lines, each failure, or ``success``; return the exit code."""
+    for line in list(server_errors)[:10]:
+        print("  server log:", line[:300])
+    for failure in failures:
+        print(f"FAILED: {failure}")
+    if not failures:
+        print(f"OK: {success}")
+    return 1 if failures else 0

@@ -8,12 +8,11 @@ STALE_STATISTICS_MARGIN = 1000
 def analyze_if_stale(cr, tables):
     """ANALYZE those of ``tables`` whose rows changed more than their statistics counted; return them.
 
-    The engine's queues grow in bursts: entering a 100,000-contact audience
-    fills the steps table within seconds, and until the next ANALYZE
-    PostgreSQL plans each batch as if the table were still small, with hash
-    joins and sorts that read the whole queue for every batch of 500.
-    Autovacuum analyzes a table after a 10% change, but only at its next pass,
-    a minute or more later. A table is analyzed here once the rows changed
+    The engine's queues grow in bursts: entering a large audience fills the
+    steps table at once, and until the next ANALYZE PostgreSQL plans each
+    batch as if the table were still small, with hash joins and sorts that
+    read the whole queue for every batch. Autovacuum analyzes a table after a
+    share of its rows changed, but only at its next pass. A table is analyzed here once the rows changed
     since its last ANALYZE outnumber the rows that ANALYZE counted: one catalog
     read per batch, and a number of ANALYZE runs logarithmic in the table's
     growth. SKIP_LOCKED leaves a table alone while autovacuum works on it.

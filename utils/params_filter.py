@@ -34,6 +34,8 @@ import re
 
 from odoo.tools import SQL
 
+from .constants import COMPARISONS
+
 PARAMS_FILTER_MAX_LENGTH = 2000
 PARAMS_FILTER_MAX_CONDITIONS = 20
 
@@ -357,12 +359,7 @@ def _value_satisfies(operator, actual, expected, value_type):
     if value_type == "string":
         # Strings compare in text order, which also orders ISO 8601 dates.
         actual, expected = str(actual), str(expected)
-    return {
-        ">": actual > expected,
-        ">=": actual >= expected,
-        "<": actual < expected,
-        "<=": actual <= expected,
-    }[operator]
+    return COMPARISONS[operator](actual, expected)
 
 
 def condition_matches(condition, params):

@@ -1,0 +1,475 @@
+import logging
+from collections import defaultdict
+from datetime import datetime
+from datetime import time
+
+import pytz
+from dateutil import rrule
+
+from odoo import api
+from odoo import fields
+from odoo import models
+from odoo.exceptions import ValidationError
+from odoo.tools import SQL
+from odoo.tools.safe_eval import safe_eval
+
+from ..utils.params_filter import params_match
+from ..utils.params_filter import parse_params_filter
+from ..utils.scores import score_matches
+
+_logger = logging.getLogger(__name__)
+
+ENROLL_BATCH_SIZE = 1000
+
+_RRULE_FREQUENCIES = {"hours": rrule.HOURLY, "days": rrule.DAILY, "weeks": rrule.WEEKLY, "months": rrule.MONTHLY}
+
+
+class MarketingScenario(models.Model):
+    """Who enters a scenario and when: the audience, the entry policy, participant insertion, the schedule
+    cron, and the events that make contacts enter or leave."""
+
+    _inherit = "marketing.scenario"
+
+    # Enrollment of audience triggers (now, date, repeat), processed by the schedule cron
+    next_occurrence_at = fields.Datetime(readonly=True, copy=False)
+    enrolling_occurrence_at = fields.Datetime(
+        readonly=True, copy=False, help="The occurrence whose audience is being entered, batch by batch."
+    )
+    # Where the enrollment of that occurrence stands: the audience is entered in
+    # contact id order, each batch from the last contact the previous one
+    # reached. Without it every batch would scan the contacts already entered
+    # again, and entering a large audience would take quadratic time.
+    enrolling_after_partner_id = fields.Integer(readonly=True, copy=False)
+
+    # ------------------------------------------------------------------
+    # Audience and entry policy
+    # ------------------------------------------------------------------
+
+    @api.constrains("audience_domain")
+    def _check_audience_domain(self):
+        for scenario in self:
+            try:
+                scenario._audience_domain()
+                self.env["res.partner"].search_count(scenario._audience_domain(), limit=1)
+            except Exception as error:
+                raise ValidationError(
+                    self.env._("Audience of %(name)s is not a valid filter: %(error)s", name=scenario.name, error=error)
+                ) from error
+
+    def _first_occurrence(self, now):
+        if self.trigger_type == "now":
+            return now
+        if self.trigger_type == "date":
+            return self.trigger_at
+        if self.trigger_type == "repeat":
+            return self._next_repeat(now, inclusive=True)
+        return False
+
+    def _repeat_rule(self):
+        tz = pytz.timezone(self.timezone or "UTC")
+        start_day = self.repeat_start or fields.Date.context_today(self)
+        hours = int(self.repeat_hour or 0)
+        minutes = round(((self.repeat_hour or 0) - hours) * 60)
+        dtstart = datetime.combine(start_day, time(min(hours, 23), min(minutes, 59)))
+        until = datetime.combine(self.repeat_until, time(23, 59, 59)) if self.repeat_until else None
+        rule = rrule.rrule(
+            _RRULE_FREQUENCIES[self.repeat_unit or "days"],
+            interval=max(self.repeat_interval, 1),
+            dtstart=dtstart,
+            until=until,
+        )
+        return rule, tz
+
+    def _next_repeat(self, after, inclusive=False):
+        """The next occurrence of the repeat trigger after ``after`` (naive UTC), or False."""
+        rule, tz = self._repeat_rule()
+        local_after = pytz.utc.localize(after).astimezone(tz).replace(tzinfo=None)
+        occurrence = rule.after(local_after, inc=inclusive)
+        if not occurrence:
+            return False
+        return tz.localize(occurrence).astimezone(pytz.utc).replace(tzinfo=None)
+
+    def _audience_domain(self):
+        domain = safe_eval(self.audience_domain or "[]", {"context_today": fields.Date.context_today(self)})
+        if self.audience_segment_id:
+            domain = [*domain, ("marketing_segment_ids", "in", self.audience_segment_id.ids)]
+        return [*domain, ("company_id", "in", [self.company_id.id, False])]
+
+    def _audience_partners(self, user=None):
+        """Contacts as ``user`` (the Responsible by default) searches them in the scenario's company.
+
+        The audience filter is evaluated with his rights and record rules: it
+        selects nobody he could not find himself. None when there is no such
+        user or he has no access to the company.
+        """
+        user = user or self.user_id
+        if not user or not (user._is_superuser() or self.company_id in user.company_ids):
+            return None
+        return self.env["res.partner"].with_user(user).with_company(self.company_id)
+
+    def _policy_sql(self, alias, partner_column, occurrence_at=None):
+        """The SQL condition 'this contact may enter now', by the entry policy."""
+        existing = SQL(
+            "SELECT 1 FROM marketing_scenario_participant x "
+            "WHERE x.scenario_id = %s AND x.partner_id = %s AND NOT x.is_test",
+            self.id,
+            SQL.identifier(alias, partner_column),
+        )
+        conditions = []
+        if self.entry_policy == "once":
+            conditions.append(SQL("NOT EXISTS (%s)", existing))
+        elif self.entry_policy == "once_at_a_time":
+            conditions.append(SQL("NOT EXISTS (%s AND x.state = 'running')", existing))
+        if occurrence_at:
+            # Whatever the policy, an occurrence enters each contact once.
+            conditions.append(SQL("NOT EXISTS (%s AND x.occurrence_at = %s)", existing, occurrence_at))
+        return SQL(" AND ").join(conditions) if conditions else SQL("TRUE")
+
+    def _enroll_audience_batch(self, occurrence_at, after_partner_id=0, limit=ENROLL_BATCH_SIZE):
+        """Enter the audience's next ``limit`` contacts after ``after_partner_id``, in contact id order.
+
+        Returns ``(contacts gone through, contacts entered, last contact id)``:
+        the entry policy may keep some of them out. The batch is read from
+        the audience first, then entered with one INSERT ... SELECT: each batch
+        costs the same however large the audience and however much of it
+        already entered.
+        """
+        self.ensure_one()
+        Partner = self._audience_partners()
+        if Partner is None:
+            _logger.warning("Scenario %s: its responsible user cannot search its company's contacts", self.id)
+            return 0, 0, after_partner_id
+        partner_ids = Partner.search(
+            [("id", ">", after_partner_id), *self._audience_domain()], order="id", limit=limit
+        ).ids
+        if not partner_ids:
+            return 0, 0, after_partner_id
+        entered = self._insert_participants(partner_ids, occurrence_at=occurrence_at)
+        return len(partner_ids), len(entered), partner_ids[-1]
+
+    def _enroll_partners(self, partner_ids, events=None, test=False):
+        """Enter the given contacts (optionally each with its triggering event); return the participants.
+
+        ``events`` maps partner id -> marketing.event. The entry policy
+        applies, except for test runs; the audience applies to all (the test
+        run checks its contact against it as the user running it).
+        """
+        self.ensure_one()
+        if not partner_ids:
+            return self.env["marketing.scenario.participant"]
+        events = events or {}
+        if test:
+            candidates = list(partner_ids)
+        else:
+            Partner = self._audience_partners()
+            if Partner is None:
+                _logger.warning("Scenario %s: its responsible user cannot search its company's contacts", self.id)
+                return self.env["marketing.scenario.participant"]
+            candidates = Partner._search([("id", "in", list(partner_ids)), *self._audience_domain()])
+            candidates = SQL("SELECT p.id AS partner_id FROM res_partner p WHERE p.id IN %s", candidates.subselect())
+        return self.env["marketing.scenario.participant"].browse(
+            self._insert_participants(candidates, events=events, test=test)
+        )
+
+    def _insert_participants(self, candidates, *, occurrence_at=None, events=None, test=False):
+        """Insert participants for ``candidates`` (SQL selecting partner_id, or ids), then their first steps.
+
+        Returns the new participants' ids.
+        """
+        Participant = self.env["marketing.scenario.participant"]
+        Participant.flush_model()
+        self.env["res.partner"].flush_model()
+        now = fields.Datetime.now()
+        events = events or {}
+        if isinstance(candidates, list):
+            candidates = SQL(
+                "SELECT unnest(%s::int[]) AS partner_id",
+                candidates,
+            )
+        policy = SQL("TRUE") if test else self._policy_sql("c", "partner_id", occurrence_at)
+        event_values = SQL(", ").join(
+            SQL("(%s, %s, %s)", partner_id, event.id, event.type_id.id) for partner_id, event in events.items()
+        )
+        event_join = (
+            SQL(
+                "LEFT JOIN (VALUES %s) AS ev (partner_id, event_id, type_id) ON ev.partner_id = c.partner_id",
+                event_values,
+            )
+            if events
+            else SQL(
+                "LEFT JOIN (SELECT NULL::int AS partner_id, NULL::int AS event_id, NULL::int AS type_id) ev ON FALSE"
+            )
+        )
+        roots = self.node_ids.filtered(lambda node: not node.parent_id)
+        root_dues = [(root.id, root._constant_due(now)) for root in roots]
+        # The first steps go in the same statement when their due time is the
+        # same for everybody (no send window, no date of the contact).
+        first_steps_in_sql = bool(root_dues) and all(due is not None for _root, due in root_dues)
+        first_steps = SQL()
+        if first_steps_in_sql:
+            first_steps = SQL(
+                """,
+                first_steps AS (
+                    INSERT INTO marketing_scenario_step (
+                        participant_id, node_id, scheduled_at, state, attempt, scenario_id, partner_id, company_id,
+                        is_test
+                    )
+                    SELECT e.id, r.node_id, r.scheduled_at, 'scheduled', 0, e.scenario_id, e.partner_id,
+                           e.company_id, e.is_test
+                      FROM entered e, unnest(%(nodes)s::int[], %(dues)s::timestamp[]) AS r (node_id, scheduled_at)
+                )
+                """,
+                nodes=[root_id for root_id, _due in root_dues],
+                dues=[due for _root_id, due in root_dues],
+            )
+            self.env["marketing.scenario.step"].flush_model()
+        self.env.cr.execute(
+            SQL(
+                """
+                WITH entered AS (
+                    INSERT INTO marketing_scenario_participant (
+                        scenario_id, partner_id, company_id, state, entered_at, occurrence_at, is_test,
+                        event_id, event_type_id, event_params
+                    )
+                    SELECT %(scenario)s, c.partner_id, %(company)s, 'running', %(now)s, %(occurrence)s, %(test)s,
+                           ev.event_id, ev.type_id, e.params
+                      FROM (%(candidates)s) c
+                      %(event_join)s
+                      LEFT JOIN marketing_event e ON e.id = ev.event_id
+                     WHERE %(policy)s
+                     ORDER BY c.partner_id
+                    RETURNING id, scenario_id, partner_id, company_id, is_test
+                ) %(first_steps)s
+                SELECT id FROM entered
+                """,
+                scenario=self.id,
+                company=self.company_id.id,
+                now=now,
+                occurrence=occurrence_at,
+                test=bool(test),
+                candidates=candidates,
+                event_join=event_join,
+                policy=policy,
+                first_steps=first_steps,
+            )
+        )
+        participant_ids = [row[0] for row in self.env.cr.fetchall()]
+        Participant.invalidate_model()
+        if participant_ids:
+            participants = Participant.browse(participant_ids)
+            Step = self.env["marketing.scenario.step"]
+            if first_steps_in_sql:
+                Step.invalidate_model()
+                Participant.invalidate_model(["step_ids"])
+            else:
+                Step._schedule_nodes([(roots, participants)])
+            if not roots:
+                participants._complete_if_done()
+        return participant_ids
+
+    # ------------------------------------------------------------------
+    # Schedule cron
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _cron_schedule(self, batch_size=ENROLL_BATCH_SIZE):
+        """Enter the audience of due now/date/repeat triggers, one batch per call."""
+        now = fields.Datetime.now()
+        domain = [
+            ("state", "=", "running"),
+            ("trigger_type", "in", ("now", "date", "repeat")),
+            "|",
+            ("enrolling_occurrence_at", "!=", False),
+            ("next_occurrence_at", "<=", now),
+        ]
+        scenario = self.search(domain, limit=1, order="id")
+        done = 0
+        if scenario:
+            done = scenario._schedule_one_batch(now, batch_size)
+        remaining = self.search_count(domain)
+        self.env["ir.cron"]._notify_progress(done=done, remaining=remaining)
+        nexts = self.search([("state", "=", "running"), ("next_occurrence_at", ">", now)]).mapped("next_occurrence_at")
+        if nexts:
+            self.env.ref("marketing_event_automation.ir_cron_scenario_schedule")._trigger(min(nexts))
+        return done
+
+    def _schedule_one_batch(self, now, batch_size):
+        self.ensure_one()
+        # Lock the scenario row: two schedule crons must not enter the same occurrence twice.
+        self.env.cr.execute(SQL("SELECT id FROM marketing_scenario WHERE id = %s FOR UPDATE SKIP LOCKED", self.id))
+        if not self.env.cr.fetchone():
+            return 0
+        if not self.enrolling_occurrence_at:
+            occurrence = self.next_occurrence_at
+            following = self._next_repeat(occurrence) if self.trigger_type == "repeat" else False
+            self.write(
+                {
+                    "enrolling_occurrence_at": occurrence,
+                    "next_occurrence_at": following,
+                    "enrolling_after_partner_id": 0,
+                }
+            )
+        gone_through, entered, last_partner_id = self._enroll_audience_batch(
+            self.enrolling_occurrence_at, after_partner_id=self.enrolling_after_partner_id, limit=batch_size
+        )
+        if gone_through < batch_size:
+            self.write({"enrolling_occurrence_at": False, "enrolling_after_partner_id": 0})
+        else:
+            self.write({"enrolling_after_partner_id": last_partner_id})
+        if entered:
+            self.env["marketing.scenario.step"]._wake_advance()
+        # The progress is the part of the audience gone through: a batch whose
+        # contacts the entry policy all kept out must not end the cron's run.
+        return gone_through
+
+    # ------------------------------------------------------------------
+    # Events: entries and exits
+    # ------------------------------------------------------------------
+
+    @api.model
+    def _consume_events(self, events, results):
+        """React to a batch of events of one type: exits, resumed waits, entries, score triggers."""
+        event_type = events.type_id
+        if len(event_type) != 1 or event_type.scope != "contact":
+            return
+        events = events.filtered("partner_id")
+        if not events:
+            return
+        self._apply_exit_events(events, event_type, results)
+        self.env["marketing.scenario.step"]._resume_waiting(events, event_type, results)
+        scenarios = self.search(
+            [("state", "=", "running"), ("trigger_type", "=", "event"), ("trigger_event_type_id", "=", event_type.id)]
+        )
+        for scenario in scenarios:
+            clauses = parse_params_filter(
+                scenario.trigger_params_filter, scenario.trigger_event_type_id.params_structure
+            )
+            matching = events.filtered(
+                lambda event, scenario=scenario, clauses=clauses: (
+                    scenario._reached_by(event) and params_match(clauses, event.params)
+                )
+            )
+            scenario._enter_from_events(matching, results)
+        if event_type.key == "score_changed":
+            self._trigger_score_scenarios(events, results)
+        if event_type.key in ("segment_entered", "segment_left"):
+            self._consume_segment_events(events, event_type.key, results)
+
+    def _reached_by(self, event):
+        """Whether ``event`` may move this scenario's contacts: an event of a company reaches only its scenarios.
+
+        Events without a company (Odoo's own about a contact, such as emails
+        opened) reach the scenarios of every company.
+        """
+        self.ensure_one()
+        return not event.company_id or event.company_id == self.company_id
+
+    def _enter_from_events(self, events, results):
+        self.ensure_one()
+        if not events:
+            return
+        # One entry per contact and batch: the first event of the batch wins.
+        by_partner = {}
+        for event in events.sorted("id"):
+            by_partner.setdefault(event.partner_id.id, event)
+        participants = self._enroll_partners(list(by_partner), events=by_partner)
+        entered = set(participants.mapped("partner_id").ids)
+        for partner_id, event in by_partner.items():
+            if partner_id in entered:
+                results[event.id]["entered"].append(self.name)
+        if participants:
+            self.env["marketing.scenario.step"]._wake_advance()
+
+    def _trigger_score_scenarios(self, events, results):
+        scenarios = self.search([("state", "=", "running"), ("trigger_type", "=", "score")])
+        for scenario in scenarios:
+            crossing = events.filtered(
+                lambda event, scenario=scenario: (
+                    scenario._reached_by(event)
+                    and not score_matches(
+                        scenario.score_operator, scenario.score_threshold, (event.params or {}).get("old")
+                    )
+                    and score_matches(
+                        scenario.score_operator, scenario.score_threshold, (event.params or {}).get("new")
+                    )
+                )
+            )
+            scenario._enter_from_events(crossing, results)
+
+    @api.model
+    def _apply_exit_events(self, events, event_type, results):
+        scenarios = self.search([("state", "in", ("running", "paused")), ("exit_event_type_ids", "in", event_type.ids)])
+        if not scenarios:
+            return
+        participants = self._running_participants(scenarios, events.partner_id)
+        if not participants:
+            return
+        events_by_partner = events.grouped("partner_id")
+        participants = participants.filtered(
+            lambda participant: any(
+                participant.scenario_id._reached_by(event) for event in events_by_partner[participant.partner_id]
+            )
+        )
+        if not participants:
+            return
+        reason = self.env._("Exit event: %(type)s", type=event_type.name)
+        participants._finish("exited", reason)
+        scenarios_by_partner = defaultdict(set)
+        for participant in participants:
+            scenarios_by_partner[participant.partner_id.id].add(participant.scenario_id)
+        for event in events:
+            results[event.id]["exited"].extend(
+                sorted(
+                    scenario.name
+                    for scenario in scenarios_by_partner.get(event.partner_id.id, ())
+                    if scenario._reached_by(event)
+                )
+            )
+
+    @api.model
+    def _running_participants(self, scenarios, partners):
+        """The real (not test) participants of ``partners`` running through ``scenarios``."""
+        return self.env["marketing.scenario.participant"].search(
+            [
+                ("scenario_id", "in", scenarios.ids),
+                ("partner_id", "in", partners.ids),
+                ("state", "=", "running"),
+                ("is_test", "=", False),
+            ]
+        )
+
+    # Segments ------------------------------------------------------------
+
+    def _segment_trigger_summary(self):
+        return self.env._(
+            "Enters %(segment)s", segment=self.trigger_segment_id.name or self.env._("a segment to choose")
+        )
+
+    @api.model
+    def _consume_segment_events(self, events, key, results):
+        """segment_entered starts the scenarios on that segment, segment_left ends their runs if they say so."""
+        by_segment = defaultdict(lambda: self.env["marketing.event"])
+        for event in events:
+            by_segment[(event.params or {}).get("segment_id")] |= event
+        segment_ids = [segment_id for segment_id in by_segment if segment_id]
+        domain = [("trigger_type", "=", "segment"), ("trigger_segment_id", "in", segment_ids)]
+        if key == "segment_entered":
+            for scenario in self.search([("state", "=", "running"), *domain]):
+                matching = by_segment[scenario.trigger_segment_id.id].filtered(scenario._reached_by)
+                scenario._enter_from_events(matching, results)
+            return
+        scenarios = self.search([("state", "in", ("running", "paused")), ("exit_on_segment_left", "=", True), *domain])
+        if not scenarios:
+            return
+        leaving = self._running_participants(scenarios, events.partner_id).filtered(
+            lambda participant: (
+                participant.partner_id in by_segment[participant.scenario_id.trigger_segment_id.id].partner_id
+            )
+        )
+        if not leaving:
+            return
+        leaving._finish("exited", self.env._("Left the segment"))
+        for participant in leaving:
+            for event in by_segment[participant.scenario_id.trigger_segment_id.id]:
+                if event.partner_id == participant.partner_id:
+                    results[event.id]["exited"].append(participant.scenario_id.name)

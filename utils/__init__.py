@@ -1,0 +1,1 @@
+# Helpers without the ORM: imported by the models, never importing them.
