@@ -191,29 +191,8 @@ class TestSegmentMembership(SegmentCommon):
         self.make_segment(
             [{"aggregate": "sum", "aggregate_path": "total", "threshold": 300}], logic="or", contact_domain="[]"
         )
-        counts = []
         # The first batch warms the caches (event types, segments' rules).
-        for size in (5, 10, 100):
-            partners = self.env["res.partner"].create(
-                [{"name": f"S{size}-{i}", "email": f"s{size}-{i}@example.org"} for i in range(size)]
-            )
-            self.dispatch()  # the contact_created events
-            self.Event._insert_events(
-                [
-                    {
-                        "type": self.type_purchase,
-                        "key": self.type_purchase.key,
-                        "partner_id": partner.id,
-                        "params": {"total": 500},
-                    }
-                    for partner in partners
-                ]
-            )
-            self.env.flush_all()
-            self.env.invalidate_all()
-            before = self.cr.sql_log_count
-            self.Event._cron_dispatch()
-            counts.append(self.cr.sql_log_count - before)
+        counts = self.dispatch_query_counts(self.type_purchase, {"total": 500}, (5, 10, 100), "S")
         self.assertEqual(
             self.env["marketing.segment.member"].search_count([("partner_id.name", "=like", "S100-%")]), 200
         )
