@@ -258,7 +258,7 @@ class TestSegmentUses(SegmentCommon):
         scenario = self.create_scenario(trigger_type="now", trigger_event_type_id=False)
         condition = self.add_node(scenario, "condition", condition_type="segment", condition_segment_id=self.buyers.id)
         yes = self.add_node(scenario, "tag_add", parent=condition, branch="yes", tag_ids=[(6, 0, self.tag_vip.ids)])
-        self.assertEqual(condition._flow_condition_description(), "In segment Buyers?")
+        self.assertEqual(condition._condition_description(), "In segment Buyers?")
         self.assertTrue(yes)
         scenario.action_start()
         scenario._enroll_partners((self.bob | self.carol).ids)
