@@ -15,25 +15,17 @@ incremental update of one dispatch batch (1,000 events of 1,000 contacts).
 """
 
 import argparse
-import subprocess
+import statistics
 import sys
 import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tools.dev import MODULE
-from tools.dev import addons_path_option
-from tools.dev import drop_database
-from tools.dev import odoo_command
+from tools.odoo_process import Workspace
 
 BENCH_SCRIPT = """
 import statistics
 import time
-from odoo import api, SUPERUSER_ID
-from odoo.modules.registry import Registry
-from odoo.tools import config
-config.parse_config(["-d", {db!r}, {addons!r}])
-registry = Registry({db!r})
 tag = "bench-" + {run!r}
 contacts, events = {contacts}, {events}
 with registry.cursor() as cr:
@@ -77,18 +69,15 @@ with registry.cursor() as cr:
         started = time.perf_counter()
         count = segment._count_matching()
         timings.append(time.perf_counter() - started)
-    print(f"COUNT {{count}} members of {{contacts}} contacts over {{events}} events:"
-          f" {{statistics.median(timings):.3f}} s (median of 3: {{', '.join(f'{{t:.3f}}' for t in timings)}})")
     cr.execute("DELETE FROM marketing_segment_member WHERE segment_id = %s", [segment.id])
     started = time.perf_counter()
     changes = segment._sync_members(emit=False)
-    entered = len(changes.get(segment.id, ([], []))[0])
-    print(f"FULL PASS {{entered}} members stored: {{time.perf_counter() - started:.3f}} s")
+    full_pass = time.perf_counter() - started
     batch = partner_ids[:: max(1, contacts // 1000)][:1000]
     started = time.perf_counter()
     segment._sync_members(set(batch), emit=False)
-    print(f"BATCH {{len(batch)}} contacts of one dispatch batch brought up to date:"
-          f" {{time.perf_counter() - started:.3f}} s")
+    emit_result({{"count": count, "timings": timings, "stored": len(changes.get(segment.id, ([], []))[0]),
+                  "full_pass": full_pass, "batch": len(batch), "batch_seconds": time.perf_counter() - started}})
     cr.rollback()
 """
 
@@ -100,32 +89,16 @@ def main():
     parser.add_argument("--database", help="an existing database with the module installed")
     parser.add_argument("--keep-db", action="store_true")
     options = parser.parse_args()
-    addons = addons_path_option()
-    db_name = options.database or f"mea_bench_{uuid.uuid4().hex[:8]}"
-    if not options.database:
-        print(f"Creating {db_name} (about two minutes)...")
-        subprocess.run(
-            odoo_command(
-                "-d", db_name, addons, "-i", MODULE, "--without-demo=all", "--stop-after-init", "--log-level=warn"
-            ),
-            check=True,
-        )
-    try:
-        script = BENCH_SCRIPT.format(
-            db=db_name,
-            addons=addons,
-            run=uuid.uuid4().hex[:6],
-            contacts=options.contacts,
-            events=options.events,
-        )
-        completed = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True)
-        print(completed.stdout, end="")
-        if completed.returncode:
-            print(completed.stderr[-3000:], file=sys.stderr)
-            sys.exit(completed.returncode)
-    finally:
-        if not options.database and not options.keep_db:
-            drop_database(db_name)
+    with Workspace("bench", keep_db=options.keep_db, database=options.database) as workspace:
+        code = BENCH_SCRIPT.format(run=uuid.uuid4().hex[:6], contacts=options.contacts, events=options.events)
+        result = workspace.run_script(code)
+    timings = ", ".join(f"{seconds:.3f}" for seconds in result["timings"])
+    print(
+        f"COUNT {result['count']} members of {options.contacts} contacts over {options.events} events:"
+        f" {statistics.median(result['timings']):.3f} s (median of 3: {timings})"
+    )
+    print(f"FULL PASS {result['stored']} members stored: {result['full_pass']:.3f} s")
+    print(f"BATCH {result['batch']} contacts of one dispatch batch brought up to date: {result['batch_seconds']:.3f} s")
 
 
 if __name__ == "__main__":
