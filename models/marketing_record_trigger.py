@@ -6,6 +6,9 @@ from odoo import models
 from odoo.exceptions import ValidationError
 from odoo.osv.expression import normalize_domain
 from odoo.tools.safe_eval import safe_eval
+from odoo.tools.translate import LazyTranslate
+
+_lt = LazyTranslate(__name__)
 
 RECORD_TRIGGERS = [
     ("created", "A record is created"),
@@ -27,7 +30,7 @@ PARAM_LINE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*:\s*([A-Za-z_][A-Za-z0-
 # names the module that brings it, for the marketer.
 PRESETS = {
     "sale_order_confirmed": {
-        "label": "Sales: order confirmed (purchase)",
+        "label": _lt("Sales: order confirmed (purchase)"),
         "model": "sale.order",
         "event_key": "purchase",
         "event_name": "Purchase",
@@ -38,7 +41,7 @@ PRESETS = {
         "params_mapping": "order: name\namount: amount_total\ncurrency: currency_id.name\nlines: order_line",
     },
     "cart_abandoned": {
-        "label": "eCommerce: cart abandoned (cart_abandoned)",
+        "label": _lt("eCommerce: cart abandoned (cart_abandoned)"),
         "model": "sale.order",
         "requires_field": "is_abandoned_cart",
         "event_key": "cart_abandoned",
@@ -55,7 +58,7 @@ PRESETS = {
         "params_mapping": "order: name\ntotal: amount_total\ncurrency: currency_id.name\nitems: order_line",
     },
     "invoice_paid": {
-        "label": "Invoicing: customer invoice paid (invoice_paid)",
+        "label": _lt("Invoicing: customer invoice paid (invoice_paid)"),
         "model": "account.move",
         "event_key": "invoice_paid",
         "event_name": "Invoice paid",
@@ -66,7 +69,7 @@ PRESETS = {
         "params_mapping": "invoice: name\namount: amount_total\ncurrency: currency_id.name",
     },
     "lead_won": {
-        "label": "CRM: opportunity won (lead_won)",
+        "label": _lt("CRM: opportunity won (lead_won)"),
         "model": "crm.lead",
         "event_key": "lead_won",
         "event_name": "Opportunity won",
@@ -77,7 +80,7 @@ PRESETS = {
         "params_mapping": "lead: name\nrevenue: expected_revenue\nstage: stage_id.name",
     },
     "lead_stage_changed": {
-        "label": "CRM: stage changed (lead_stage_changed)",
+        "label": _lt("CRM: stage changed (lead_stage_changed)"),
         "model": "crm.lead",
         "event_key": "lead_stage_changed",
         "event_name": "Opportunity stage changed",
@@ -88,7 +91,7 @@ PRESETS = {
         "params_mapping": "lead: name\nstage: stage_id.name",
     },
     "event_registration_confirmed": {
-        "label": "Events: registration confirmed (event_registered)",
+        "label": _lt("Events: registration confirmed (event_registered)"),
         "model": "event.registration",
         "event_key": "event_registered",
         "event_name": "Event registration confirmed",
@@ -99,7 +102,7 @@ PRESETS = {
         "params_mapping": "event: event_id.name\nevent_id: event_id.id",
     },
     "website_page_visited": {
-        "label": "Website: page visited by an identified visitor (page_visited)",
+        "label": _lt("Website: page visited by an identified visitor (page_visited)"),
         "model": "website.track",
         "event_key": "page_visited",
         "event_name": "Page visited",
@@ -115,7 +118,7 @@ PRESETS = {
 def _preset_selection(records):
     env = records.env
     return [
-        (code, preset["label"])
+        (code, str(preset["label"]))
         for code, preset in PRESETS.items()
         if preset["model"] in env and preset.get("requires_field", "id") in env[preset["model"]]._fields
     ]
