@@ -146,10 +146,12 @@ def command_run(options):
 # Tests of features built on optional Odoo apps, which the module does not
 # depend on: after the main run, each extra run installs the module with
 # those apps in a throwaway database of its own and runs only the tests of
-# its tag. The tag is excluded from the main run ("-standard" next to it),
-# where those tests could only skip, and a skip counts as a failure.
+# its tags. Those tags are excluded from the main run ("-standard" next to
+# them), where the tests could only skip, and a skip counts as a failure.
+# Several optional apps can share one extra database: one entry, their
+# modules and tags together.
 EXTRA_RUNS = [
-    {"modules": ["sale", "crm"], "tag": "mea_optional_apps"},
+    {"modules": ["sale", "crm"], "tags": ["mea_optional_apps"]},
 ]
 
 
@@ -201,8 +203,9 @@ def command_test(options):
     runs = [run_odoo_tests([MODULE, *apps], options.test_tags, options)]
     if options.test_tags == f"/{MODULE}" and not apps:
         for extra in EXTRA_RUNS:
-            print(f"\nExtra run with {', '.join(extra['modules'])}: tests tagged {extra['tag']}")
-            runs.append(run_odoo_tests([MODULE, *extra["modules"]], f"{extra['tag']}/{MODULE}", options))
+            print(f"\nExtra run with {', '.join(extra['modules'])}: tests tagged {', '.join(extra['tags'])}")
+            test_tags = ",".join(f"{tag}/{MODULE}" for tag in extra["tags"])
+            runs.append(run_odoo_tests([MODULE, *extra["modules"]], test_tags, options))
     report, returncode = merge_reports(runs)
     return summarize(report, returncode, time.time() - started)
 

@@ -85,4 +85,6 @@ class TestMergeReports(unittest.TestCase):
     def test_every_extra_run_names_its_apps_and_a_tag(self):
         for extra in EXTRA_RUNS:
             self.assertTrue(extra["modules"])
-            self.assertRegex(extra["tag"], r"^\w+$")
+            self.assertTrue(extra["tags"])
+            for tag in extra["tags"]:
+                self.assertRegex(tag, r"^\w+$")
