@@ -9,14 +9,18 @@ from . import mailing_list
 from . import mailing_mailing
 from . import mailing_subscription
 from . import mailing_trace
+from . import marketing_coupon
+from . import marketing_coupon_list
 from . import marketing_engagement_log
 from . import marketing_engagement_rule
 from . import marketing_event
 from . import marketing_event_category
+from . import marketing_event_coupon
 from . import marketing_event_source
 from . import marketing_event_type
 from . import marketing_record_trigger
 from . import marketing_scenario
+from . import marketing_scenario_coupon
 from . import marketing_scenario_enrollment
 from . import marketing_scenario_node
 from . import marketing_scenario_participant
@@ -28,6 +32,7 @@ from . import marketing_segment_member
 from . import marketing_segment_rule
 from . import marketing_system_automation
 from . import marketing_system_automation_job
+from . import marketing_system_automation_job_coupon
 from . import marketing_system_automation_run
 from . import marketing_system_automation_run_job
 from . import marketing_system_schedule

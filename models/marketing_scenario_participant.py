@@ -56,6 +56,14 @@ class MarketingScenarioParticipant(models.Model):
     event_params = fields.Json(
         string="Event Parameters", readonly=True, help="Parameters of the triggering event, available to templates."
     )
+    coupon_id = fields.Many2one(
+        "marketing.coupon",
+        readonly=True,
+        ondelete="set null",
+        index="btree_not_null",
+        help="The code a Give a coupon node handed to the contact in this run.",
+    )
+    coupon_code = fields.Char(related="coupon_id.code", string="Coupon Code")
     is_test = fields.Boolean(string="Test Run", readonly=True, help="Test runs are left out of the statistics.")
     step_ids = fields.One2many("marketing.scenario.step", "participant_id", string="Steps")
     step_count = fields.Integer(compute="_compute_step_count")

@@ -41,6 +41,12 @@ CART_ITEMS = Markup(
     "<p><strong>%s <t t-out=\"object.marketing_event_params.get('total')\"/> "
     "<t t-out=\"object.marketing_event_params.get('currency') or ''\"/></strong></p>"
 )
+# The code a Give a coupon node handed to the contact, in the emails after it.
+COUPON_CODE = Markup('<strong t-out="object.marketing_coupon_code"/>')
+# Codes generated into the coupon list a template creates (the list's form
+# generates more; coupon_list_low tells when it runs low).
+TEMPLATE_COUPON_CODES = 1000
+TEMPLATE_COUPON_LOW = 100
 
 
 class MarketingScenarioTemplate(models.Model):
@@ -152,6 +158,20 @@ class MarketingScenarioTemplate(models.Model):
         node.mailing_id.sudo().write({"subject": subject, "preview": preview, "body_arch": html, "body_html": html})
         return node
 
+    def _coupon(self, scenario, parent, name, *, list_name, prefix, value, **values):
+        """A Give a coupon node on a coupon list of its own, created with the scenario and its codes."""
+        coupon_list = self.env["marketing.coupon.list"].create(
+            {
+                "name": list_name,
+                "company_id": scenario.company_id.id,
+                "code_prefix": prefix,
+                "value_description": value,
+                "low_threshold": TEMPLATE_COUPON_LOW,
+            }
+        )
+        coupon_list._generate(TEMPLATE_COUPON_CODES)
+        return self._node(scenario, "coupon", parent, name=name, coupon_list_id=coupon_list.id, **values)
+
     @staticmethod
     def _paragraphs(*paragraphs):
         return Markup("").join(Markup("<p>%s</p>") % paragraph for paragraph in paragraphs)
@@ -206,16 +226,24 @@ class MarketingScenarioTemplate(models.Model):
         wait_4 = self._node(
             scenario, "wait", tips, name=self.env._("4 days later"), wait_amount=4, wait_unit="days", **window
         )
-        self._email(
+        gift = self._coupon(
             scenario,
             wait_4,
+            self.env._("First order code"),
+            list_name=self.env._("Welcome series: 10% off the first order"),
+            prefix="WELCOME-",
+            value=self.env._("10% off the first order"),
+        )
+        self._email(
+            scenario,
+            gift,
             self.env._("First order gift email"),
             subject=self.env._("A gift for your first order"),
-            preview=self.env._("10% off with the code WELCOME10."),
+            preview=self.env._("10% off with your personal code."),
             body=self._paragraphs(
                 self._hello(),
                 self.env._("A week ago you joined us. To celebrate, enjoy 10% off your first order with the code:"),
-                Markup("<strong>WELCOME10</strong>"),
+                COUPON_CODE,
             ),
         )
         return scenario
@@ -259,19 +287,27 @@ class MarketingScenarioTemplate(models.Model):
             wait_amount=1,
             wait_unit="days",
         )
-        self._email(
+        code = self._coupon(
             scenario,
             second_wait,
+            self.env._("Cart code"),
+            list_name=self.env._("Abandoned cart: 10% off"),
+            prefix="CART-",
+            value=self.env._("10% off the cart"),
+            branch="no",
+        )
+        self._email(
+            scenario,
+            code,
             self.env._("Cart coupon"),
             subject=self.env._("10% off the cart you left"),
-            preview=self.env._("Use the code CART10 before it expires."),
+            preview=self.env._("Use your personal code before it expires."),
             body=self._paragraphs(self._hello(), self.env._("Still thinking about it? Your cart:"))
             + CART_ITEMS % self.env._("Total:")
             + self._paragraphs(
                 self.env._("Complete your order within 48 hours and get 10% off with the code:"),
-                Markup("<strong>CART10</strong>"),
+                COUPON_CODE,
             ),
-            branch="no",
         )
         return scenario
 
@@ -383,18 +419,26 @@ class MarketingScenarioTemplate(models.Model):
             score_delta=5,
             score_reason=self.env._("Came back after the re-engagement email"),
         )
-        last_chance = self._email(
+        comeback = self._coupon(
             scenario,
             clicked,
+            self.env._("Come-back code"),
+            list_name=self.env._("Re-engagement: 15% off"),
+            prefix="COMEBACK-",
+            value=self.env._("15% off the next order"),
+            branch="no",
+        )
+        last_chance = self._email(
+            scenario,
+            comeback,
             self.env._("Last chance offer"),
             subject=self.env._("15% off, just for you"),
-            preview=self.env._("Come back with the code COMEBACK15."),
+            preview=self.env._("Come back with your personal code."),
             body=self._paragraphs(
                 self._hello(),
                 self.env._("We would love to see you again: here is 15% off your next order with the code:"),
-                Markup("<strong>COMEBACK15</strong>"),
+                COUPON_CODE,
             ),
-            branch="no",
         )
         second_week = self._node(
             scenario, "wait", last_chance, name=self.env._("Another week"), wait_amount=7, wait_unit="days"
@@ -447,16 +491,26 @@ class MarketingScenarioTemplate(models.Model):
             window_end=12.0,
             window_timezone="contact",
         )
-        self._email(
+        present = self._coupon(
             scenario,
             wait,
+            self.env._("Birthday code"),
+            list_name=self.env._("Birthday: 20% off"),
+            prefix="BDAY-",
+            value=self.env._("20% off for a week"),
+            # A new code each year: last year's may have been used or expired.
+            coupon_same_again=False,
+        )
+        self._email(
+            scenario,
+            present,
             self.env._("Birthday email"),
             subject=self.env._("Happy birthday!"),
             preview=self.env._("A present is waiting for you."),
             body=self._paragraphs(
                 Markup("%s <t t-out=\"object.name or ''\"/>!") % self.env._("Happy birthday"),
                 self.env._("To celebrate, here is 20% off anything you like this week with the code:"),
-                Markup("<strong>BIRTHDAY20</strong>"),
+                COUPON_CODE,
             ),
         )
         return scenario
@@ -474,9 +528,17 @@ class MarketingScenarioTemplate(models.Model):
             objective_days=30,
         )
         vip = self._node(scenario, "tag_add", name=self.env._("Tag as VIP"), tag_ids=[(6, 0, self._tag("VIP").ids)])
-        reward = self._email(
+        vip_code = self._coupon(
             scenario,
             vip,
+            self.env._("VIP code"),
+            list_name=self.env._("VIP reward: 15% off and free shipping"),
+            prefix="VIP-",
+            value=self.env._("15% off and free shipping"),
+        )
+        reward = self._email(
+            scenario,
+            vip_code,
             self.env._("Reward email"),
             subject=self.env._("Thank you: a reward for our best customers"),
             preview=self.env._("You are one of our most engaged customers."),
@@ -484,7 +546,7 @@ class MarketingScenarioTemplate(models.Model):
                 self._hello(),
                 self.env._("You are one of our most engaged customers, and we want to thank you."),
                 self.env._("Enjoy free shipping and 15% off your next order with the code:"),
-                Markup("<strong>VIP15</strong>"),
+                COUPON_CODE,
             ),
         )
         used = self._node(
@@ -706,6 +768,63 @@ class _DemoHistory:
         trace = self.send(node, participant.partner_id, moment)
         return self.step(participant, node, moment, branch="always", result=self.env._("Sent"), trace_id=trace.id)
 
+    def coupon_step(self, steps, participant, node, moment):
+        """The done step of a Give a coupon node; its result (the code) is filled by give_coupons."""
+        step = self.step(participant, node, moment, branch="always")
+        steps.append(step)
+        return step
+
+    def give_coupons(self, node, handouts):
+        """Hand the codes of ``node``'s list to the participants ``[(participant, moment, step)]``.
+
+        As the engine does: one claim for the contacts without a code of the
+        list (a contact back for another cart gets the same code again), the
+        codes stored on the participants, given at the moment of the step.
+        Returns {participant id: code}.
+        """
+        coupon_list = node.coupon_list_id
+        partner_ids = list(dict.fromkeys(participant.partner_id.id for participant, _moment, _step in handouts))
+        claimed = coupon_list._claim(partner_ids, node=node)
+        given, moments, codes = [], {}, {}
+        for participant, moment, step in handouts:
+            coupon_id, code = claimed[participant.partner_id.id]
+            moments.setdefault(coupon_id, moment)
+            step["result"] = code
+            given.append((participant.id, coupon_id))
+            codes[participant.id] = code
+        node._store_participant_coupons(given)
+        if moments:
+            self.env.cr.execute(
+                SQL(
+                    "UPDATE marketing_coupon c SET given_at = v.moment"
+                    " FROM unnest(%s::int[], %s::timestamp[]) AS v (id, moment) WHERE c.id = v.id",
+                    list(moments),
+                    list(moments.values()),
+                )
+            )
+            self.env["marketing.coupon"].invalidate_model()
+        return codes
+
+    def redeem_coupons(self, coupon_list, codes, purchases):
+        """Mark redeemed, at the purchase, the codes that the purchases after the coupon email used."""
+        redeemed = {}
+        for participant, bought, _params, with_coupon in purchases:
+            code = codes.get(participant.id) if with_coupon else None
+            if code:
+                redeemed.setdefault(code, bought)
+        if redeemed:
+            self.env.cr.execute(
+                SQL(
+                    "UPDATE marketing_coupon c SET state = 'redeemed', redeemed_at = v.moment"
+                    " FROM unnest(%s::varchar[], %s::timestamp[]) AS v (code, moment)"
+                    " WHERE c.list_id = %s AND c.code = v.code",
+                    list(redeemed),
+                    list(redeemed.values()),
+                    coupon_list.id,
+                )
+            )
+            self.env["marketing.coupon"].invalidate_model()
+
     def participant(self, scenario, partner, moment, event_params):
         return self.env["marketing.scenario.participant"].create(
             {
@@ -722,9 +841,9 @@ class _DemoHistory:
         participant.write({"state": "completed", "ended_at": moment, "end_reason": self.env._("All steps done")})
 
     def run_welcome(self, scenario, signups):
-        """Welcome email at signup, 3 days, second email, 4 days, third email; later steps still scheduled."""
-        email_1, wait_3, email_2, wait_4, email_3 = scenario.node_ids
-        steps = []
+        """Welcome email at signup, 3 days, second email, 4 days, code, third email; later steps still scheduled."""
+        email_1, wait_3, email_2, wait_4, gift, email_3 = scenario.node_ids
+        steps, handouts = [], []
         waited = self.env._("Waited")
         for moment, partner in signups:
             participant = self.participant(scenario, partner, moment, {})
@@ -738,20 +857,22 @@ class _DemoHistory:
             steps.append(self.step(participant, wait_4, third, branch="always", result=waited))
             if third > self.now:
                 continue
+            handouts.append((participant, third, self.coupon_step(steps, participant, gift, third)))
             steps.append(self.email_step(participant, email_3, third))
             self.finish(participant, third)
         for step in steps:
             if step["state"] == "scheduled":
                 step["result"] = step["branch"] = False
+        self.give_coupons(gift, handouts)
         self.env["marketing.scenario.step"].create(steps)
 
     def run_cart(self, scenario, carts):
         """Wait 4 h for a purchase, reminder, wait a day, coupon; a quarter buy at once, others later or never."""
-        wait_1, reminder, wait_2, coupon = scenario.node_ids
+        wait_1, reminder, wait_2, give, coupon = scenario.node_ids
         received = self.env._("%(type)s received", type=self.event_type("purchase").name)
         timed_out = self.env._("Timed out")
         busy_until = {}
-        steps = []
+        steps, handouts, purchases = [], [], []
         for moment, partner, params in carts:
             self.event("cart_abandoned", partner, moment, params)
             luck = self.rng.random()
@@ -780,10 +901,19 @@ class _DemoHistory:
                     end = bought
                 else:
                     steps.append(self.step(participant, wait_2, second_timeout, branch="no", result=timed_out))
+                    step = self.coupon_step(steps, participant, give, second_timeout)
+                    handouts.append((participant, second_timeout, step))
                     steps.append(self.email_step(participant, coupon, second_timeout))
                     end = second_timeout
             if bought:
-                self.purchase(partner, bought, params, coupon="CART10" if bought >= second_timeout else None)
+                purchases.append((participant, bought, params, bought >= second_timeout))
             self.finish(participant, end)
             busy_until[partner.id] = end
+        codes = self.give_coupons(give, handouts)
+        for participant, bought, params, with_coupon in purchases:
+            code = codes.get(participant.id) if with_coupon else None
+            self.purchase(participant.partner_id, bought, params, coupon=code)
+            if code:
+                self.event("coupon_redeemed", participant.partner_id, bought, {"code": code})
+        self.redeem_coupons(give.coupon_list_id, codes, purchases)
         self.env["marketing.scenario.step"].create(steps)

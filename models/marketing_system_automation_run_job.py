@@ -2,8 +2,6 @@ from odoo import api
 from odoo import fields
 from odoo import models
 
-from .marketing_system_automation_job import JOB_TYPES
-
 
 class MarketingSystemAutomationRunJob(models.Model):
     _name = "marketing.system.automation.run.job"
@@ -14,7 +12,8 @@ class MarketingSystemAutomationRunJob(models.Model):
     company_id = fields.Many2one(related="run_id.company_id", store=True, index=True)
     job_id = fields.Many2one("marketing.system.automation.job", ondelete="set null", index=True)
     sequence = fields.Integer(default=10)
-    job_type = fields.Selection(JOB_TYPES, readonly=True)
+    # The jobs' own selection, extensions (selection_add) included.
+    job_type = fields.Selection("_selection_job_type", readonly=True)
     job_type_label = fields.Char(compute="_compute_job_type_label")
     state = fields.Selection(
         [("pending", "Pending"), ("done", "Done"), ("failed", "Failed"), ("canceled", "Canceled")],
@@ -38,6 +37,10 @@ class MarketingSystemAutomationRunJob(models.Model):
     finished_at = fields.Datetime(readonly=True)
 
     @api.depends("job_type")
+    @api.model
+    def _selection_job_type(self):
+        return self.env["marketing.system.automation.job"]._fields["job_type"]._description_selection(self.env)
+
     def _compute_job_type_label(self):
         labels = dict(self._fields["job_type"]._description_selection(self.env))
         for run_job in self:

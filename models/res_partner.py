@@ -106,6 +106,12 @@ class ResPartner(models.Model):
         help="In scenario emails and SMS: the parameters of the event that made the contact enter "
         "(e.g. object.marketing_event_params.get('items')).",
     )
+    marketing_coupon_code = fields.Char(
+        string="Coupon Code",
+        compute="_compute_marketing_coupon_code",
+        help="In scenario emails and SMS: the code a Give a coupon node handed to the contact in this run "
+        "(object.marketing_coupon_code).",
+    )
 
     engagement_log_count = fields.Integer(
         string="Score Changes", compute="_compute_engagement_log_count", groups="base.group_user"
@@ -235,6 +241,14 @@ class ResPartner(models.Model):
         params = json.loads(self.env.context.get("marketing_event_params") or "{}")
         for partner in self:
             partner.marketing_event_params = params.get(str(partner.id)) or {}
+
+    @api.depends_context("marketing_coupon_codes")
+    def _compute_marketing_coupon_code(self):
+        # As the event params: the engine puts each contact's code of the
+        # run in the context of the batch it renders, as a JSON string.
+        codes = json.loads(self.env.context.get("marketing_coupon_codes") or "{}")
+        for partner in self:
+            partner.marketing_coupon_code = codes.get(str(partner.id)) or ""
 
     def write(self, vals):
         score = self._marketing_pop_score_values(vals)

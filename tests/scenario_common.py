@@ -106,6 +106,22 @@ class ScenarioCommon(MarketingAutomationCommon):
         return fields.Datetime.now()
 
 
+class CommittedLeftovers:
+    """For tests whose engines commit on cursors of their own: the crons' triggers and the events
+    such runs log (contact created, scenario completed...) are removed afterwards, or they would
+    reach the next tests' dispatches."""
+
+    def remember_last_ids(self, cr):
+        cr.execute("SELECT COALESCE(max(id), 0) FROM ir_cron_trigger")
+        self.max_trigger_id = cr.fetchone()[0]
+        cr.execute("SELECT COALESCE(max(id), 0) FROM marketing_event")
+        self.max_event_id = cr.fetchone()[0]
+
+    def remove_leftovers(self, cr):
+        cr.execute("DELETE FROM ir_cron_trigger WHERE id > %s", [self.max_trigger_id])
+        cr.execute("DELETE FROM marketing_event WHERE id > %s", [self.max_event_id])
+
+
 class WebhookReceiver:
     """A real HTTP server on 127.0.0.1 that records requests and answers the queued statuses.
 

@@ -53,6 +53,11 @@ INTENDED_RIGHTS = {
     "marketing.segment.member": {"marketing_user": "r", "marketing_manager": "r"},
     # Record events create Odoo automation rules: administrators only.
     "marketing.record.trigger": {"marketing_user": "r", "marketing_manager": "rwcu"},
+    # Coupon lists: marketers keep them; their codes are written by imports,
+    # generation and the engine (in SQL), read by marketers, purged by administrators.
+    "marketing.coupon.list": {"marketing_user": "rwcu", "marketing_manager": "rwcu"},
+    "marketing.coupon": {"marketing_user": "r", "marketing_manager": "ru"},
+    "marketing.coupon.import.wizard": {"marketing_user": "rwc", "marketing_manager": "rwc"},
 }
 
 # Odoo models the module extends: their rights stay Odoo's (the module adds no
@@ -77,6 +82,7 @@ EXTENDED_MODELS = {
         # Segments are the marketers' business.
         "marketing_segment_member_ids": "marketing_event_automation.group_marketing_automation_user",
         "marketing_segment_ids": "marketing_event_automation.group_marketing_automation_user",
+        "marketing_coupon_code": None,
     },
     "res.company": {
         "engagement_decay_enabled": None,

@@ -14,6 +14,7 @@ from odoo.tools import mute_logger
 
 from ..utils.table_statistics import STALE_STATISTICS_MARGIN
 from ..utils.table_statistics import analyze_if_stale
+from .scenario_common import CommittedLeftovers
 from .scenario_common import ScenarioCommon
 
 CACHE_SLACK = 2
@@ -167,7 +168,7 @@ class TestScenarioQueryCountByNode(ScenarioCommon, MockEmail):
 
 
 @tagged("post_install", "-at_install")
-class TestScenarioConcurrency(TransactionCase):
+class TestScenarioConcurrency(CommittedLeftovers, TransactionCase):
     """Two advance crons on the same due steps, each with its own database transaction."""
 
     SIZE = 30
@@ -176,10 +177,7 @@ class TestScenarioConcurrency(TransactionCase):
         super().setUp()
         with self.registry.cursor() as cr:
             env = api.Environment(cr, SUPERUSER_ID, {"tracking_disable": True})
-            cr.execute("SELECT COALESCE(max(id), 0) FROM ir_cron_trigger")
-            self.max_trigger_id = cr.fetchone()[0]
-            cr.execute("SELECT COALESCE(max(id), 0) FROM marketing_event")
-            self.max_event_id = cr.fetchone()[0]
+            self.remember_last_ids(cr)
             partners = env["res.partner"].create(
                 [{"name": f"Concurrent {i}", "email": f"concurrent{i}@example.org"} for i in range(self.SIZE)]
             )
@@ -211,10 +209,7 @@ class TestScenarioConcurrency(TransactionCase):
             scenario.unlink()
             env["mailing.mailing"].browse(self.ids["mailing"]).unlink()
             env["res.partner"].browse(self.ids["partners"]).unlink()
-            cr.execute("DELETE FROM ir_cron_trigger WHERE id > %s", [self.max_trigger_id])
-            # The committed run logged events (contact created, scenario completed and
-            # finished): left pending, they would reach the next tests' dispatches.
-            cr.execute("DELETE FROM marketing_event WHERE id > %s", [self.max_event_id])
+            self.remove_leftovers(cr)
 
     def test_a_step_never_runs_twice(self):
         barrier = threading.Barrier(2)

@@ -55,13 +55,15 @@ class TestScenarioTemplates(ScenarioCommon, MockEmail):
                 ("wait", "email", "always"),
                 ("email", "wait", "always"),
                 ("wait", "email", "always"),
-                ("email", "wait", "always"),
+                ("coupon", "wait", "always"),
+                ("email", "coupon", "always"),
             ],
             "abandoned_cart": [
                 ("wait_event", None, "always"),
                 ("email", "wait_event", "no"),
                 ("wait_event", "email", "always"),
-                ("email", "wait_event", "no"),
+                ("coupon", "wait_event", "no"),
+                ("email", "coupon", "always"),
             ],
             "post_purchase_review": [
                 ("wait", None, "always"),
@@ -75,15 +77,17 @@ class TestScenarioTemplates(ScenarioCommon, MockEmail):
                 ("wait", "email", "always"),
                 ("condition", "wait", "always"),
                 ("score", "condition", "yes"),
-                ("email", "condition", "no"),
+                ("coupon", "condition", "no"),
+                ("email", "coupon", "always"),
                 ("wait", "email", "always"),
                 ("condition", "wait", "always"),
                 ("tag_add", "condition", "no"),
             ],
-            "birthday": [("wait", None, "always"), ("email", "wait", "always")],
+            "birthday": [("wait", None, "always"), ("coupon", "wait", "always"), ("email", "coupon", "always")],
             "engagement_reward": [
                 ("tag_add", None, "always"),
-                ("email", "tag_add", "always"),
+                ("coupon", "tag_add", "always"),
+                ("email", "coupon", "always"),
                 ("wait_event", "email", "always"),
                 ("score", "wait_event", "yes"),
             ],
@@ -112,6 +116,28 @@ class TestScenarioTemplates(ScenarioCommon, MockEmail):
             hygiene.trigger_event_type_id, self.env.ref("marketing_event_automation.event_type_email_bounced")
         )
         self.assertTrue(hygiene.objective_prompt_skipped, "a cleaning scenario does not ask for an objective")
+
+    def test_discount_templates_create_their_coupon_list(self):
+        for key, prefix in (
+            ("welcome_series", "WELCOME-"),
+            ("abandoned_cart", "CART-"),
+            ("reengagement", "COMEBACK-"),
+            ("birthday", "BDAY-"),
+            ("engagement_reward", "VIP-"),
+        ):
+            with self.subTest(template=key):
+                scenario = self.template(key).with_user(self.marketing_user)._create_scenario()
+                give = scenario.node_ids.filtered(lambda node: node.node_type == "coupon")
+                coupon_list = give.coupon_list_id
+                self.assertEqual((coupon_list.available_count, coupon_list.company_id), (1000, scenario.company_id))
+                self.assertTrue(all(code.startswith(prefix) for code in coupon_list.coupon_ids.mapped("code")))
+                email = give.child_ids
+                self.assertEqual(email.node_type, "email")
+                self.assertIn('t-out="object.marketing_coupon_code"', email.mailing_id.body_html)
+                again = self.template(key)._create_scenario()
+                self.assertNotEqual(
+                    again.node_ids.coupon_list_id, coupon_list, "each scenario hands out codes of its own list"
+                )
 
     def test_missing_event_types_are_registered(self):
         EventType = self.EventType.with_context(active_test=False)
@@ -167,7 +193,12 @@ class TestScenarioTemplates(ScenarioCommon, MockEmail):
         # No purchase the next day either: the coupon reminder follows, with the same cart.
         with self.mock_mail_gateway():
             self.advance_at(start + timedelta(days=1, hours=4, minutes=2))
-        coupon = self.env["mail.mail"].sudo().search([("mailing_id", "=", scenario.node_ids[3].mailing_id.id)])
-        self.assertIn("CART10", coupon.body_html)
+        # The fixed code CART10 gave way to a code of the scenario's own coupon list, one per contact.
+        give = scenario.node_ids[3]
+        code = self.participant_of(scenario, self.partner).coupon_code
+        self.assertTrue(code.startswith("CART-"))
+        self.assertEqual(give.coupon_list_id.given_count, 1)
+        coupon = self.env["mail.mail"].sudo().search([("mailing_id", "=", scenario.node_ids[4].mailing_id.id)])
+        self.assertIn(f"<strong>{code}</strong>", coupon.body_html)
         self.assertIn("Red shoe", coupon.body_html)
         self.assertEqual(self.participant_of(scenario, self.partner).state, "completed")

@@ -96,7 +96,8 @@ class TestScenarioStatistics(ScenarioCommon, MockEmail):
         self.scenario.write({"trigger_event_type_id": self.type_cart.id})
         for node in self.scenario.node_ids.filtered(lambda node: node.node_type == "wait_event"):
             node.wait_event_type_id = self.type_purchase
-        self.wait_1, self.reminder, self.wait_2, self.coupon = self.scenario.node_ids
+        # The template's Give a coupon node (issue 21) comes before the coupon email.
+        self.wait_1, self.reminder, self.wait_2, self.give, self.coupon = self.scenario.node_ids
         self.scenario.action_start()
         cart = {"total": 10, "items": [{"sku": "A"}]}
         # Alice and Bob enter on day 0, Carol and Dave on day 1.
@@ -137,6 +138,7 @@ class TestScenarioStatistics(ScenarioCommon, MockEmail):
                 ("Purchase within 4 hours?", 4, 100.0),
                 ("Cart reminder", 3, 75.0),
                 ("Purchase within a day?", 3, 75.0),
+                ("Cart code", 2, 50.0),
                 ("Cart coupon", 2, 50.0),
             ],
         )
@@ -151,14 +153,16 @@ class TestScenarioStatistics(ScenarioCommon, MockEmail):
         )
         self.assertEqual((scenario.objective_count, scenario.conversion_rate), (2, 50.0))
         html = str(scenario.funnel_html)
-        self.assertEqual(html.count("o_mea_funnel_row"), 9)
+        self.assertEqual(
+            html.count("o_mea_funnel_row"), 10, "six path rows (the coupon node among them), four email rows"
+        )
         self.assertIn("Cart coupon", html)
         self.assertIn("width: 75.0%", html)
 
     def test_funnel_of_an_empty_scenario(self):
         scenario = self.env.ref("marketing_event_automation.scenario_template_welcome_series")._create_scenario()
         funnel = scenario._funnel_data()
-        self.assertEqual([row["count"] for row in funnel["path"]], [0, 0, 0, 0, 0, 0])
+        self.assertEqual([row["count"] for row in funnel["path"]], [0, 0, 0, 0, 0, 0, 0], "entered and six nodes")
         self.assertEqual([row["rate"] for row in funnel["email"]], [0.0, 0.0, 0.0, 0.0])
 
     def test_entries_over_time(self):
@@ -260,4 +264,4 @@ class TestScenarioTemplateTour(MarketingAutomationHttpCommon, ScenarioCommon):
         scenario = self.Scenario.search([("template_id", "=", template.id)]) - before
         self.assertEqual(len(scenario), 1)
         self.assertEqual((scenario.state, scenario.create_uid), ("running", self.marketing_user))
-        self.assertEqual(len(scenario.node_ids), 4)
+        self.assertEqual(len(scenario.node_ids), 5, "the template with its Give a coupon node (issue 21)")

@@ -26,6 +26,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 WORK_DIR = REPO_ROOT / ".odoo"
 HARNESS = REPO_ROOT / "tools" / "odoo_harness.py"
 POT_PATH = REPO_ROOT / "i18n" / f"{MODULE}.pot"
+# Tests of the Loyalty bridge: run only in a database where Loyalty is installed.
+LOYALTY_TAG = "mea_loyalty"
+OPTIONAL_APPS_TAG = "mea_optional_apps"
+# Odoo apps the module works with but does not depend on, with the tag of
+# their tests: (apps, tag). Their tests all run in ONE extra database where
+# every one of these apps is installed; the main run never collects them (a
+# skipped test counts as a failure here).
+OPTIONAL_APPS = [
+    (["loyalty"], LOYALTY_TAG),
+    (["sale", "crm"], OPTIONAL_APPS_TAG),
+]
 
 
 def fail(message):
@@ -143,28 +154,38 @@ def command_run(options):
     )
 
 
-# Tests of features built on optional Odoo apps, which the module does not
-# depend on: after the main run, each extra run installs the module with
-# those apps in a throwaway database of its own and runs only the tests of
-# its tags. Those tags are excluded from the main run ("-standard" next to
-# them), where the tests could only skip, and a skip counts as a failure.
-# Several optional apps can share one extra database: one entry, their
-# modules and tags together.
-EXTRA_RUNS = [
-    {"modules": ["sale", "crm"], "tags": ["mea_optional_apps"]},
-]
+def test_runs(options):
+    """The test runs of the command: [(label, modules to install, test tags)].
+
+    The full run is two runs: every test of the module in a database without
+    any optional app, then the tests of the optional apps (the tags of
+    OPTIONAL_APPS) in a second throwaway database where all of them are
+    installed, so that the module is tested both without its optional
+    partners and with them.
+    """
+    apps = [app for app_modules, _tag in OPTIONAL_APPS for app in app_modules]
+    tags = [tag for _app_modules, tag in OPTIONAL_APPS]
+    if options.test_tags is None:
+        return [
+            ("main", [MODULE], ",".join([f"/{MODULE}", *(f"-{tag}" for tag in tags)])),
+            ("optional apps", [MODULE, *apps], ",".join(f"{tag}/{MODULE}" for tag in tags)),
+        ]
+    if options.with_optional_apps:
+        return [("optional apps", [MODULE, *apps], options.test_tags)]
+    return [("main", [MODULE], options.test_tags)]
 
 
-def run_odoo_tests(modules, test_tags, options):
-    """Install ``modules`` in a throwaway database, run the tests of ``test_tags``; return (report, exit code)."""
+def run_tests_once(options, modules, test_tags, demo=True):
+    """Install ``modules`` in a throwaway database with --test-enable; return (report, exit code)."""
     db_name = f"mea_test_{uuid.uuid4().hex[:10]}"
+    addons = addons_path_option()
     port = options.port or free_port()
     with tempfile.TemporaryDirectory(prefix="mea-test-") as tmp:
         report_path = Path(tmp) / "report.json"
         args = [
             "-d",
             db_name,
-            addons_path_option(),
+            addons,
             "-i",
             ",".join(modules),
             "--test-enable",
@@ -174,6 +195,8 @@ def run_odoo_tests(modules, test_tags, options):
             f"--http-port={port}",
             "--max-cron-threads=0",
         ]
+        if not demo:
+            args.append("--without-demo=all")
         try:
             completed = subprocess.run([sys.executable, str(HARNESS), str(report_path), "--", *args], check=False)
             report = json.loads(report_path.read_text()) if report_path.exists() else None
@@ -184,30 +207,36 @@ def run_odoo_tests(modules, test_tags, options):
 
 
 def merge_reports(runs):
-    """One report and exit code for several (report, exit code) runs: counts added, problems kept."""
-    if any(report is None for report, _code in runs):
-        return None, max(code for _report, code in runs)
+    """One report for several runs [(label, report, exit code)]: counts summed, a missing report is a failure."""
     merged = {"exit_code": 0, "tests_run": 0, "failures": 0, "errors": 0, "skipped": 0, "severe_log_records": []}
-    for report, _code in runs:
+    returncode = 0
+    for label, report, code in runs:
+        returncode = returncode or code
+        if report is None:
+            merged["severe_log_records"].append(f"the {label} run produced no report (exit code {code})")
+            continue
         for key in ("tests_run", "failures", "errors", "skipped"):
             merged[key] += report[key]
-        merged["severe_log_records"] += report["severe_log_records"]
         merged["exit_code"] = merged["exit_code"] or report.get("exit_code", 0)
-    return merged, max(code for _report, code in runs)
+        merged["severe_log_records"].extend(report["severe_log_records"])
+        if not report["tests_run"]:
+            merged["severe_log_records"].append(f"no test ran in the {label} run")
+    return merged, returncode
 
 
 def command_test(options):
     install_requirements()
     started = time.time()
-    apps = [app for app in (options.apps or "").split(",") if app]
-    runs = [run_odoo_tests([MODULE, *apps], options.test_tags, options)]
-    if options.test_tags == f"/{MODULE}" and not apps:
-        for extra in EXTRA_RUNS:
-            print(f"\nExtra run with {', '.join(extra['modules'])}: tests tagged {', '.join(extra['tags'])}")
-            test_tags = ",".join(f"{tag}/{MODULE}" for tag in extra["tags"])
-            runs.append(run_odoo_tests([MODULE, *extra["modules"]], test_tags, options))
-    report, returncode = merge_reports(runs)
-    return summarize(report, returncode, time.time() - started)
+    results = []
+    for label, modules, test_tags in test_runs(options):
+        print(f"Test run {label}: installing {', '.join(modules)}, tests {test_tags}")
+        # The optional apps' tests need only their own fixtures: no demo data, a shorter install.
+        report, code = run_tests_once(options, modules, test_tags, demo=label == "main")
+        results.append((label, report, code))
+    if len(results) == 1:
+        return summarize(results[0][1], results[0][2], time.time() - started)
+    merged, returncode = merge_reports(results)
+    return summarize(merged, returncode, time.time() - started)
 
 
 def command_pot(options):
@@ -274,15 +303,21 @@ def main():
     run.add_argument("--database", default=os.environ.get("MEA_DEMO_DB", "mea_demo"))
     run.add_argument("--port", type=int, default=8069)
     test = commands.add_parser("test", help="install the module in a throwaway database and run its tests")
-    test.add_argument("--test-tags", default=f"/{MODULE}")
+    test.add_argument(
+        "--test-tags",
+        default=None,
+        help="Odoo test tags of a single run (default: every test, then those of the optional apps with them)",
+    )
+    test.add_argument(
+        "--with-optional-apps",
+        "--with-loyalty",
+        dest="with_optional_apps",
+        action="store_true",
+        help="install the optional apps too (Loyalty, Sales, CRM), for their tests given with --test-tags, e.g. "
+        f"--with-optional-apps --test-tags {OPTIONAL_APPS_TAG}/{MODULE}",
+    )
     test.add_argument("--port", type=int, default=None, help="HTTP port for HttpCase tests (default: a free one)")
     test.add_argument("--keep-db", action="store_true", help="keep the test database for inspection")
-    test.add_argument(
-        "--apps",
-        default="",
-        help="also install these Odoo apps (comma-separated) and run only --test-tags, e.g. "
-        "--apps sale,crm --test-tags mea_optional_apps/marketing_event_automation",
-    )
     commands.add_parser("pot", help="regenerate i18n/marketing_event_automation.pot with Odoo's exporter")
     options = parser.parse_args()
     if options.command == "pot":

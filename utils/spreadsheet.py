@@ -41,8 +41,8 @@ def xlsx_bytes(sheet_name, header, rows):
     return buffer.getvalue()
 
 
-def read_address_csv(raw):
-    """Rows of an address file as (row number, email text, name text); raise ValueError if unusable."""
+def csv_reader(raw):
+    """A reader of the rows of CSV bytes (UTF-8 or Windows-1252, delimiter sniffed); raise ValueError if unusable."""
     for encoding in ("utf-8-sig", "cp1252"):
         try:
             text = raw.decode(encoding)
@@ -57,7 +57,12 @@ def read_address_csv(raw):
         dialect = csv.Sniffer().sniff(text[:CSV_SNIFF_LENGTH], delimiters=",;\t|")
     except csv.Error:
         dialect = csv.excel
-    reader = csv.reader(io.StringIO(text), dialect)
+    return csv.reader(io.StringIO(text), dialect)
+
+
+def read_address_csv(raw):
+    """Rows of an address file as (row number, email text, name text); raise ValueError if unusable."""
+    reader = csv_reader(raw)
     header = [cell.strip().lower() for cell in next(reader, [])]
     email_column = next((index for index, name in enumerate(header) if name in EMAIL_HEADERS), None)
     if email_column is None:

@@ -7,3 +7,4 @@ from . import flow
 from . import message
 from . import contact
 from . import webhook
+from . import coupon

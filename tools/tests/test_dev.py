@@ -1,12 +1,13 @@
 """The test command's verdict: red on a failure, a skip, an ERROR log or no test at all."""
 
+import argparse
 import contextlib
 import io
 import unittest
 
-from tools.dev import EXTRA_RUNS
 from tools.dev import merge_reports
 from tools.dev import summarize
+from tools.dev import test_runs
 
 
 def report(**overrides):
@@ -60,31 +61,59 @@ class TestSummarize(unittest.TestCase):
         self.assertEqual(lines[-1], "0 passed, 1 failed")
 
 
+class TestRuns(unittest.TestCase):
+    def options(self, test_tags=None, with_optional_apps=False):
+        return argparse.Namespace(test_tags=test_tags, with_optional_apps=with_optional_apps)
+
+    def test_full_run_is_main_then_one_database_with_every_optional_app(self):
+        runs = test_runs(self.options())
+        self.assertEqual(
+            runs,
+            [
+                (
+                    "main",
+                    ["marketing_event_automation"],
+                    "/marketing_event_automation,-mea_loyalty,-mea_optional_apps",
+                ),
+                (
+                    "optional apps",
+                    ["marketing_event_automation", "loyalty", "sale", "crm"],
+                    "mea_loyalty/marketing_event_automation,mea_optional_apps/marketing_event_automation",
+                ),
+            ],
+        )
+
+    def test_chosen_tags_are_one_run(self):
+        tags = "/marketing_event_automation:TestEventApi"
+        self.assertEqual(test_runs(self.options(tags)), [("main", ["marketing_event_automation"], tags)])
+        runs = test_runs(self.options(tags, with_optional_apps=True))
+        self.assertEqual(runs, [("optional apps", ["marketing_event_automation", "loyalty", "sale", "crm"], tags)])
+
+    def test_both_runs_are_summed_in_the_closing_line(self):
+        merged, returncode = merge_reports(
+            [("main", report(tests_run=100), 0), ("optional apps", report(tests_run=2, failures=1, exit_code=1), 1)]
+        )
+        code, lines = verdict(merged, returncode)
+        self.assertEqual((code, lines[-1]), (1, "101 passed, 1 failed"))
+
+    def test_green_runs_are_green(self):
+        merged, returncode = merge_reports(
+            [("main", report(tests_run=100), 0), ("optional apps", report(tests_run=2), 0)]
+        )
+        code, lines = verdict(merged, returncode)
+        self.assertEqual((code, lines[-1]), (0, "102 passed, 0 failed"))
+
+    def test_an_optional_apps_run_without_report_or_tests_is_red(self):
+        for extra in (None, report(tests_run=0)):
+            with self.subTest(extra=extra):
+                merged, returncode = merge_reports(
+                    [("main", report(), 0), ("optional apps", extra, 255 if extra is None else 0)]
+                )
+                code, lines = verdict(merged, returncode)
+                self.assertEqual(code, 1)
+                self.assertTrue(any("optional apps run" in line for line in lines), lines)
+                self.assertTrue(lines[-1].endswith("1 failed"), lines)
+
+
 if __name__ == "__main__":
     unittest.main()
-
-
-class TestMergeReports(unittest.TestCase):
-    def test_counts_of_the_main_and_the_extra_runs_add_up(self):
-        merged, code = merge_reports(
-            [
-                (report(tests_run=10, failures=1, exit_code=1), 1),
-                (report(tests_run=4, skipped=1, severe_log_records=["ERROR x: y"]), 0),
-            ]
-        )
-        self.assertEqual(code, 1)
-        self.assertEqual((merged["tests_run"], merged["failures"], merged["skipped"]), (14, 1, 1))
-        code, lines = verdict(merged, code)
-        self.assertEqual(lines[-1], "12 passed, 2 failed")
-
-    def test_a_run_without_report_fails_the_whole(self):
-        merged, code = merge_reports([(report(), 0), (None, 255)])
-        self.assertIsNone(merged)
-        self.assertEqual(verdict(merged, code)[1][-1], "0 passed, 1 failed")
-
-    def test_every_extra_run_names_its_apps_and_a_tag(self):
-        for extra in EXTRA_RUNS:
-            self.assertTrue(extra["modules"])
-            self.assertTrue(extra["tags"])
-            for tag in extra["tags"]:
-                self.assertRegex(tag, r"^\w+$")
