@@ -6,7 +6,7 @@
     "author": "marketing_event_automation developers",
     "website": "https://github.com/marketing-event-automation/marketing_event_automation",
     "license": "LGPL-3",
-    "depends": ["mass_mailing", "mass_mailing_sms", "contacts", "phone_validation", "base_import"],
+    "depends": ["mass_mailing", "mass_mailing_sms", "contacts", "phone_validation", "base_import", "base_automation"],
     "external_dependencies": {
         "python": ["jsonschema", "python-dateutil", "requests", "phonenumbers"],
     },
@@ -24,6 +24,9 @@
         "views/marketing_system_automation_run_job_views.xml",
         "views/marketing_system_automation_run_views.xml",
         "views/marketing_system_automation_views.xml",
+        "views/marketing_segment_views.xml",
+        "views/mailing_mailing_views.xml",
+        "views/marketing_record_trigger_views.xml",
         "views/marketing_event_type_views.xml",
         "views/marketing_event_views.xml",
         "views/marketing_event_source_views.xml",
@@ -55,6 +58,7 @@
     "demo": [
         "demo/marketing_event_demo.xml",
         "demo/marketing_scenario_demo.xml",
+        "demo/marketing_record_trigger_demo.xml",
     ],
     "application": True,
 }

@@ -3,6 +3,7 @@ from . import marketing_event_ingestion
 from . import marketing_subscription_tracking_mixin
 
 # isort: split
+from . import base_automation
 from . import ir_http
 from . import mailing_contact
 from . import mailing_list
@@ -18,6 +19,7 @@ from . import marketing_event_category
 from . import marketing_event_coupon
 from . import marketing_event_source
 from . import marketing_event_type
+from . import marketing_record_trigger
 from . import marketing_scenario
 from . import marketing_scenario_coupon
 from . import marketing_scenario_enrollment
@@ -26,6 +28,9 @@ from . import marketing_scenario_participant
 from . import marketing_scenario_statistics
 from . import marketing_scenario_step
 from . import marketing_scenario_template
+from . import marketing_segment
+from . import marketing_segment_member
+from . import marketing_segment_rule
 from . import marketing_system_automation
 from . import marketing_system_automation_job
 from . import marketing_system_automation_job_coupon

@@ -1,3 +1,5 @@
+from odoo import api
+from odoo import fields
 from odoo import models
 
 MAILING_DONE_COUNTERS = (
@@ -16,7 +18,41 @@ MAILING_DONE_COUNTERS = (
 class MailingMailing(models.Model):
     _inherit = "mailing.mailing"
 
+    marketing_segment_id = fields.Many2one(
+        "marketing.segment",
+        string="Segment",
+        ondelete="set null",
+        groups="marketing_event_automation.group_marketing_automation_user",
+        help="Send to the contacts who are members of this segment when the mailing goes out.",
+    )
+
+    @api.onchange("marketing_segment_id")
+    def _onchange_marketing_segment_id(self):
+        if self.marketing_segment_id:
+            self.update(self._marketing_segment_audience(self.marketing_segment_id))
+
+    @api.model
+    def _marketing_with_segment_audience(self, vals):
+        """``vals`` with the recipients of its segment; an audience given with it (narrowed to a company) wins."""
+        if not vals.get("marketing_segment_id"):
+            return vals
+        segment = self.env["marketing.segment"].browse(vals["marketing_segment_id"])
+        return {**self._marketing_segment_audience(segment), **vals}
+
+    @api.model
+    def _marketing_segment_audience(self, segment):
+        """The recipients values of a mailing sent to ``segment``: its member contacts."""
+        return {
+            "mailing_model_id": self.env["ir.model"]._get_id("res.partner"),
+            "mailing_domain": repr(segment._members_domain()),
+        }
+
+    @api.model_create_multi
+    def create(self, vals_list):
+        return super().create([self._marketing_with_segment_audience(vals) for vals in vals_list])
+
     def write(self, vals):
+        vals = self._marketing_with_segment_audience(vals)
         finishing = self.filtered(lambda mailing: mailing.state != "done") if vals.get("state") == "done" else None
         result = super().write(vals)
         if finishing:

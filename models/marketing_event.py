@@ -564,7 +564,12 @@ class MarketingEvent(models.Model):
 
     def _event_consumers(self):
         """The steps that react to events, in order; other parts of the module extend it."""
-        return [self._apply_score_rules, self._dispatch_scenarios, self._trigger_system_automations]
+        return [
+            self._apply_score_rules,
+            self._dispatch_scenarios,
+            self._trigger_system_automations,
+            self._update_segments,
+        ]
 
     def _apply_score_rules(self, events, results):
         """Score rules: change the contacts' engagement scores as the rules of these events' types say."""
@@ -577,6 +582,10 @@ class MarketingEvent(models.Model):
     def _trigger_system_automations(self, events, results):
         """System (S) events start the system automations listening to them."""
         self.env["marketing.system.automation"]._trigger_for_events(events, results)
+
+    def _update_segments(self, events, results):
+        """Segments: the batch's contacts enter or leave the segments counting these events."""
+        self.env["marketing.segment"]._sync_from_events(events, results)
 
     def action_retry(self):
         """Send events that failed processing through the dispatcher again (marketing administrators)."""

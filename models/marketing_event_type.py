@@ -220,6 +220,15 @@ class MarketingEventType(models.Model):
     dependency_count = fields.Integer(
         string="Dependent Scenarios", compute="_compute_scenario_dependencies", search="_search_dependency_count"
     )
+    record_trigger_ids = fields.One2many(
+        "marketing.record.trigger", "event_type_id", string="Record Events", context={"active_test": False}
+    )
+    segment_count = fields.Integer(
+        string="Segments",
+        compute="_compute_segment_count",
+        search="_search_segment_count",
+        help="Segments whose event rules count this type.",
+    )
 
     _sql_constraints = [
         (
@@ -358,13 +367,18 @@ class MarketingEventType(models.Model):
             event_type.dependency_count = len(set().union(*found.values()))
 
     def _search_by_dependency(self, kind, operator, value):
-        if operator not in ("=", "!=", ">", ">=", "<", "<=") or not isinstance(value, (int, float)):
-            raise UserError(self.env._("Dependency counts can only be compared with numbers."))
         dependencies = self.browse()._dependent_scenarios()
         counts = {
             type_id: len(set().union(*found.values())) if kind == "any" else len(found[kind])
             for type_id, found in dependencies.items()
         }
+        return self._count_domain(counts, operator, value, self.env._("Dependency counts"))
+
+    @api.model
+    def _count_domain(self, counts, operator, value, label):
+        """The types whose count in ``counts`` ({type id: count}, 0 when absent) compares with ``value``."""
+        if operator not in ("=", "!=", ">", ">=", "<", "<=") or not isinstance(value, (int, float)):
+            raise UserError(self.env._("%(counts)s can only be compared with numbers.", counts=label))
 
         def compare(count):
             return COMPARISONS[operator](count, value)
@@ -385,6 +399,33 @@ class MarketingEventType(models.Model):
 
     def _search_dependency_count(self, operator, value):
         return self._search_by_dependency("any", operator, value)
+
+    def _segment_counts(self):
+        """{type id: number of segments with a rule on it}, for these types (or all when empty)."""
+        domain = [("event_type_id", "in", self.ids)] if self.ids else []
+        # sudo: the counts on an event type, whose segments the list then shows with the user's rights.
+        groups = (
+            self.env["marketing.segment.rule"]
+            .sudo()
+            ._read_group(domain, ["event_type_id"], ["segment_id:count_distinct"])
+        )
+        return {event_type.id: count for event_type, count in groups}
+
+    def _compute_segment_count(self):
+        counts = self._segment_counts()
+        for event_type in self:
+            event_type.segment_count = counts.get(event_type.id, 0)
+
+    def _search_segment_count(self, operator, value):
+        return self._count_domain(self.browse()._segment_counts(), operator, value, self.env._("Segment counts"))
+
+    def action_view_segments(self):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id("marketing_event_automation.action_marketing_segment")
+        action["domain"] = [("rule_ids.event_type_id", "=", self.id)]
+        action["display_name"] = self.env._("Segments using %(name)s", name=self.name)
+        action["context"] = {"create": False}
+        return action
 
     def action_view_dependencies(self):
         self.ensure_one()

@@ -21,6 +21,7 @@ TRIGGER_TYPES = [
     ("event", "On event"),
     ("repeat", "Repeat"),
     ("score", "Engagement score"),
+    ("segment", "Enters a segment"),
 ]
 ENTRY_POLICIES = [
     ("once", "Once ever"),
@@ -42,6 +43,7 @@ TRIGGER_FIELDS = {
     "repeat_until",
     "score_operator",
     "score_threshold",
+    "trigger_segment_id",
 }
 
 
@@ -95,6 +97,19 @@ class MarketingScenario(models.Model):
         string="Audience", default="[]", help="Only contacts matching this filter enter the scenario."
     )
     entry_policy = fields.Selection(ENTRY_POLICIES, required=True, default="once_at_a_time")
+    # Segments: entering one starts the scenario, leaving it may end the run;
+    # a segment can also narrow the audience of any trigger.
+    trigger_segment_id = fields.Many2one(
+        "marketing.segment", string="Segment", ondelete="restrict", index="btree_not_null"
+    )
+    exit_on_segment_left = fields.Boolean(
+        string="Exit When Leaving the Segment", help="A contact who leaves the segment leaves the scenario at once."
+    )
+    audience_segment_id = fields.Many2one(
+        "marketing.segment",
+        ondelete="restrict",
+        help="Only members of this segment enter the scenario (with the audience filter, if any).",
+    )
     exit_event_type_ids = fields.Many2many(
         "marketing.event.type",
         "marketing_scenario_exit_event_type_rel",
@@ -166,6 +181,8 @@ class MarketingScenario(models.Model):
                 )
             elif trigger == "score":
                 summary = format_score_condition(self.env, operators, scenario.score_operator, scenario.score_threshold)
+            elif trigger == "segment":
+                summary = scenario._segment_trigger_summary()
             else:
                 summary = False
             scenario.trigger_summary = summary
@@ -299,6 +316,8 @@ class MarketingScenario(models.Model):
         problems = []
         if self.trigger_type == "event" and not self.trigger_event_type_id:
             problems.append(self.env._("Trigger: choose the event type that makes contacts enter."))
+        if self.trigger_type == "segment" and not self.trigger_segment_id:
+            problems.append(self.env._("Trigger: choose the segment whose new members enter."))
         if self.trigger_type == "date" and not self.trigger_at:
             problems.append(self.env._("Trigger: choose the date and time the audience enters."))
         if self.trigger_type == "repeat" and not (self.repeat_interval >= 1 and self.repeat_unit):

@@ -91,6 +91,8 @@ class MarketingScenario(models.Model):
 
     def _audience_domain(self):
         domain = safe_eval(self.audience_domain or "[]", {"context_today": fields.Date.context_today(self)})
+        if self.audience_segment_id:
+            domain = [*domain, ("marketing_segment_ids", "in", self.audience_segment_id.ids)]
         return [*domain, ("company_id", "in", [self.company_id.id, False])]
 
     def _audience_partners(self, user=None):
@@ -350,6 +352,8 @@ class MarketingScenario(models.Model):
             scenario._enter_from_events(matching, results)
         if event_type.key == "score_changed":
             self._trigger_score_scenarios(events, results)
+        if event_type.key in ("segment_entered", "segment_left"):
+            self._consume_segment_events(events, event_type.key, results)
 
     def _reached_by(self, event):
         """Whether ``event`` may move this scenario's contacts: an event of a company reaches only its scenarios.
@@ -397,14 +401,7 @@ class MarketingScenario(models.Model):
         scenarios = self.search([("state", "in", ("running", "paused")), ("exit_event_type_ids", "in", event_type.ids)])
         if not scenarios:
             return
-        participants = self.env["marketing.scenario.participant"].search(
-            [
-                ("scenario_id", "in", scenarios.ids),
-                ("partner_id", "in", events.partner_id.ids),
-                ("state", "=", "running"),
-                ("is_test", "=", False),
-            ]
-        )
+        participants = self._running_participants(scenarios, events.partner_id)
         if not participants:
             return
         events_by_partner = events.grouped("partner_id")
@@ -428,3 +425,51 @@ class MarketingScenario(models.Model):
                     if scenario._reached_by(event)
                 )
             )
+
+    @api.model
+    def _running_participants(self, scenarios, partners):
+        """The real (not test) participants of ``partners`` running through ``scenarios``."""
+        return self.env["marketing.scenario.participant"].search(
+            [
+                ("scenario_id", "in", scenarios.ids),
+                ("partner_id", "in", partners.ids),
+                ("state", "=", "running"),
+                ("is_test", "=", False),
+            ]
+        )
+
+    # Segments ------------------------------------------------------------
+
+    def _segment_trigger_summary(self):
+        return self.env._(
+            "Enters %(segment)s", segment=self.trigger_segment_id.name or self.env._("a segment to choose")
+        )
+
+    @api.model
+    def _consume_segment_events(self, events, key, results):
+        """segment_entered starts the scenarios on that segment, segment_left ends their runs if they say so."""
+        by_segment = defaultdict(lambda: self.env["marketing.event"])
+        for event in events:
+            by_segment[(event.params or {}).get("segment_id")] |= event
+        segment_ids = [segment_id for segment_id in by_segment if segment_id]
+        domain = [("trigger_type", "=", "segment"), ("trigger_segment_id", "in", segment_ids)]
+        if key == "segment_entered":
+            for scenario in self.search([("state", "=", "running"), *domain]):
+                matching = by_segment[scenario.trigger_segment_id.id].filtered(scenario._reached_by)
+                scenario._enter_from_events(matching, results)
+            return
+        scenarios = self.search([("state", "in", ("running", "paused")), ("exit_on_segment_left", "=", True), *domain])
+        if not scenarios:
+            return
+        leaving = self._running_participants(scenarios, events.partner_id).filtered(
+            lambda participant: (
+                participant.partner_id in by_segment[participant.scenario_id.trigger_segment_id.id].partner_id
+            )
+        )
+        if not leaving:
+            return
+        leaving._finish("exited", self.env._("Left the segment"))
+        for participant in leaving:
+            for event in by_segment[participant.scenario_id.trigger_segment_id.id]:
+                if event.partner_id == participant.partner_id:
+                    results[event.id]["exited"].append(participant.scenario_id.name)

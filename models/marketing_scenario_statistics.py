@@ -11,7 +11,14 @@ from ..utils.constants import PARTICIPANT_STATES
 from ..utils.formatting import format_hour
 from ..utils.formatting import format_score_condition
 
-TRIGGER_ICONS = {"now": "fa-play", "date": "fa-calendar", "event": "fa-bolt", "repeat": "fa-repeat", "score": "fa-star"}
+TRIGGER_ICONS = {
+    "now": "fa-play",
+    "date": "fa-calendar",
+    "event": "fa-bolt",
+    "repeat": "fa-repeat",
+    "score": "fa-star",
+    "segment": "fa-users",
+}
 
 
 class MarketingScenario(models.Model):
@@ -278,6 +285,10 @@ class MarketingScenario(models.Model):
         elif trigger_type == "score":
             operators = dict(self._fields["score_operator"]._description_selection(self.env))
             summary = format_score_condition(self.env, operators, self.score_operator, self.score_threshold)
+        elif trigger_type == "segment":
+            summary = self._segment_trigger_summary()
+            if self.exit_on_segment_left:
+                details.append(self.env._("Exits when leaving the segment"))
         else:
             summary = self.env._("The audience enters when the scenario starts")
         policies = dict(self._fields["entry_policy"]._description_selection(self.env))

@@ -84,6 +84,7 @@ class MarketingSystemAutomationJob(models.Model):
             ("event_list", "Mailing list of the event"),
             ("lists", "Chosen mailing lists"),
             ("partner_filter", "Contacts matching a filter"),
+            ("segment", "Members of a segment"),
         ],
         default="event_list",
         help="'Mailing list of the event' sends to the list the event names (list_id, e.g. the list just imported).",
@@ -92,6 +93,7 @@ class MarketingSystemAutomationJob(models.Model):
         "mailing.list", "marketing_system_automation_job_mailing_list_rel", "job_id", "list_id", string="Mailing Lists"
     )
     partner_domain = fields.Char(string="Contact Filter", default="[]")
+    segment_id = fields.Many2one("marketing.segment", ondelete="restrict")
 
     # export
     export_kind = fields.Selection(EXPORT_KINDS, default="events")
@@ -132,6 +134,7 @@ class MarketingSystemAutomationJob(models.Model):
         "mailing_template_id",
         "audience",
         "mailing_list_ids",
+        "segment_id",
         "export_kind",
         "export_format",
         "export_period",
@@ -155,6 +158,8 @@ class MarketingSystemAutomationJob(models.Model):
                 audience = (
                     ", ".join(job.mailing_list_ids.mapped("name"))
                     if job.audience == "lists"
+                    else job.segment_id.name or "?"
+                    if job.audience == "segment"
                     else labels["audience"].get(job.audience, "")
                 )
                 job.summary = f"{job.mailing_template_id.subject or '?'} → {audience}"
@@ -361,12 +366,17 @@ class MarketingSystemAutomationJob(models.Model):
             "schedule_type": "now",
             "schedule_date": False,
         }
-        if self.audience == "partner_filter":
+        if self.audience in ("partner_filter", "segment"):
             company = self._run_company(run_job)
+            if self.audience == "segment":
+                if not self.segment_id:
+                    raise UserError(self.env._("Segment: choose the segment to send to."))
+                values["marketing_segment_id"] = self.segment_id.id
+                audience = self.segment_id._members_domain()
+            else:
+                audience = safe_eval(self.partner_domain or "[]")
             # The run's company's contacts and the shared ones, never another company's.
-            domain = expression.AND(
-                [safe_eval(self.partner_domain or "[]"), [("company_id", "in", [company.id, False])]]
-            )
+            domain = expression.AND([audience, [("company_id", "in", [company.id, False])]])
             values.update(
                 {
                     "mailing_model_id": self.env["ir.model"]._get_id("res.partner"),
@@ -401,7 +411,7 @@ class MarketingSystemAutomationJob(models.Model):
             )
         # mass_mailing's copy_data forces the template's lists onto the copy:
         # the audience is written once the copy exists.
-        audience_fields = ("mailing_model_id", "mailing_domain", "contact_list_ids")
+        audience_fields = ("marketing_segment_id", "mailing_model_id", "mailing_domain", "contact_list_ids")
         mailing = template.copy({name: value for name, value in values.items() if name not in audience_fields})
         mailing.write({name: value for name, value in values.items() if name in audience_fields})
         recipients = mailing._get_remaining_recipients()

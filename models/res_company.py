@@ -3,6 +3,8 @@ from odoo import fields
 from odoo import models
 from odoo.exceptions import ValidationError
 
+from .res_partner import WATCHABLE_FIELD_TYPES
+
 
 class ResCompany(models.Model):
     _inherit = "res.company"
@@ -20,6 +22,15 @@ class ResCompany(models.Model):
         string="Decay After (Days)",
         default=30,
         help="Days without any event from the contact before a decay, and between two decays.",
+    )
+    marketing_watched_field_ids = fields.Many2many(
+        "ir.model.fields",
+        "res_company_marketing_watched_field_rel",
+        "company_id",
+        "field_id",
+        string="Watched Contact Fields",
+        domain=[("model", "=", "res.partner"), ("store", "=", True), ("ttype", "in", WATCHABLE_FIELD_TYPES)],
+        help="A change of these contact fields logs a contact_field_changed event with the old and new values.",
     )
 
     marketing_anonymous_retention_days = fields.Integer(

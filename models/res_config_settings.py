@@ -11,3 +11,4 @@ class ResConfigSettings(models.TransientModel):
     marketing_anonymous_retention_days = fields.Integer(
         related="company_id.marketing_anonymous_retention_days", readonly=False
     )
+    marketing_watched_field_ids = fields.Many2many(related="company_id.marketing_watched_field_ids", readonly=False)

@@ -1,4 +1,5 @@
 import json
+from collections import defaultdict
 from datetime import timedelta
 
 from odoo import api
@@ -12,6 +13,35 @@ from ..utils.scores import COLD_SCORE
 from ..utils.scores import HOT_SCORE
 from ..utils.scores import SCORE_BANDS
 from ..utils.scores import score_band
+
+WATCHABLE_FIELD_TYPES = (
+    "char",
+    "text",
+    "selection",
+    "integer",
+    "float",
+    "monetary",
+    "boolean",
+    "date",
+    "datetime",
+    "many2one",
+    "many2many",
+)
+
+
+def _watched_value(partner, field):
+    """A contact field's value as event params hold it: names for relations, ISO text for dates."""
+    value = partner[field.name]
+    if field.type == "many2one":
+        return value.display_name or None
+    if field.type in ("many2many", "one2many"):
+        return sorted(value.mapped("display_name"))
+    if field.type in ("date", "datetime"):
+        return value.isoformat() if value else None
+    if value is False and field.type != "boolean":
+        return None
+    return value
+
 
 # Events Odoo logs about a contact rather than things the contact did: they do
 # not count as activity for the decay (decay itself emits score_changed).
@@ -96,6 +126,21 @@ class ResPartner(models.Model):
         string="In Scenarios", compute="_compute_marketing_scenarios", groups="base.group_user"
     )
     marketing_birthday = fields.Date(string="Birthday", help="Birthday scenarios wait for it, year after year.")
+    marketing_segment_member_ids = fields.One2many(
+        "marketing.segment.member",
+        "partner_id",
+        string="Segment Memberships",
+        readonly=True,
+        groups="marketing_event_automation.group_marketing_automation_user",
+    )
+    marketing_segment_ids = fields.Many2many(
+        "marketing.segment",
+        string="Segments",
+        compute="_compute_marketing_segment_ids",
+        search="_search_marketing_segment_ids",
+        groups="marketing_event_automation.group_marketing_automation_user",
+        help="The segments the contact is a member of now.",
+    )
 
     def init(self):
         res = super().init()
@@ -207,10 +252,73 @@ class ResPartner(models.Model):
 
     def write(self, vals):
         score = self._marketing_pop_score_values(vals)
+        watched = self._marketing_watched_fields(vals)
+        old_values = self._marketing_field_values(watched) if watched else None
         res = super().write(vals)
         if score is not None:
             self._marketing_set_scores(dict.fromkeys(self.ids, score))
+        if watched:
+            self._marketing_emit_field_changes(watched, old_values)
         return res
+
+    # ------------------------------------------------------------------
+    # Segments
+    # ------------------------------------------------------------------
+
+    def _compute_marketing_segment_ids(self):
+        # sudo: the memberships of the contacts the user reads; the segments
+        # themselves are then read with the user's rights.
+        members = self.env["marketing.segment.member"].sudo().search([("partner_id", "in", self.ids)])
+        by_partner = defaultdict(list)
+        for member in members:
+            by_partner[member.partner_id.id].append(member.segment_id.id)
+        for partner in self:
+            partner.marketing_segment_ids = self.env["marketing.segment"].browse(by_partner.get(partner._origin.id, []))
+
+    def _search_marketing_segment_ids(self, operator, value):
+        """Contacts by segment: ``("marketing_segment_ids", "in", ids)``, ``"ilike", "VIP"``, ``"=", False``."""
+        if operator in ("=", "!=") and value is False:
+            return [("marketing_segment_member_ids", operator, False)]
+        positive = {"!=": "=", "not in": "in", "not ilike": "ilike", "not like": "like"}.get(operator)
+        if positive:
+            return [("marketing_segment_member_ids", "not any", [("segment_id", positive, value)])]
+        return [("marketing_segment_member_ids", "any", [("segment_id", operator, value)])]
+
+    # ------------------------------------------------------------------
+    # Contact field changes
+    # ------------------------------------------------------------------
+
+    def _marketing_watched_fields(self, vals):
+        """The fields of ``vals`` the company watches (contact_field_changed), in field order."""
+        if not self or self.env.context.get("marketing_event_mute"):
+            return []
+        # sudo: which fields are watched is configuration, not the writer's data.
+        names = set(self.env.company.sudo().marketing_watched_field_ids.mapped("name"))
+        return [name for name in self._fields if name in names and name in vals]
+
+    def _marketing_field_values(self, field_names):
+        """{partner id: {field: (raw value, shown value)}} read in one go."""
+        # sudo: the values before and after the write the user is making.
+        values = {}
+        for partner in self.sudo():
+            values[partner.id] = {name: _watched_value(partner, partner._fields[name]) for name in field_names}
+        return values
+
+    def _marketing_emit_field_changes(self, field_names, old_values):
+        new_values = self._marketing_field_values(field_names)
+        events = []
+        for partner in self.sudo():
+            for name in field_names:
+                old, new = old_values[partner.id][name], new_values[partner.id][name]
+                if old == new:
+                    continue
+                params = {"field": name, "field_label": partner._fields[name].string, "old": old, "new": new}
+                if isinstance(old, list) and isinstance(new, list):
+                    params["added"] = [value for value in new if value not in old]
+                    params["removed"] = [value for value in old if value not in new]
+                events.append({"partner_id": partner.id, "company_id": partner.company_id.id or None, "params": params})
+        if events:
+            self.env["marketing.event"]._emit("contact_field_changed", events)
 
     # ------------------------------------------------------------------
     # Engagement score

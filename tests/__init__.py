@@ -21,12 +21,14 @@ from . import test_hostile_input
 from . import test_ingest_performance
 from . import test_list_and_system_events
 from . import test_mailing_trace_events
+from . import test_marketing_segment
 from . import test_multi_company
 from . import test_openapi_contract
 from . import test_params_filter
 from . import test_privacy
 from . import test_queue_integrity
 from . import test_rate_limit
+from . import test_record_events
 from . import test_scenario_abandoned_cart
 from . import test_scenario_actions
 from . import test_scenario_engine

@@ -59,6 +59,27 @@ class ScenarioCommon(MarketingAutomationCommon):
         while self.Event._cron_dispatch():
             pass
 
+    def dispatch_query_counts(self, event_type, params, sizes, label):
+        """Queries of one dispatch batch of ``size`` events of new contacts, for each of ``sizes``."""
+        counts = []
+        for size in sizes:
+            partners = self.env["res.partner"].create(
+                [{"name": f"{label}{size}-{i}", "email": f"{label}{size}-{i}@example.org"} for i in range(size)]
+            )
+            self.dispatch()  # the contact_created events
+            self.Event._insert_events(
+                [
+                    {"type": event_type, "key": event_type.key, "partner_id": partner.id, "params": params}
+                    for partner in partners
+                ]
+            )
+            self.env.flush_all()
+            self.env.invalidate_all()
+            before = self.cr.sql_log_count
+            self.Event._cron_dispatch()
+            counts.append(self.cr.sql_log_count - before)
+        return counts
+
     def advance(self):
         """Run the advance cron until nothing is due now."""
         total = 0

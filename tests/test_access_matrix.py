@@ -46,6 +46,13 @@ INTENDED_RIGHTS = {
     "marketing.system.automation.run": {"marketing_user": "r", "marketing_manager": "rwcu"},
     "marketing.system.automation.run.job": {"marketing_user": "r", "marketing_manager": "rwcu"},
     "marketing.system.schedule": {"marketing_user": "rwc", "marketing_manager": "rwcu"},
+    # Segments: built by marketers; only the dispatcher and the refresh cron
+    # write memberships.
+    "marketing.segment": {"marketing_user": "rwcu", "marketing_manager": "rwcu"},
+    "marketing.segment.rule": {"marketing_user": "rwcu", "marketing_manager": "rwcu"},
+    "marketing.segment.member": {"marketing_user": "r", "marketing_manager": "r"},
+    # Record events create Odoo automation rules: administrators only.
+    "marketing.record.trigger": {"marketing_user": "r", "marketing_manager": "rwcu"},
     # Coupon lists: marketers keep them; their codes are written by imports,
     # generation and the engine (in SQL), read by marketers, purged by administrators.
     "marketing.coupon.list": {"marketing_user": "rwcu", "marketing_manager": "rwcu"},
@@ -74,22 +81,29 @@ EXTENDED_MODELS = {
         "marketing_birthday": None,
         # Filled only from the context of a scenario sending, for its templates.
         "marketing_event_params": None,
+        # Segments are the marketers' business.
+        "marketing_segment_member_ids": "marketing_event_automation.group_marketing_automation_user",
+        "marketing_segment_ids": "marketing_event_automation.group_marketing_automation_user",
         "marketing_coupon_code": None,
     },
     "res.company": {
         "engagement_decay_enabled": None,
         "engagement_decay_points": None,
         "engagement_decay_days": None,
+        "marketing_watched_field_ids": None,
     },
     "res.config.settings": {
         "engagement_decay_enabled": None,
         "engagement_decay_points": None,
         "engagement_decay_days": None,
+        "marketing_watched_field_ids": None,
     },
     "mailing.contact": {},
     "mailing.contact.import": {},
     "mailing.list": {},
-    "mailing.mailing": {},
+    "mailing.mailing": {"marketing_segment_id": "marketing_event_automation.group_marketing_automation_user"},
+    # Automation rules gain the link to the record event they run; their rights stay Odoo's.
+    "base.automation": {"marketing_record_trigger_id": None},
     "mailing.subscription": {},
     "mailing.trace": {},
 }

@@ -72,28 +72,7 @@ class TestScenarioQueryCount(ScenarioCommon, MockEmail):
         scenario = self.create_scenario()
         self.add_node(scenario, "wait", wait_amount=1, wait_unit="hours")
         scenario.action_start()
-        counts = []
-        for size in (10, 100):
-            partners = self.env["res.partner"].create(
-                [{"name": f"D{size}-{i}", "email": f"d{size}-{i}@example.org"} for i in range(size)]
-            )
-            self.dispatch()  # the contact_created events
-            self.Event._insert_events(
-                [
-                    {
-                        "type": self.type_cart,
-                        "key": self.type_cart.key,
-                        "partner_id": partner.id,
-                        "params": {"total": 1},
-                    }
-                    for partner in partners
-                ]
-            )
-            self.env.flush_all()
-            self.env.invalidate_all()
-            before = self.cr.sql_log_count
-            self.Event._cron_dispatch()
-            counts.append(self.cr.sql_log_count - before)
+        counts = self.dispatch_query_counts(self.type_cart, {"total": 1}, (10, 100), "D")
         self.assertEqual(len(scenario.participant_ids), 110)
         self.assertEqual(counts[0], counts[1], f"dispatch queries at 10 and 100 events: {counts}")
 

@@ -28,6 +28,15 @@ HARNESS = REPO_ROOT / "tools" / "odoo_harness.py"
 POT_PATH = REPO_ROOT / "i18n" / f"{MODULE}.pot"
 # Tests of the Loyalty bridge: run only in a database where Loyalty is installed.
 LOYALTY_TAG = "mea_loyalty"
+OPTIONAL_APPS_TAG = "mea_optional_apps"
+# Odoo apps the module works with but does not depend on, with the tag of
+# their tests: (apps, tag). Their tests all run in ONE extra database where
+# every one of these apps is installed; the main run never collects them (a
+# skipped test counts as a failure here).
+OPTIONAL_APPS = [
+    (["loyalty"], LOYALTY_TAG),
+    (["sale", "crm"], OPTIONAL_APPS_TAG),
+]
 
 
 def fail(message):
@@ -149,18 +158,21 @@ def test_runs(options):
     """The test runs of the command: [(label, modules to install, test tags)].
 
     The full run is two runs: every test of the module in a database without
-    Loyalty, then the Loyalty bridge's tests (tag ``mea_loyalty``) in a second
-    throwaway database where Loyalty is installed too, so that the module is
-    tested both without its optional partner and with it. Loyalty's tests are
-    never collected in the first run: a skipped test counts as a failure here.
+    any optional app, then the tests of the optional apps (the tags of
+    OPTIONAL_APPS) in a second throwaway database where all of them are
+    installed, so that the module is tested both without its optional
+    partners and with them.
     """
+    apps = [app for app_modules, _tag in OPTIONAL_APPS for app in app_modules]
+    tags = [tag for _app_modules, tag in OPTIONAL_APPS]
     if options.test_tags is None:
         return [
-            ("main", [MODULE], f"/{MODULE},-{LOYALTY_TAG}"),
-            ("loyalty", [MODULE, "loyalty"], f"{LOYALTY_TAG}/{MODULE}"),
+            ("main", [MODULE], ",".join([f"/{MODULE}", *(f"-{tag}" for tag in tags)])),
+            ("optional apps", [MODULE, *apps], ",".join(f"{tag}/{MODULE}" for tag in tags)),
         ]
-    modules = [MODULE, "loyalty"] if options.with_loyalty else [MODULE]
-    return [("loyalty" if options.with_loyalty else "main", modules, options.test_tags)]
+    if options.with_optional_apps:
+        return [("optional apps", [MODULE, *apps], options.test_tags)]
+    return [("main", [MODULE], options.test_tags)]
 
 
 def run_tests_once(options, modules, test_tags, demo=True):
@@ -218,7 +230,7 @@ def command_test(options):
     results = []
     for label, modules, test_tags in test_runs(options):
         print(f"Test run {label}: installing {', '.join(modules)}, tests {test_tags}")
-        # The Loyalty run only needs the bridge's own fixtures: no demo data, a shorter install.
+        # The optional apps' tests need only their own fixtures: no demo data, a shorter install.
         report, code = run_tests_once(options, modules, test_tags, demo=label == "main")
         results.append((label, report, code))
     if len(results) == 1:
@@ -296,12 +308,15 @@ def main():
     test.add_argument(
         "--test-tags",
         default=None,
-        help=f"Odoo test tags of a single run (default: every test, then the {LOYALTY_TAG} ones with Loyalty)",
+        help="Odoo test tags of a single run (default: every test, then those of the optional apps with them)",
     )
     test.add_argument(
+        "--with-optional-apps",
         "--with-loyalty",
+        dest="with_optional_apps",
         action="store_true",
-        help=f"install Loyalty too, for the tests tagged {LOYALTY_TAG} given with --test-tags",
+        help="install the optional apps too (Loyalty, Sales, CRM), for their tests given with --test-tags, e.g. "
+        f"--with-optional-apps --test-tags {OPTIONAL_APPS_TAG}/{MODULE}",
     )
     test.add_argument("--port", type=int, default=None, help="HTTP port for HttpCase tests (default: a free one)")
     test.add_argument("--keep-db", action="store_true", help="keep the test database for inspection")

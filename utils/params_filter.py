@@ -32,6 +32,8 @@ import json
 import math
 import re
 
+from odoo.tools import SQL
+
 from .constants import COMPARISONS
 
 PARAMS_FILTER_MAX_LENGTH = 2000
@@ -393,3 +395,105 @@ def format_conditions(conditions):
         value_text = f"[{', '.join(shown)}]" if operator in LIST_OPERATORS else shown[0]
         parts.append(f"{condition['path']} {operator} {value_text}")
     return " and ".join(parts)
+
+
+# ----------------------------------------------------------------------
+# The same conditions as SQL over a jsonb column
+# ----------------------------------------------------------------------
+#
+# Segments count events in the database instead of loading them: each
+# condition becomes a test on the values ``jsonb_path_query`` reaches, with
+# the coercions above done by the SQL functions ``init_params_sql_functions``
+# creates. Strings compare in byte order (COLLATE "C") as Python does.
+
+PARAMS_SQL_FUNCTIONS = """
+CREATE OR REPLACE FUNCTION marketing_params_number(value jsonb) RETURNS numeric
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE jsonb_typeof(value)
+        WHEN 'number' THEN (value #>> '{}')::numeric
+        WHEN 'string' THEN CASE WHEN value #>> '{}' ~ '^\\s*[-+]?([0-9]+\\.?[0-9]*|\\.[0-9]+)([eE][-+]?[0-9]+)?\\s*$'
+                                THEN trim(value #>> '{}')::numeric END
+    END
+$$;
+CREATE OR REPLACE FUNCTION marketing_params_text(value jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE jsonb_typeof(value)
+        WHEN 'string' THEN value #>> '{}'
+        WHEN 'boolean' THEN value #>> '{}'
+        WHEN 'number' THEN CASE WHEN (value #>> '{}')::numeric = trunc((value #>> '{}')::numeric)
+                                THEN trunc((value #>> '{}')::numeric)::text ELSE value #>> '{}' END
+    END
+$$;
+CREATE OR REPLACE FUNCTION marketing_params_boolean(value jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE jsonb_typeof(value)
+        WHEN 'boolean' THEN (value #>> '{}')::boolean
+        WHEN 'string' THEN CASE lower(trim(value #>> '{}')) WHEN 'true' THEN TRUE WHEN 'false' THEN FALSE END
+        WHEN 'number' THEN CASE (value #>> '{}')::numeric WHEN 1 THEN TRUE WHEN 0 THEN FALSE END
+    END
+$$;
+"""
+
+_SQL_COERCIONS = {
+    "number": ("marketing_params_number", "numeric"),
+    "string": ("marketing_params_text", "text"),
+    "boolean": ("marketing_params_boolean", "boolean"),
+}
+
+
+def init_params_sql_functions(cr):
+    cr.execute(PARAMS_SQL_FUNCTIONS)
+
+
+def path_jsonpath(path):
+    """``items[].sku`` -> ``lax $."items"[*]."sku"[*]``: every non-array value the path reaches, arrays flattened."""
+    parts = []
+    for part in path.split("."):
+        through_items = part.endswith("[]")
+        name = part[:-2] if through_items else part
+        parts.append(json.dumps(name) + ("[*]" if through_items else ""))
+    return "lax $." + ".".join(parts) + "[*]"
+
+
+def params_values_sql(column, path, value_type=None):
+    """SQL selecting the values ``path`` reaches in the jsonb ``column`` as ``v`` (coerced when typed)."""
+    values = SQL("jsonb_path_query(%s, %s::jsonpath)", column, path_jsonpath(path))
+    if value_type is None:
+        return SQL("SELECT raw AS v FROM %s AS raw WHERE jsonb_typeof(raw) <> 'null'", values)
+    function, _cast = _SQL_COERCIONS[value_type]
+    return SQL("SELECT %s(raw) AS v FROM %s AS raw", SQL.identifier(function), values)
+
+
+def condition_sql(condition, column):
+    """One normalized condition as an SQL boolean over the jsonb ``column``."""
+    operator, path = condition["operator"], condition["path"]
+    present = SQL("EXISTS (%s)", params_values_sql(column, path))
+    if operator == "exists":
+        return present
+    if operator == "not exists":
+        return SQL("NOT %s", present)
+    value_type = condition["type"]
+    _function, cast = _SQL_COERCIONS[value_type]
+    typed = params_values_sql(column, path, value_type)
+    positive = {"!=": "==", "not in": "in"}.get(operator, operator)
+    value = condition["value"]
+    if positive == "in":
+        test = SQL("v = ANY(%s::%s[])", list(value), SQL(cast))
+    elif positive == "contains" and value_type == "string":
+        test = SQL("strpos(lower(v), lower(%s)) > 0", value)
+    elif positive in ("==", "contains"):
+        test = SQL("v = %s::%s", value, SQL(cast))
+    else:
+        collate = SQL(' COLLATE "C"') if value_type == "string" else SQL("")
+        test = SQL("v%s %s %s::%s%s", collate, SQL(positive), value, SQL(cast), collate)
+    found = SQL("EXISTS (SELECT 1 FROM (%s) AS typed WHERE %s)", typed, test)
+    if operator in NEGATIVE_OPERATORS:
+        return SQL("(%s AND NOT %s)", present, found)
+    return found
+
+
+def conditions_sql(conditions, column):
+    """All conditions (they must all hold) as one SQL boolean; TRUE for none."""
+    if not conditions:
+        return SQL("TRUE")
+    return SQL("(%s)", SQL(" AND ").join(condition_sql(condition, column) for condition in conditions))

@@ -21,6 +21,7 @@ CONDITION_TYPES = [
     ("email", "A previous email was..."),
     ("sms", "A previous SMS was clicked"),
     ("score", "Engagement score"),
+    ("segment", "Contact is in a segment"),
 ]
 EMAIL_STATUSES = [("opened", "Opened"), ("clicked", "Clicked"), ("replied", "Replied"), ("bounced", "Bounced")]
 # How much of a contact filter the canvas shows.
@@ -52,6 +53,7 @@ class MarketingScenarioNode(models.Model):
     condition_email_status = fields.Selection(EMAIL_STATUSES, string="Status", default="opened")
     score_operator = fields.Selection(SCORE_OPERATORS, default=">=")
     score_threshold = fields.Integer()
+    condition_segment_id = fields.Many2one("marketing.segment", string="Segment", ondelete="restrict")
 
     @api.model
     def _node_type_info(self):
@@ -72,6 +74,7 @@ class MarketingScenarioNode(models.Model):
                     "condition_email_status",
                     "score_operator",
                     "score_threshold",
+                    "condition_segment_id",
                 ),
                 "branches": ("yes", "no"),
                 "problems": "_condition_problems",
@@ -104,6 +107,8 @@ class MarketingScenarioNode(models.Model):
         problems = []
         if self.condition_type == "event" and not self.condition_event_type_id:
             problems.append(self.env._("choose the event"))
+        if self.condition_type == "segment" and not self.condition_segment_id:
+            problems.append(self.env._("choose the segment"))
         if self.condition_type in ("email", "sms") and not self.condition_node_id:
             problems.append(self.env._("choose the message node to look at"))
         if self.condition_node_id and self.condition_node_id not in self._ancestors():
@@ -212,6 +217,15 @@ class MarketingScenarioNode(models.Model):
             )
         }
 
+    def _condition_segment(self, steps):
+        """Yes for the contacts who are members of the segment now (the stored membership)."""
+        # Read as the acting user (see _run_steps), like the contact filter.
+        members = self.env["marketing.segment.member"].search(
+            [("segment_id", "=", self.condition_segment_id.id), ("partner_id", "in", steps.partner_id.ids)]
+        )
+        member_ids = set(members.partner_id.ids)
+        return {step.id for step in steps if step.partner_id.id in member_ids}
+
     # Flow canvas: the condition's type names the method that describes it.
 
     def _condition_description(self):
@@ -238,6 +252,11 @@ class MarketingScenarioNode(models.Model):
 
     def _describe_condition_sms(self):
         return self._describe_condition_message(self.env._("Clicked"))
+
+    def _describe_condition_segment(self):
+        return self.env._(
+            "In segment %(segment)s?", segment=self.condition_segment_id.name or self.env._("a segment to choose")
+        )
 
     def _describe_condition_score(self):
         operators = dict(self._fields["score_operator"]._description_selection(self.env))

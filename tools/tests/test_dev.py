@@ -62,46 +62,56 @@ class TestSummarize(unittest.TestCase):
 
 
 class TestRuns(unittest.TestCase):
-    def options(self, test_tags=None, with_loyalty=False):
-        return argparse.Namespace(test_tags=test_tags, with_loyalty=with_loyalty)
+    def options(self, test_tags=None, with_optional_apps=False):
+        return argparse.Namespace(test_tags=test_tags, with_optional_apps=with_optional_apps)
 
-    def test_full_run_is_main_then_loyalty(self):
+    def test_full_run_is_main_then_one_database_with_every_optional_app(self):
         runs = test_runs(self.options())
         self.assertEqual(
             runs,
             [
-                ("main", ["marketing_event_automation"], "/marketing_event_automation,-mea_loyalty"),
-                ("loyalty", ["marketing_event_automation", "loyalty"], "mea_loyalty/marketing_event_automation"),
+                (
+                    "main",
+                    ["marketing_event_automation"],
+                    "/marketing_event_automation,-mea_loyalty,-mea_optional_apps",
+                ),
+                (
+                    "optional apps",
+                    ["marketing_event_automation", "loyalty", "sale", "crm"],
+                    "mea_loyalty/marketing_event_automation,mea_optional_apps/marketing_event_automation",
+                ),
             ],
         )
 
     def test_chosen_tags_are_one_run(self):
         tags = "/marketing_event_automation:TestEventApi"
         self.assertEqual(test_runs(self.options(tags)), [("main", ["marketing_event_automation"], tags)])
-        runs = test_runs(self.options(tags, with_loyalty=True))
-        self.assertEqual(runs, [("loyalty", ["marketing_event_automation", "loyalty"], tags)])
+        runs = test_runs(self.options(tags, with_optional_apps=True))
+        self.assertEqual(runs, [("optional apps", ["marketing_event_automation", "loyalty", "sale", "crm"], tags)])
 
     def test_both_runs_are_summed_in_the_closing_line(self):
         merged, returncode = merge_reports(
-            [("main", report(tests_run=100), 0), ("loyalty", report(tests_run=2, failures=1, exit_code=1), 1)]
+            [("main", report(tests_run=100), 0), ("optional apps", report(tests_run=2, failures=1, exit_code=1), 1)]
         )
         code, lines = verdict(merged, returncode)
         self.assertEqual((code, lines[-1]), (1, "101 passed, 1 failed"))
 
     def test_green_runs_are_green(self):
-        merged, returncode = merge_reports([("main", report(tests_run=100), 0), ("loyalty", report(tests_run=2), 0)])
+        merged, returncode = merge_reports(
+            [("main", report(tests_run=100), 0), ("optional apps", report(tests_run=2), 0)]
+        )
         code, lines = verdict(merged, returncode)
         self.assertEqual((code, lines[-1]), (0, "102 passed, 0 failed"))
 
-    def test_a_loyalty_run_without_report_or_tests_is_red(self):
-        for loyalty in (None, report(tests_run=0)):
-            with self.subTest(loyalty=loyalty):
+    def test_an_optional_apps_run_without_report_or_tests_is_red(self):
+        for extra in (None, report(tests_run=0)):
+            with self.subTest(extra=extra):
                 merged, returncode = merge_reports(
-                    [("main", report(), 0), ("loyalty", loyalty, 255 if loyalty is None else 0)]
+                    [("main", report(), 0), ("optional apps", extra, 255 if extra is None else 0)]
                 )
                 code, lines = verdict(merged, returncode)
                 self.assertEqual(code, 1)
-                self.assertTrue(any("loyalty run" in line for line in lines), lines)
+                self.assertTrue(any("optional apps run" in line for line in lines), lines)
                 self.assertTrue(lines[-1].endswith("1 failed"), lines)
 
 
