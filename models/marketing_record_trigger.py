@@ -118,7 +118,7 @@ PRESETS = {
 def _preset_selection(records):
     env = records.env
     return [
-        (code, str(preset["label"]))
+        (code, env._(preset["label"]))
         for code, preset in PRESETS.items()
         if preset["model"] in env and preset.get("requires_field", "id") in env[preset["model"]]._fields
     ]

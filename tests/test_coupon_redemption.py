@@ -1,4 +1,5 @@
 import threading
+import time
 
 import psycopg2
 
@@ -13,6 +14,9 @@ from .common import MarketingAutomationHttpCommon
 from .scenario_common import CommittedLeftovers
 from .test_coupon_lists import CouponCommon
 from .test_system_automation import SystemAutomationCommon
+
+# What Odoo's cron runner retries: a batch that met the other engine's rows.
+CONCURRENCY_ERRORS = (psycopg2.errors.SerializationFailure, psycopg2.errors.DeadlockDetected)
 
 
 @tagged("post_install", "-at_install")
@@ -223,11 +227,14 @@ class TestCouponConcurrency(CommittedLeftovers, TransactionCase):
     def test_no_code_is_given_twice(self):
         barrier = threading.Barrier(2)
         errors = []
+        # A busy CI machine makes each batch slow, not the race different:
+        # the engines stop when the queue is empty, or fail loudly at the deadline.
+        deadline = time.monotonic() + 240
 
         def worker():
             try:
-                barrier.wait(timeout=10)
-                for _attempt in range(200):
+                barrier.wait(timeout=60)
+                while time.monotonic() < deadline:
                     try:
                         with self.registry.cursor() as cr:
                             # The registry is given: the test runner holds its lock.
@@ -244,8 +251,9 @@ class TestCouponConcurrency(CommittedLeftovers, TransactionCase):
                                 )
                                 if not cr.fetchall():
                                     return
-                    except psycopg2.errors.SerializationFailure:
+                    except CONCURRENCY_ERRORS:
                         continue  # the cron runner replays such a batch
+                errors.append(AssertionError("steps were still scheduled at the deadline"))
             except Exception as error:  # noqa: BLE001 - reported by the main thread
                 errors.append(error)
 
@@ -254,7 +262,8 @@ class TestCouponConcurrency(CommittedLeftovers, TransactionCase):
             for thread in threads:
                 thread.start()
             for thread in threads:
-                thread.join(timeout=180)
+                thread.join(timeout=300)
+        self.assertFalse([thread for thread in threads if thread.is_alive()], "both engines stopped")
         self.assertFalse(errors)
         with self.registry.cursor() as cr:
             cr.execute(
@@ -276,7 +285,7 @@ class TestCouponConcurrency(CommittedLeftovers, TransactionCase):
             )
             self.assertEqual(cr.fetchone()[0], 0, "each participant holds the code given to its contact")
             cr.execute(
-                "SELECT state, CASE WHEN state = 'skipped' THEN result END, count(*) FROM marketing_scenario_step"
+                "SELECT state, CASE WHEN state != 'done' THEN result END, count(*) FROM marketing_scenario_step"
                 " WHERE scenario_id = %s GROUP BY 1, 2",
                 [self.ids["scenario"]],
             )

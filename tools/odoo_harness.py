@@ -24,7 +24,13 @@ class _SevereRecordCounter(logging.Handler):
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a broken log call is itself worth reporting
             message = str(record.msg)
-        self.records.append(f"{record.levelname} {record.name}: {message.splitlines()[0][:300]}")
+        lines = [line for line in message.splitlines() if line.strip()] or [""]
+        summary = lines[0][:300]
+        if len(lines) > 1:
+            # A failed test logs its traceback: its last line says what was
+            # asserted, which is what a CI log cut to its tail must still show.
+            summary += " | " + lines[-1].strip()[:500]
+        self.records.append(f"{record.levelname} {record.name}: {summary}")
 
 
 def main(argv):
