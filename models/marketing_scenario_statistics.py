@@ -181,15 +181,18 @@ class MarketingScenario(models.Model):
         """The lift as a marketer reads it: figures, interval and whether the difference can be trusted yet."""
         if lift.status == "no_data":
             return labels["no_data"]
+        figures = {
+            "treated": f"{100 * lift.treated_rate:.1f}",
+            "control": f"{100 * lift.control_rate:.1f}",
+            "lift": f"{100 * lift.absolute:+.1f}",
+            "low": f"{100 * lift.low:+.1f}",
+            "high": f"{100 * lift.high:+.1f}",
+            "verdict": labels[lift.status],
+        }
         return self.env._(
             "%(treated)s %% treated vs %(control)s %% control: %(lift)s points (95 %% CI %(low)s to %(high)s)"
             " · %(verdict)s",
-            treated=f"{100 * lift.treated_rate:.1f}",
-            control=f"{100 * lift.control_rate:.1f}",
-            lift=f"{100 * lift.absolute:+.1f}",
-            low=f"{100 * lift.low:+.1f}",
-            high=f"{100 * lift.high:+.1f}",
-            verdict=labels[lift.status],
+            **figures,
         )
 
     def _converted_participants(self):
@@ -633,11 +636,12 @@ class MarketingScenario(models.Model):
                 details.append(self.env._("Control group: %(percent)s %% held out", percent=self.control_group_percent))
             stats.append({"name": "control", "label": self.env._("Control group"), "value": self.control_count})
             if self.objective_event_type_id and self.lift_status != "no_data":
+                points = f"{self.lift_points:+.1f}"
                 stats.append(
                     {
                         "name": "lift",
                         "label": self.env._("Lift"),
-                        "value": self.env._("%(points)s pts", points=f"{self.lift_points:+.1f}"),
+                        "value": self.env._("%(points)s pts", points=points),
                     }
                 )
                 details.append(self.lift_summary)

@@ -192,16 +192,18 @@ class MarketingScenarioNode(models.Model):
         ordered = arms.sorted(lambda arm: (arm.sequence, arm.id))
         winner = max(ordered, key=lambda arm: (rate(arm), figures[arm.id]["entrants"], -ordered.ids.index(arm.id)))
         metrics = dict(self._fields["split_winner_metric"]._description_selection(self.env))
-        lines = [
-            self.env._(
-                "%(arm)s: %(rate)s %% (%(successes)s of %(total)s)",
-                arm=arm.display_name,
-                rate=f"{100 * rate(arm):.1f}",
-                successes=figures[arm.id][successes_key],
-                total=figures[arm.id][total_key],
+        lines = []
+        for arm in ordered:
+            shown = f"{100 * rate(arm):.1f}"
+            lines.append(
+                self.env._(
+                    "%(arm)s: %(rate)s %% (%(successes)s of %(total)s)",
+                    arm=arm.display_name,
+                    rate=shown,
+                    successes=figures[arm.id][successes_key],
+                    total=figures[arm.id][total_key],
+                )
             )
-            for arm in ordered
-        ]
         lines.append(
             self.env._(
                 "Winner by %(metric)s: %(arm)s",
