@@ -565,11 +565,21 @@ class MarketingEvent(models.Model):
     def _event_consumers(self):
         """The steps that react to events, in order; other parts of the module extend it."""
         return [
+            self._record_conversions,
+            self._record_lifetime_values,
             self._apply_score_rules,
             self._dispatch_scenarios,
             self._trigger_system_automations,
             self._update_segments,
         ]
+
+    def _record_conversions(self, events, results):
+        """Objectives: the runs these events convert, with the events' value, before they make anyone enter."""
+        self.env["marketing.scenario"]._record_conversions(events)
+
+    def _record_lifetime_values(self, events, results):
+        """Money: events whose type names a value parameter add it to their contact's lifetime value."""
+        self.env["res.partner"]._add_lifetime_values(events)
 
     def _apply_score_rules(self, events, results):
         """Score rules: change the contacts' engagement scores as the rules of these events' types say."""

@@ -1,5 +1,6 @@
 import contextlib
 import json
+import re
 from collections import defaultdict
 from datetime import timedelta
 from functools import lru_cache
@@ -16,9 +17,13 @@ from odoo.tools import SQL
 from odoo.tools import create_unique_index
 
 from ..utils.constants import COMPARISONS
+from ..utils.money import number_or_none
+from ..utils.money import param_at
 from ..utils.payload import EVENT_KEY_MAX_LENGTH
 from ..utils.payload import EVENT_KEY_PATTERN
 
+# A parameter, or parameters joined by dots for a nested one (order.total).
+VALUE_PATH_PATTERN = re.compile(r"[A-Za-z0-9_$-]+(\.[A-Za-z0-9_$-]+)*")
 # The shape of a long array is known from its first items.
 STRUCTURE_SAMPLE_ITEMS = 50
 # JSON types of the learned parameter structure, as JSON Schema names them.
@@ -228,6 +233,23 @@ class MarketingEventType(models.Model):
         compute="_compute_segment_count",
         search="_search_segment_count",
         help="Segments whose event rules count this type.",
+    )
+    # Money: what an event of this type is worth (a purchase's total), for the
+    # scenarios' revenue and the contacts' lifetime value.
+    value_param = fields.Char(
+        string="Value Parameter",
+        help="The parameter holding what the event is worth, e.g. total (order.total for a nested one). "
+        "Its events then add up to their contact's lifetime value, and bring revenue to the scenarios "
+        "whose objective they are.",
+    )
+    value_currency_id = fields.Many2one(
+        "res.currency",
+        help="The currency of the values. Empty: the currency of the event's company.",
+    )
+    value_currency_param = fields.Char(
+        string="Currency Parameter",
+        help="The parameter holding the ISO code of each event's currency, e.g. currency. "
+        "When an event has none, or an unknown one, the Value Currency applies.",
     )
 
     _sql_constraints = [
@@ -500,6 +522,22 @@ class MarketingEventType(models.Model):
                 raise ValidationError(self.env._("An event type with the key %(key)r already exists.", key=key))
             seen.add(identity)
 
+    @api.constrains("value_param", "value_currency_param")
+    def _check_value_params(self):
+        for event_type in self:
+            for field_name in ("value_param", "value_currency_param"):
+                path = event_type[field_name]
+                if path and not VALUE_PATH_PATTERN.fullmatch(path):
+                    raise ValidationError(
+                        self.env._(
+                            "%(field)s of %(type)s: a parameter name, or names joined by dots for a nested one "
+                            "(e.g. order.total), not %(path)r.",
+                            field=event_type._fields[field_name].string,
+                            type=event_type.name,
+                            path=path,
+                        )
+                    )
+
     def write(self, vals):
         if "key" in vals or "company_id" in vals:
             self._check_keys_free(
@@ -511,6 +549,55 @@ class MarketingEventType(models.Model):
                 self.env._("The key of an internal event type cannot change: Odoo emits it by that key.")
             )
         return super().write(vals)
+
+    # ------------------------------------------------------------------
+    # Money
+    # ------------------------------------------------------------------
+
+    def _event_amounts(self, events):
+        """{event: (amount, currency, company)} of these events of this type whose value parameter holds a number.
+
+        The currency is the one the event's currency parameter names, else
+        the type's, else its company's; the currency codes of the whole batch
+        are looked up at once.
+        """
+        self.ensure_one()
+        if not self.value_param or not events:
+            return {}
+        value_path = self.value_param.split(".")
+        currency_path = self.value_currency_param.split(".") if self.value_currency_param else None
+        found = {}
+        for event in events:
+            amount = number_or_none(param_at(event.params, value_path))
+            if amount is None:
+                continue
+            code = param_at(event.params, currency_path) if currency_path else None
+            found[event] = (amount, code.strip().upper() if isinstance(code, str) else None)
+        codes = sorted({code for _amount, code in found.values() if code})
+        Currency = self.env["res.currency"].with_context(active_test=False)
+        by_code = {currency.name: currency for currency in Currency.search([("name", "in", codes)])} if codes else {}
+        amounts = {}
+        for event, (amount, code) in found.items():
+            company = event.company_id or event.partner_id.company_id or self.env.company
+            amounts[event] = (amount, by_code.get(code) or self.value_currency_id or company.currency_id, company)
+        return amounts
+
+    @api.model
+    def _convert_amounts(self, requests):
+        """{key: amount converted and rounded} for ``requests`` of (key, amount, from, to, company, moment).
+
+        One rate per (from, to, company, day): a batch of events of the same day
+        and currency costs one rate lookup, a batch in the company's currency none.
+        """
+        rates = {}
+        converted = {}
+        for key, amount, from_currency, to_currency, company, moment in requests:
+            day = fields.Date.to_date(moment) if moment else fields.Date.context_today(self)
+            rate_key = (from_currency.id, to_currency.id, company.id, day)
+            if rate_key not in rates:
+                rates[rate_key] = from_currency._get_conversion_rate(from_currency, to_currency, company, day)
+            converted[key] = to_currency.round(amount * rates[rate_key])
+        return converted
 
     # ------------------------------------------------------------------
     # Validation and learning, used by ingestion

@@ -2,6 +2,7 @@ import logging
 from collections import defaultdict
 from datetime import datetime
 from datetime import time
+from datetime import timedelta
 
 import pytz
 from dateutil import rrule
@@ -20,6 +21,8 @@ from ..utils.scores import score_matches
 _logger = logging.getLogger(__name__)
 
 ENROLL_BATCH_SIZE = 1000
+# A control group larger than this would hold back most of the audience.
+MAX_CONTROL_GROUP_PERCENT = 50
 
 _RRULE_FREQUENCIES = {"hours": rrule.HOURLY, "days": rrule.DAILY, "weeks": rrule.WEEKLY, "months": rrule.MONTHLY}
 
@@ -40,6 +43,11 @@ class MarketingScenario(models.Model):
     # reached. Without it every batch would scan the contacts already entered
     # again, and entering a large audience would take quadratic time.
     enrolling_after_partner_id = fields.Integer(readonly=True, copy=False)
+    control_group_percent = fields.Integer(
+        string="Control Group (%)",
+        help="Share of the entrants held out: they run through no node, and their conversions, compared with "
+        "those of the others, measure what the scenario adds (its lift). Each contact falls in it or not for good.",
+    )
 
     # ------------------------------------------------------------------
     # Audience and entry policy
@@ -55,6 +63,34 @@ class MarketingScenario(models.Model):
                 raise ValidationError(
                     self.env._("Audience of %(name)s is not a valid filter: %(error)s", name=scenario.name, error=error)
                 ) from error
+
+    @api.constrains("control_group_percent")
+    def _check_control_group_percent(self):
+        for scenario in self:
+            if not 0 <= scenario.control_group_percent <= MAX_CONTROL_GROUP_PERCENT:
+                raise ValidationError(
+                    self.env._(
+                        "Control Group of %(name)s: a share between 0 and %(max)s percent.",
+                        name=scenario.name,
+                        max=MAX_CONTROL_GROUP_PERCENT,
+                    )
+                )
+
+    def _control_sql(self, partner_sql):
+        """The SQL condition 'this contact is in the control group' of this scenario.
+
+        A hash of the scenario and the contact, not a draw: the same contact
+        stays on the same side whenever he enters again, and each scenario
+        holds out other contacts.
+        """
+        if not self.control_group_percent:
+            return SQL("FALSE")
+        return SQL(
+            "mod(abs(hashtext(%s || ':' || %s)::bigint), 100) < %s",
+            str(self.id),
+            partner_sql,
+            self.control_group_percent,
+        )
 
     def _first_occurrence(self, now):
         if self.trigger_type == "now":
@@ -107,7 +143,7 @@ class MarketingScenario(models.Model):
             return None
         return self.env["res.partner"].with_user(user).with_company(self.company_id)
 
-    def _policy_sql(self, alias, partner_column, occurrence_at=None):
+    def _policy_sql(self, alias, partner_column, occurrence_at=None, now=None):
         """The SQL condition 'this contact may enter now', by the entry policy."""
         existing = SQL(
             "SELECT 1 FROM marketing_scenario_participant x "
@@ -119,7 +155,17 @@ class MarketingScenario(models.Model):
         if self.entry_policy == "once":
             conditions.append(SQL("NOT EXISTS (%s)", existing))
         elif self.entry_policy == "once_at_a_time":
-            conditions.append(SQL("NOT EXISTS (%s AND x.state = 'running')", existing))
+            # A control run ends at entry: it counts as running for the
+            # objective's days, as long as it is measured, or every new event
+            # would enter the held-out contact again and swell the control group.
+            measured_since = (now or fields.Datetime.now()) - timedelta(days=self.objective_days)
+            conditions.append(
+                SQL(
+                    "NOT EXISTS (%s AND (x.state = 'running' OR (x.is_control AND x.entered_at > %s)))",
+                    existing,
+                    measured_since,
+                )
+            )
         if occurrence_at:
             # Whatever the policy, an occurrence enters each contact once.
             conditions.append(SQL("NOT EXISTS (%s AND x.occurrence_at = %s)", existing, occurrence_at))
@@ -186,7 +232,8 @@ class MarketingScenario(models.Model):
                 "SELECT unnest(%s::int[]) AS partner_id",
                 candidates,
             )
-        policy = SQL("TRUE") if test else self._policy_sql("c", "partner_id", occurrence_at)
+        policy = SQL("TRUE") if test else self._policy_sql("c", "partner_id", occurrence_at, now)
+        control = SQL("FALSE") if test else self._control_sql(SQL("c.partner_id::text"))
         event_values = SQL(", ").join(
             SQL("(%s, %s, %s)", partner_id, event.id, event.type_id.id) for partner_id, event in events.items()
         )
@@ -217,6 +264,7 @@ class MarketingScenario(models.Model):
                     SELECT e.id, r.node_id, r.scheduled_at, 'scheduled', 0, e.scenario_id, e.partner_id,
                            e.company_id, e.is_test
                       FROM entered e, unnest(%(nodes)s::int[], %(dues)s::timestamp[]) AS r (node_id, scheduled_at)
+                     WHERE NOT e.is_control
                 )
                 """,
                 nodes=[root_id for root_id, _due in root_dues],
@@ -228,19 +276,22 @@ class MarketingScenario(models.Model):
                 """
                 WITH entered AS (
                     INSERT INTO marketing_scenario_participant (
-                        scenario_id, partner_id, company_id, state, entered_at, occurrence_at, is_test,
-                        event_id, event_type_id, event_params
+                        scenario_id, partner_id, company_id, state, entered_at, ended_at, end_reason, occurrence_at,
+                        is_test, is_control, event_id, event_type_id, event_params
                     )
-                    SELECT %(scenario)s, c.partner_id, %(company)s, 'running', %(now)s, %(occurrence)s, %(test)s,
-                           ev.event_id, ev.type_id, e.params
-                      FROM (%(candidates)s) c
+                    SELECT %(scenario)s, c.partner_id, %(company)s,
+                           CASE WHEN c.is_control THEN 'completed' ELSE 'running' END, %(now)s,
+                           CASE WHEN c.is_control THEN %(now)s END,
+                           CASE WHEN c.is_control THEN %(held_out)s END,
+                           %(occurrence)s, %(test)s, c.is_control, ev.event_id, ev.type_id, e.params
+                      FROM (SELECT c.partner_id, %(control)s AS is_control FROM (%(candidates)s) c) c
                       %(event_join)s
                       LEFT JOIN marketing_event e ON e.id = ev.event_id
                      WHERE %(policy)s
                      ORDER BY c.partner_id
-                    RETURNING id, scenario_id, partner_id, company_id, is_test
+                    RETURNING id, scenario_id, partner_id, company_id, is_test, is_control
                 ) %(first_steps)s
-                SELECT id FROM entered
+                SELECT id, is_control FROM entered
                 """,
                 scenario=self.id,
                 company=self.company_id.id,
@@ -250,13 +301,17 @@ class MarketingScenario(models.Model):
                 candidates=candidates,
                 event_join=event_join,
                 policy=policy,
+                control=control,
+                held_out=self.env._("Control group: held out"),
                 first_steps=first_steps,
             )
         )
-        participant_ids = [row[0] for row in self.env.cr.fetchall()]
+        rows = self.env.cr.fetchall()
+        participant_ids = [participant_id for participant_id, _control in rows]
+        treated_ids = [participant_id for participant_id, control in rows if not control]
         Participant.invalidate_model()
-        if participant_ids:
-            participants = Participant.browse(participant_ids)
+        if treated_ids:
+            participants = Participant.browse(treated_ids)
             Step = self.env["marketing.scenario.step"]
             if first_steps_in_sql:
                 Step.invalidate_model()

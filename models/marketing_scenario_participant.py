@@ -20,6 +20,9 @@ QUEUE_FIELDS = {
     "event_type_id",
     "event_params",
     "is_test",
+    "is_control",
+    "converted_at",
+    "conversion_value",
 }
 
 
@@ -65,6 +68,20 @@ class MarketingScenarioParticipant(models.Model):
     )
     coupon_code = fields.Char(related="coupon_id.code", string="Coupon Code")
     is_test = fields.Boolean(string="Test Run", readonly=True, help="Test runs are left out of the statistics.")
+    is_control = fields.Boolean(
+        string="Control Group",
+        readonly=True,
+        help="Held out at entry: the contact runs through no node, and his conversion measures the lift.",
+    )
+    # Stored when the objective event is dispatched (or the objective changes), so that the
+    # statistics are one aggregate over the participants, however long ago the events were purged.
+    converted_at = fields.Datetime(
+        readonly=True, help="When the contact reached the scenario's objective within its days (first time)."
+    )
+    currency_id = fields.Many2one(related="company_id.currency_id", string="Currency")
+    conversion_value = fields.Monetary(
+        readonly=True, help="Value of the objective event that converted the contact, in the company's currency."
+    )
     step_ids = fields.One2many("marketing.scenario.step", "participant_id", string="Steps")
     step_count = fields.Integer(compute="_compute_step_count")
 

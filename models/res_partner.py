@@ -43,6 +43,9 @@ def _watched_value(partner, field):
     return value
 
 
+# Only the dispatcher adds to them (see _add_lifetime_values).
+LIFETIME_VALUE_FIELDS = {"marketing_lifetime_value", "marketing_value_currency_id"}
+
 # Events Odoo logs about a contact rather than things the contact did: they do
 # not count as activity for the decay (decay itself emits score_changed).
 DECAY_IGNORED_EVENT_KEYS = ("score_changed", "email_sent", "sms_sent", "scenario_completed")
@@ -125,6 +128,19 @@ class ResPartner(models.Model):
     marketing_scenario_names = fields.Char(
         string="In Scenarios", compute="_compute_marketing_scenarios", groups="base.group_user"
     )
+    # What the contact's events are worth (their types' value parameters), added
+    # up as they are dispatched: the lifetime value outlives the purged events.
+    marketing_value_currency_id = fields.Many2one(
+        "res.currency", string="Lifetime Value Currency", readonly=True, copy=False, groups="base.group_user"
+    )
+    marketing_lifetime_value = fields.Monetary(
+        string="Lifetime Value",
+        currency_field="marketing_value_currency_id",
+        readonly=True,
+        copy=False,
+        groups="base.group_user",
+        help="Sum of the values of the contact's events (purchases...), in the currency of the contact's company.",
+    )
     marketing_birthday = fields.Date(string="Birthday", help="Birthday scenarios wait for it, year after year.")
     marketing_segment_member_ids = fields.One2many(
         "marketing.segment.member",
@@ -141,6 +157,55 @@ class ResPartner(models.Model):
         groups="marketing_event_automation.group_marketing_automation_user",
         help="The segments the contact is a member of now.",
     )
+
+    def _marketing_check_lifetime_value(self, vals):
+        if not self.env.su and LIFETIME_VALUE_FIELDS & vals.keys():
+            raise AccessError(
+                self.env._("Lifetime Value: it adds up the values of the contact's events and cannot be set by hand.")
+            )
+
+    @api.model
+    def _add_lifetime_values(self, events):
+        """Add the values of these events (of one type) to their contacts' lifetime value, in one statement."""
+        event_type = events.type_id
+        events = events.filtered("partner_id")
+        if len(event_type) != 1 or not event_type.value_param or not events:
+            return
+        amounts = event_type._event_amounts(events)
+        if not amounts:
+            return
+        main_company = self.env.ref("base.main_company")
+        requests = []
+        targets = {}
+        for event, (amount, currency, company) in amounts.items():
+            # sudo: the dispatcher may run as any user; only the currency of the
+            # contact's own lifetime value is read.
+            partner = event.partner_id
+            target = targets.setdefault(
+                partner.id,
+                partner.sudo().marketing_value_currency_id or (partner.company_id or main_company).currency_id,
+            )
+            requests.append((event.id, amount, currency, target, company, event.occurred_at))
+        values = self.env["marketing.event.type"]._convert_amounts(requests)
+        totals = defaultdict(float)
+        for event in amounts:
+            totals[event.partner_id.id] += values[event.id]
+        self.flush_model(["marketing_lifetime_value", "marketing_value_currency_id"])
+        self.env.cr.execute(
+            SQL(
+                """
+                UPDATE res_partner p
+                   SET marketing_lifetime_value = COALESCE(p.marketing_lifetime_value, 0) + v.value,
+                       marketing_value_currency_id = v.currency_id
+                  FROM unnest(%s::int[], %s::numeric[], %s::int[]) AS v (id, value, currency_id)
+                 WHERE p.id = v.id
+                """,
+                list(totals),
+                list(totals.values()),
+                [targets[partner_id].id for partner_id in totals],
+            )
+        )
+        self.invalidate_model(["marketing_lifetime_value", "marketing_value_currency_id"])
 
     def init(self):
         res = super().init()
@@ -209,6 +274,8 @@ class ResPartner(models.Model):
 
     @api.model_create_multi
     def create(self, vals_list):
+        for vals in vals_list:
+            self._marketing_check_lifetime_value(vals)
         scores = [self._marketing_pop_score_values(vals) for vals in vals_list]
         partners = super().create(vals_list)
         self.env["marketing.event"]._emit(
@@ -251,6 +318,7 @@ class ResPartner(models.Model):
             partner.marketing_coupon_code = codes.get(str(partner.id)) or ""
 
     def write(self, vals):
+        self._marketing_check_lifetime_value(vals)
         score = self._marketing_pop_score_values(vals)
         watched = self._marketing_watched_fields(vals)
         old_values = self._marketing_field_values(watched) if watched else None

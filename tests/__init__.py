@@ -33,12 +33,15 @@ from . import test_scenario_abandoned_cart
 from . import test_scenario_actions
 from . import test_scenario_engine
 from . import test_scenario_flow
+from . import test_scenario_holdout
 from . import test_scenario_performance
+from . import test_scenario_revenue
 from . import test_scenario_templates
 from . import test_scenario_triggers
 from . import test_scenario_workspace
 from . import test_sdk_libraries
 from . import test_segment_api
+from . import test_split_winner
 from . import test_system_automation
 from . import test_system_automation_company
 from . import test_translations

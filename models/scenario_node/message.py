@@ -5,6 +5,7 @@ from odoo import api
 from odoo import fields
 from odoo import models
 from odoo.tools import SQL
+from odoo.tools import format_amount
 
 from ...utils.payload import phone_e164
 from ...utils.trace_status import COUNTED_STATUSES
@@ -34,6 +35,12 @@ class MarketingScenarioNode(models.Model):
     clicked_count = fields.Integer(string="Clicked", compute="_compute_message_statistics")
     replied_count = fields.Integer(string="Replied", compute="_compute_message_statistics")
     bounced_count = fields.Integer(string="Bounced", compute="_compute_message_statistics")
+    # Money: the conversions of the contacts the message went to, in the company's currency
+    currency_id = fields.Many2one(related="company_id.currency_id", string="Currency")
+    revenue = fields.Monetary(
+        compute="_compute_revenue", help="Value of the conversions of the contacts this node ran for."
+    )
+    revenue_per_recipient = fields.Monetary(compute="_compute_revenue")
 
     @api.model
     def _node_type_info(self):
@@ -93,6 +100,15 @@ class MarketingScenarioNode(models.Model):
             sent, opened, clicked, replied, bounced = counts.get(node.id, (0,) * len(COUNTED_STATUSES))
             node.sent_count, node.opened_count, node.clicked_count = sent, opened, clicked
             node.replied_count, node.bounced_count = replied, bounced
+
+    def _compute_revenue(self):
+        figures = self.env["marketing.scenario"]._node_revenue_figures(
+            [node.id for node in self if node.id and node.node_type in ("email", "sms")]
+        )
+        for node in self:
+            recipients, value = figures.get(node.id, (0, 0.0))
+            node.revenue = value
+            node.revenue_per_recipient = value / recipients if recipients else 0.0
 
     def _steps_domain(self, which=None):
         """Message statuses (sent, opened, clicked, replied, bounced) are read from the traces, as the counts are."""
@@ -340,6 +356,8 @@ class MarketingScenarioNode(models.Model):
         stats = [(status, labels[status], self[f"{status}_count"]) for status in statuses]
         if self.bounced_count:
             stats.append(("bounced", labels["bounced"], self.bounced_count))
+        if self.revenue:
+            stats.append(("revenue", self.env._("Revenue"), format_amount(self.env, self.revenue, self.currency_id)))
         return stats
 
     def _email_stats(self, branch_counts):
