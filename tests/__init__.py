@@ -31,6 +31,7 @@ from . import test_rate_limit
 from . import test_record_events
 from . import test_scenario_abandoned_cart
 from . import test_scenario_actions
+from . import test_scenario_correlation
 from . import test_scenario_engine
 from . import test_scenario_flow
 from . import test_scenario_performance
