@@ -96,9 +96,7 @@ class MarketingScenario(models.Model):
         "on its own. The entry policy applies per value, and exit events, waits for an event and the objective "
         "only take the run whose value they carry.",
     )
-    correlation_param_choices = fields.Char(
-        string="Known Parameters", compute="_compute_correlation_param_choices"
-    )
+    correlation_param_choices = fields.Char(string="Known Parameters", compute="_compute_correlation_param_choices")
     repeat_interval = fields.Integer(string="Every", default=1)
     repeat_unit = fields.Selection(REPEAT_UNITS, default="days")
     repeat_hour = fields.Float(string="At", default=9.0, help="Time of day in the scenario's timezone.")
@@ -224,9 +222,7 @@ class MarketingScenario(models.Model):
         properties = schema.get("properties") if isinstance(schema, dict) else None
         for name, definition in (properties if isinstance(properties, dict) else {}).items():
             declared = definition.get("type") if isinstance(definition, dict) else None
-            if declared in CORRELATION_TYPES or (
-                isinstance(declared, list) and set(declared) & set(CORRELATION_TYPES)
-            ):
+            if declared in CORRELATION_TYPES or (isinstance(declared, list) and set(declared) & set(CORRELATION_TYPES)):
                 candidates.add(name)
         return sorted(candidates)
 
@@ -257,7 +253,7 @@ class MarketingScenario(models.Model):
     def _correlation_path(self):
         """The correlation parameter of this on-event scenario, or False."""
         self.ensure_one()
-        return self.trigger_type == "event" and self.correlation_param or False
+        return (self.trigger_type == "event" and self.correlation_param) or False
 
     @api.constrains("trigger_type", "trigger_event_type_id", "trigger_params_filter")
     def _check_trigger_filter(self):

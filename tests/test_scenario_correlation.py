@@ -107,7 +107,9 @@ class TestScenarioCorrelation(CorrelationCommon):
         # A cart that left may come back: the policy keeps out running runs of the same value only.
         self.cart("B")
         self.dispatch()
-        self.assertEqual(self.Participant.search_count([("scenario_id", "=", scenario.id), ("state", "=", "running")]), 2)
+        self.assertEqual(
+            self.Participant.search_count([("scenario_id", "=", scenario.id), ("state", "=", "running")]), 2
+        )
 
     def test_events_of_another_contact_or_value_do_not_match(self):
         scenario = self.cart_scenario(correlation_param="cart_id", exit_event_type_ids=[(6, 0, self.type_order.ids)])
@@ -238,17 +240,30 @@ class TestScenarioCorrelationQueries(CorrelationCommon):
         self.add_node(scenario, "wait", wait_amount=2, wait_unit="hours")
         waiting = self.cart_scenario(name="Waits per cart", correlation_param="cart_id")
         self.add_node(waiting, "wait_event", wait_event_type_id=self.type_order.id, wait_amount=1, wait_unit="days")
-        scenario.action_start()
-        waiting.action_start()
+        converting = self.cart_scenario(
+            name="Exits on objective",
+            correlation_param="cart_id",
+            objective_event_type_id=self.type_order.id,
+            exit_on_objective=True,
+        )
+        self.add_node(converting, "wait", wait_amount=2, wait_unit="hours")
+        (scenario | waiting | converting).action_start()
+        # A first round learns the structure of the events the engine logs (scenario_completed): once.
+        self.dispatch_queries(scenario, 3, "P")
         counts_10, runs_10 = self.dispatch_queries(scenario, 10, "Q")
         counts_60, runs_60 = self.dispatch_queries(scenario, 60, "R")
-        self.assertEqual(counts_10, counts_60, f"entry A, entry B, purchase B at 10 and 60 contacts: {counts_10} {counts_60}")
+        self.assertEqual(
+            counts_10, counts_60, f"entry A, entry B, purchase B at 10 and 60 contacts: {counts_10} {counts_60}"
+        )
         for runs in (runs_10, runs_60):
             self.assertEqual(set(runs.filtered(lambda run: run.correlation_value == "B").mapped("state")), {"exited"})
             self.assertEqual(set(runs.filtered(lambda run: run.correlation_value == "A").mapped("state")), {"running"})
+        converted = self.Participant.search([("scenario_id", "=", converting.id), ("state", "=", "exited")])
+        self.assertEqual(set(converted.mapped("correlation_value")), {"B"})
+        self.assertEqual(len(converted), 73)
         resumed = self.Step.search([("scenario_id", "=", waiting.id), ("branch", "=", "yes")])
         self.assertEqual(set(resumed.participant_id.mapped("correlation_value")), {"B"})
-        self.assertEqual(len(resumed), 70)
+        self.assertEqual(len(resumed), 73)
 
 
 @tagged("post_install", "-at_install")
@@ -321,6 +336,4 @@ class TestScenarioExitOnObjective(CorrelationCommon):
 
     def test_canvas_says_it(self):
         scenario, _wait, _reminder = self.objective_scenario()
-        self.assertIn(
-            "Exits on reaching the objective (Order placed)", scenario.get_flow_data()["trigger"]["details"]
-        )
+        self.assertIn("Exits on reaching the objective (Order placed)", scenario.get_flow_data()["trigger"]["details"])
