@@ -237,20 +237,21 @@ class MarketingScenario(models.Model):
 
     def _transfer_plan(self, document, problems):
         """The values to create, from a checked document; the problems found are appended to ``problems``."""
-        _ = self.env._
         if not isinstance(document, dict):
-            problems.append(_("The document must be a JSON object."))
+            problems.append(self.env._("The document must be a JSON object."))
             return None
         if document.get("format") != TRANSFER_FORMAT:
-            problems.append(_("format: this is no scenario export (expected %(format)s).", format=TRANSFER_FORMAT))
+            problems.append(
+                self.env._("format: this is no scenario export (expected %(format)s).", format=TRANSFER_FORMAT)
+            )
             return None
         version = document.get("version")
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            problems.append(_("version: a whole number is expected."))
+            problems.append(self.env._("version: a whole number is expected."))
             return None
         if version > TRANSFER_VERSION:
             problems.append(
-                _(
+                self.env._(
                     "version: the file comes from a newer version of the module (format %(version)s, this one "
                     "reads up to %(max)s).",
                     version=version,
@@ -260,30 +261,31 @@ class MarketingScenario(models.Model):
             return None
         unknown = sorted(set(document) - {"format", "version", "scenario", "nodes"})
         if unknown:
-            problems.append(_("unknown keys: %(keys)s", keys=", ".join(map(str, unknown))))
+            problems.append(self.env._("unknown keys: %(keys)s", keys=", ".join(map(str, unknown))))
         settings = document.get("scenario")
         nodes = document.get("nodes", [])
         if not isinstance(settings, dict):
-            problems.append(_("scenario: an object with the scenario's settings is expected."))
+            problems.append(self.env._("scenario: an object with the scenario's settings is expected."))
             settings = {}
         if not isinstance(nodes, list):
-            problems.append(_("nodes: a list is expected."))
+            problems.append(self.env._("nodes: a list is expected."))
             nodes = []
         if len(nodes) > MAX_IMPORT_NODES:
-            problems.append(_("nodes: %(count)s nodes, at most %(max)s.", count=len(nodes), max=MAX_IMPORT_NODES))
+            problems.append(
+                self.env._("nodes: %(count)s nodes, at most %(max)s.", count=len(nodes), max=MAX_IMPORT_NODES)
+            )
             return None
         references = _References(self.env)
         scenario_values = self._transfer_values(
             self, SCENARIO_SETTINGS, settings, "scenario", references=references, problems=problems
         )
         if not isinstance(settings.get("name"), str) or not settings["name"].strip():
-            problems.append(_("scenario.name: a name is expected."))
+            problems.append(self.env._("scenario.name: a name is expected."))
         node_plans = self._transfer_node_plans(nodes, references, problems)
         references.resolve(problems)
         return {"scenario": scenario_values, "nodes": node_plans, "references": references}
 
     def _transfer_node_plans(self, nodes, references, problems):
-        _ = self.env._
         Node = self.env["marketing.scenario.node"]
         info = Node._node_type_info()
         branches = dict(Node._fields["branch"].selection)
@@ -291,34 +293,40 @@ class MarketingScenario(models.Model):
         for index, entry in enumerate(nodes, start=1):
             where = f"nodes[{index}]"
             if not isinstance(entry, dict):
-                problems.append(_("%(where)s: an object is expected.", where=where))
+                problems.append(self.env._("%(where)s: an object is expected.", where=where))
                 continue
             unknown = sorted(set(entry) - set(NODE_PLACEMENT))
             if unknown:
-                problems.append(_("%(where)s: unknown keys %(keys)s", where=where, keys=", ".join(unknown)))
+                problems.append(self.env._("%(where)s: unknown keys %(keys)s", where=where, keys=", ".join(unknown)))
             ref = entry.get("ref")
             if not _is_ref(ref):
-                problems.append(_("%(where)s.ref: a number or a text naming the node is expected.", where=where))
+                problems.append(
+                    self.env._("%(where)s.ref: a number or a text naming the node is expected.", where=where)
+                )
                 continue
             if ref in refs:
-                problems.append(_("%(where)s.ref: %(ref)s names two nodes.", where=where, ref=ref))
+                problems.append(self.env._("%(where)s.ref: %(ref)s names two nodes.", where=where, ref=ref))
                 continue
             where = f"nodes[{index}] ({ref})"
             node_type = entry.get("node_type")
             if not isinstance(node_type, str) or node_type not in info:
                 problems.append(
-                    _("%(where)s.node_type: unknown kind of node %(kind)s.", where=where, kind=json.dumps(node_type))
+                    self.env._(
+                        "%(where)s.node_type: unknown kind of node %(kind)s.", where=where, kind=json.dumps(node_type)
+                    )
                 )
                 continue
             spec = Node._node_type_spec(node_type)
             parent = entry.get("parent")
             if parent is not None and not _is_ref(parent):
-                problems.append(_("%(where)s.parent: the ref of another node or null is expected.", where=where))
+                problems.append(
+                    self.env._("%(where)s.parent: the ref of another node or null is expected.", where=where)
+                )
                 parent = None
             branch = entry.get("branch", "always")
             if branch not in branches:
                 problems.append(
-                    _("%(where)s.branch: unknown branch %(branch)s.", where=where, branch=json.dumps(branch))
+                    self.env._("%(where)s.branch: unknown branch %(branch)s.", where=where, branch=json.dumps(branch))
                 )
                 branch = "always"
             values = {"node_type": node_type, "branch": branch}
@@ -330,19 +338,19 @@ class MarketingScenario(models.Model):
                         or isinstance(value, bool)
                         or (kind is str and len(value) > MAX_TEXT_LENGTH)
                     ):
-                        problems.append(_("%(where)s.%(name)s: wrong type.", where=where, name=name))
+                        problems.append(self.env._("%(where)s.%(name)s: wrong type.", where=where, name=name))
                     else:
                         values[name] = value
             settings = entry.get("settings", {})
             if not isinstance(settings, dict):
-                problems.append(_("%(where)s.settings: an object is expected.", where=where))
+                problems.append(self.env._("%(where)s.settings: an object is expected.", where=where))
                 settings = {}
             allowed = [name for name in spec["fields"] if name != "mailing_id" and name not in SECRET_NODE_FIELDS]
             node_links = {name for name in allowed if Node._fields[name].comodel_name == Node._name}
             unknown = sorted(set(settings) - set(allowed))
             if unknown:
                 problems.append(
-                    _(
+                    self.env._(
                         "%(where)s.settings: %(keys)s are no settings of a %(kind)s node.",
                         where=where,
                         keys=", ".join(unknown),
@@ -359,14 +367,18 @@ class MarketingScenario(models.Model):
             for name in node_links:
                 target = settings.get(name)
                 if target is not None and target is not False and not _is_ref(target):
-                    problems.append(_("%(where)s.settings.%(name)s: the ref of a node.", where=where, name=name))
+                    problems.append(
+                        self.env._("%(where)s.settings.%(name)s: the ref of a node.", where=where, name=name)
+                    )
                 elif target not in (None, False):
                     links[name] = target
             mailing = entry.get("mailing")
             mailing_values = {}
             if mailing is not None:
                 if node_type not in MAILING_CONTENT or not isinstance(mailing, dict):
-                    problems.append(_("%(where)s.mailing: only an email or SMS node has a mailing.", where=where))
+                    problems.append(
+                        self.env._("%(where)s.mailing: only an email or SMS node has a mailing.", where=where)
+                    )
                 else:
                     mailing_values = self._transfer_mailing(mailing, node_type, where, problems)
             refs[ref] = len(plans)
@@ -383,13 +395,13 @@ class MarketingScenario(models.Model):
         for plan in plans:
             if plan["parent"] is not None and plan["parent"] not in refs:
                 problems.append(
-                    _("%(where)s.parent: no node is named %(ref)s.", where=plan["where"], ref=plan["parent"])
+                    self.env._("%(where)s.parent: no node is named %(ref)s.", where=plan["where"], ref=plan["parent"])
                 )
                 plan["parent"] = None
             for name, target in plan["links"].items():
                 if target not in refs:
                     problems.append(
-                        _(
+                        self.env._(
                             "%(where)s.settings.%(name)s: no node is named %(ref)s.",
                             where=plan["where"],
                             name=name,
@@ -405,7 +417,9 @@ class MarketingScenario(models.Model):
                 parent = current["parent"]
                 current = plans[refs[parent]] if parent is not None and parent in refs else None
             if current is not None and current["ref"] in chain:
-                problems.append(_("%(where)s: the nodes come after each other in a loop.", where=current["where"]))
+                problems.append(
+                    self.env._("%(where)s: the nodes come after each other in a loop.", where=current["where"])
+                )
                 depth.update(dict.fromkeys(chain))
                 continue
             base = -1 if current is None else depth[current["ref"]]
@@ -416,11 +430,12 @@ class MarketingScenario(models.Model):
         return plans
 
     def _transfer_mailing(self, mailing, node_type, where, problems):
-        _ = self.env._
         allowed = MAILING_CONTENT[node_type]
         unknown = sorted(set(mailing) - set(allowed))
         if unknown:
-            problems.append(_("%(where)s.mailing: unknown keys %(keys)s", where=where, keys=", ".join(unknown)))
+            problems.append(
+                self.env._("%(where)s.mailing: unknown keys %(keys)s", where=where, keys=", ".join(unknown))
+            )
         values = {}
         for name in allowed:
             if name not in mailing:
@@ -428,14 +443,14 @@ class MarketingScenario(models.Model):
             value = mailing[name]
             if name == "sms_allow_unsubscribe":
                 if not isinstance(value, bool):
-                    problems.append(_("%(where)s.mailing.%(name)s: true or false.", where=where, name=name))
+                    problems.append(self.env._("%(where)s.mailing.%(name)s: true or false.", where=where, name=name))
                     continue
             elif (
                 value is not False
                 and value is not None
                 and (not isinstance(value, str) or len(value) > MAX_TEXT_LENGTH)
             ):
-                problems.append(_("%(where)s.mailing.%(name)s: a text is expected.", where=where, name=name))
+                problems.append(self.env._("%(where)s.mailing.%(name)s: a text is expected.", where=where, name=name))
                 continue
             values[name] = value if name == "sms_allow_unsubscribe" else value or False
         return values
@@ -443,12 +458,13 @@ class MarketingScenario(models.Model):
     @api.model
     def _transfer_values(self, model, names, data, where, *, references, problems):
         """The ORM values of ``names`` found in ``data``, each checked against its field's type."""
-        _ = self.env._
         values = {}
         if model._name == self._name:
             unknown = sorted(set(data) - set(names))
             if unknown:
-                problems.append(_("%(where)s: unknown settings %(keys)s", where=where, keys=", ".join(unknown)))
+                problems.append(
+                    self.env._("%(where)s: unknown settings %(keys)s", where=where, keys=", ".join(unknown))
+                )
         for name in names:
             if name not in data:
                 continue
@@ -458,22 +474,24 @@ class MarketingScenario(models.Model):
                 if value is False or value is None:
                     value = False
                 elif not isinstance(value, str) or len(value) > MAX_TEXT_LENGTH:
-                    error = _("a text is expected")
+                    error = self.env._("a text is expected")
             elif field.type == "integer":
                 if not isinstance(value, int) or isinstance(value, bool) or abs(value) > 2**31 - 1:
-                    error = _("a whole number is expected")
+                    error = self.env._("a whole number is expected")
             elif field.type == "float":
                 if not isinstance(value, (int, float)) or isinstance(value, bool):
-                    error = _("a number is expected")
+                    error = self.env._("a number is expected")
             elif field.type == "boolean":
                 if not isinstance(value, bool):
-                    error = _("true or false is expected")
+                    error = self.env._("true or false is expected")
             elif field.type == "selection":
                 allowed = [key for key, _label in field._description_selection(self.env)]
                 if value is False or value is None:
                     value = False
                 elif value not in allowed:
-                    error = _("%(value)s is none of %(allowed)s", value=json.dumps(value), allowed=", ".join(allowed))
+                    error = self.env._(
+                        "%(value)s is none of %(allowed)s", value=json.dumps(value), allowed=", ".join(allowed)
+                    )
             elif field.type in ("date", "datetime"):
                 if value is False or value is None:
                     value = False
@@ -484,21 +502,21 @@ class MarketingScenario(models.Model):
                             raise ValueError(value)
                         value = convert(value)
                     except (ValueError, TypeError):
-                        error = _("a date (YYYY-MM-DD) or date and time (YYYY-MM-DD HH:MM:SS) is expected")
+                        error = self.env._("a date (YYYY-MM-DD) or date and time (YYYY-MM-DD HH:MM:SS) is expected")
             elif field.type == "many2one":
                 if value is False or value is None:
                     value = False
                 elif not isinstance(value, str) or not value:
-                    error = _("the key or name of a record is expected")
+                    error = self.env._("the key or name of a record is expected")
                 else:
                     value = references.want(field.comodel_name, value, label)
             elif field.type == "many2many":
                 if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
-                    error = _("a list of keys or names is expected")
+                    error = self.env._("a list of keys or names is expected")
                 else:
                     value = [references.want(field.comodel_name, item, label) for item in value]
             else:
-                error = _("this kind of setting cannot be imported")
+                error = self.env._("this kind of setting cannot be imported")
             if error:
                 problems.append(f"{label}: {error}.")
             else:
@@ -585,17 +603,16 @@ class _References:
                     )
 
     def _labels(self):
-        _ = self.env._
         return {
-            "marketing.event.type": _("event type"),
-            "res.partner.category": _("tag"),
-            "mailing.list": _("mailing list"),
-            "marketing.segment": _("segment"),
-            "marketing.coupon.list": _("coupon list"),
-            "mail.activity.type": _("activity type"),
-            "res.users": _("user"),
-            "ir.model.fields": _("contact field"),
-            "ir.actions.server": _("server action"),
+            "marketing.event.type": self.env._("event type"),
+            "res.partner.category": self.env._("tag"),
+            "mailing.list": self.env._("mailing list"),
+            "marketing.segment": self.env._("segment"),
+            "marketing.coupon.list": self.env._("coupon list"),
+            "mail.activity.type": self.env._("activity type"),
+            "res.users": self.env._("user"),
+            "ir.model.fields": self.env._("contact field"),
+            "ir.actions.server": self.env._("server action"),
         }
 
     def ids_in(self, values, model):

@@ -15,7 +15,6 @@ class MarketingScenarioEnrollWizard(models.TransientModel):
 
     scenario_id = fields.Many2one(
         "marketing.scenario",
-        string="Scenario",
         ondelete="cascade",
         domain=[("state", "=", "running")],
         help="A running scenario of your companies: the contacts enter it now, as if its trigger had fired.",
