@@ -38,6 +38,8 @@
         "views/marketing_scenario_step_views.xml",
         "wizards/marketing_scenario_test_wizard_views.xml",
         "wizards/marketing_scenario_objective_wizard_views.xml",
+        "wizards/marketing_scenario_enroll_wizard_views.xml",
+        "wizards/marketing_scenario_import_wizard_views.xml",
         "views/marketing_coupon_views.xml",
         "views/marketing_coupon_list_views.xml",
         "wizards/marketing_coupon_import_wizard_views.xml",

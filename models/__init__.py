@@ -28,6 +28,7 @@ from . import marketing_scenario_participant
 from . import marketing_scenario_statistics
 from . import marketing_scenario_step
 from . import marketing_scenario_template
+from . import marketing_scenario_transfer
 from . import marketing_segment
 from . import marketing_segment_member
 from . import marketing_segment_rule

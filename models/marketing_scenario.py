@@ -1,3 +1,4 @@
+import json
 from collections import defaultdict
 
 import pytz
@@ -44,7 +45,10 @@ TRIGGER_FIELDS = {
     "score_operator",
     "score_threshold",
     "trigger_segment_id",
+    "correlation_param",
 }
+# The JSON types a correlation parameter may have: what names one cart or order.
+CORRELATION_TYPES = ("string", "integer", "number")
 
 
 def _tz_selection(_self):
@@ -86,6 +90,13 @@ class MarketingScenario(models.Model):
         string="Parameters Filter",
         help='Only events whose parameters match, e.g. total > 100 and category == "shoes".',
     )
+    correlation_param = fields.Char(
+        string="One Run Per",
+        help="A parameter of the trigger event (cart_id, order_id): each of its values runs through the scenario "
+        "on its own. The entry policy applies per value, and exit events, waits for an event and the objective "
+        "only take the run whose value they carry.",
+    )
+    correlation_param_choices = fields.Char(string="Known Parameters", compute="_compute_correlation_param_choices")
     repeat_interval = fields.Integer(string="Every", default=1)
     repeat_unit = fields.Selection(REPEAT_UNITS, default="days")
     repeat_hour = fields.Float(string="At", default=9.0, help="Time of day in the scenario's timezone.")
@@ -127,6 +138,10 @@ class MarketingScenario(models.Model):
         help="The event the scenario tries to cause, e.g. a purchase.",
     )
     objective_days = fields.Integer(string="Objective Within (days)", default=7)
+    exit_on_objective = fields.Boolean(
+        string="Exit on Objective",
+        help="A contact who reaches the objective leaves the scenario at once: no more reminders.",
+    )
     objective_prompt_skipped = fields.Boolean(
         copy=False, help="The marketer chose to go on without an objective: the form stops asking for one."
     )
@@ -186,6 +201,59 @@ class MarketingScenario(models.Model):
             else:
                 summary = False
             scenario.trigger_summary = summary
+
+    @api.depends("trigger_event_type_id.params_structure", "trigger_event_type_id.params_schema")
+    def _compute_correlation_param_choices(self):
+        for scenario in self:
+            scenario.correlation_param_choices = ", ".join(scenario._correlation_param_candidates())
+
+    def _correlation_param_candidates(self):
+        """The parameters of the trigger event type that can name a run: its scalar ones, learned or declared."""
+        event_type = self.trigger_event_type_id
+        candidates = {
+            path
+            for path, json_type in (event_type.params_structure or {}).items()
+            if "[]" not in path and json_type in CORRELATION_TYPES
+        }
+        try:
+            schema = json.loads(event_type.params_schema or "{}")
+        except ValueError:
+            schema = {}
+        properties = schema.get("properties") if isinstance(schema, dict) else None
+        for name, definition in (properties if isinstance(properties, dict) else {}).items():
+            declared = definition.get("type") if isinstance(definition, dict) else None
+            if declared in CORRELATION_TYPES or (isinstance(declared, list) and set(declared) & set(CORRELATION_TYPES)):
+                candidates.add(name)
+        return sorted(candidates)
+
+    @api.constrains("trigger_type", "trigger_event_type_id", "correlation_param")
+    def _check_correlation_param(self):
+        for scenario in self.filtered("correlation_param"):
+            if scenario.trigger_type != "event":
+                raise ValidationError(
+                    self.env._(
+                        "One Run Per of %(name)s: only a scenario started by an event runs once per parameter value.",
+                        name=scenario.name,
+                    )
+                )
+            candidates = scenario._correlation_param_candidates()
+            # A type that has seen no event and declares no schema knows no
+            # parameter yet: the name cannot be checked before the first event.
+            if candidates and scenario.correlation_param not in candidates:
+                raise ValidationError(
+                    self.env._(
+                        "One Run Per of %(name)s: %(param)s is not a parameter of %(type)s (known: %(known)s).",
+                        name=scenario.name,
+                        param=scenario.correlation_param,
+                        type=scenario.trigger_event_type_id.name,
+                        known=", ".join(candidates),
+                    )
+                )
+
+    def _correlation_path(self):
+        """The correlation parameter of this on-event scenario, or False."""
+        self.ensure_one()
+        return (self.trigger_type == "event" and self.correlation_param) or False
 
     @api.constrains("trigger_type", "trigger_event_type_id", "trigger_params_filter")
     def _check_trigger_filter(self):

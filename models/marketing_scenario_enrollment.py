@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytz
 from dateutil import rrule
+from dateutil.relativedelta import relativedelta
 
 from odoo import api
 from odoo import fields
@@ -14,6 +15,8 @@ from odoo.exceptions import ValidationError
 from odoo.tools import SQL
 from odoo.tools.safe_eval import safe_eval
 
+from ..utils.correlation import correlation_matches
+from ..utils.correlation import correlation_value
 from ..utils.params_filter import params_match
 from ..utils.params_filter import parse_params_filter
 from ..utils.scores import score_matches
@@ -143,14 +146,21 @@ class MarketingScenario(models.Model):
             return None
         return self.env["res.partner"].with_user(user).with_company(self.company_id)
 
-    def _policy_sql(self, alias, partner_column, occurrence_at=None, now=None):
-        """The SQL condition 'this contact may enter now', by the entry policy."""
+    def _policy_sql(self, alias, partner_column, occurrence_at=None, now=None, correlation=None):
+        """The SQL condition 'this contact may enter now', by the entry policy.
+
+        ``correlation``: the SQL of the entering run's correlation value; with
+        a One Run Per parameter the policy applies to the runs of that value
+        only (a second cart enters a second run, the same cart does not).
+        """
         existing = SQL(
             "SELECT 1 FROM marketing_scenario_participant x "
             "WHERE x.scenario_id = %s AND x.partner_id = %s AND NOT x.is_test",
             self.id,
             SQL.identifier(alias, partner_column),
         )
+        if correlation is not None and self._correlation_path():
+            existing = SQL("%s AND x.correlation_value IS NOT DISTINCT FROM %s", existing, correlation)
         conditions = []
         if self.entry_policy == "once":
             conditions.append(SQL("NOT EXISTS (%s)", existing))
@@ -196,9 +206,11 @@ class MarketingScenario(models.Model):
     def _enroll_partners(self, partner_ids, events=None, test=False):
         """Enter the given contacts (optionally each with its triggering event); return the participants.
 
-        ``events`` maps partner id -> marketing.event. The entry policy
-        applies, except for test runs; the audience applies to all (the test
-        run checks its contact against it as the user running it).
+        ``events`` maps partner id -> marketing.event, or is a list of
+        ``(partner id, marketing.event)`` pairs when a contact enters several
+        runs at once (one per correlation value). The entry policy applies,
+        except for test runs; the audience applies to all (the test run checks
+        its contact against it as the user running it).
         """
         self.ensure_one()
         if not partner_ids:
@@ -226,25 +238,39 @@ class MarketingScenario(models.Model):
         Participant.flush_model()
         self.env["res.partner"].flush_model()
         now = fields.Datetime.now()
-        events = events or {}
+        event_pairs = list(events.items()) if isinstance(events, dict) else list(events or ())
         if isinstance(candidates, list):
             candidates = SQL(
                 "SELECT unnest(%s::int[]) AS partner_id",
                 candidates,
             )
-        policy = SQL("TRUE") if test else self._policy_sql("c", "partner_id", occurrence_at, now)
+        policy = (
+            SQL("TRUE")
+            if test
+            else self._policy_sql("c", "partner_id", occurrence_at, now, correlation=SQL("ev.correlation"))
+        )
         control = SQL("FALSE") if test else self._control_sql(SQL("c.partner_id::text"))
+        correlation_path = self._correlation_path()
         event_values = SQL(", ").join(
-            SQL("(%s, %s, %s)", partner_id, event.id, event.type_id.id) for partner_id, event in events.items()
+            SQL(
+                "(%s, %s, %s, %s::varchar)",
+                partner_id,
+                event.id,
+                event.type_id.id,
+                correlation_value(event.params or {}, correlation_path) if correlation_path else None,
+            )
+            for partner_id, event in event_pairs
         )
         event_join = (
             SQL(
-                "LEFT JOIN (VALUES %s) AS ev (partner_id, event_id, type_id) ON ev.partner_id = c.partner_id",
+                "LEFT JOIN (VALUES %s) AS ev (partner_id, event_id, type_id, correlation)"
+                " ON ev.partner_id = c.partner_id",
                 event_values,
             )
-            if events
+            if event_pairs
             else SQL(
-                "LEFT JOIN (SELECT NULL::int AS partner_id, NULL::int AS event_id, NULL::int AS type_id) ev ON FALSE"
+                "LEFT JOIN (SELECT NULL::int AS partner_id, NULL::int AS event_id, NULL::int AS type_id,"
+                " NULL::varchar AS correlation) ev ON FALSE"
             )
         )
         roots = self.node_ids.filtered(lambda node: not node.parent_id)
@@ -277,13 +303,13 @@ class MarketingScenario(models.Model):
                 WITH entered AS (
                     INSERT INTO marketing_scenario_participant (
                         scenario_id, partner_id, company_id, state, entered_at, ended_at, end_reason, occurrence_at,
-                        is_test, is_control, event_id, event_type_id, event_params
+                        is_test, is_control, event_id, event_type_id, event_params, correlation_value
                     )
                     SELECT %(scenario)s, c.partner_id, %(company)s,
                            CASE WHEN c.is_control THEN 'completed' ELSE 'running' END, %(now)s,
                            CASE WHEN c.is_control THEN %(now)s END,
                            CASE WHEN c.is_control THEN %(held_out)s END,
-                           %(occurrence)s, %(test)s, c.is_control, ev.event_id, ev.type_id, e.params
+                           %(occurrence)s, %(test)s, c.is_control, ev.event_id, ev.type_id, e.params, ev.correlation
                       FROM (SELECT c.partner_id, %(control)s AS is_control FROM (%(candidates)s) c) c
                       %(event_join)s
                       LEFT JOIN marketing_event e ON e.id = ev.event_id
@@ -391,6 +417,7 @@ class MarketingScenario(models.Model):
         if not events:
             return
         self._apply_exit_events(events, event_type, results)
+        self._apply_objective_exits(events, event_type, results)
         self.env["marketing.scenario.step"]._resume_waiting(events, event_type, results)
         scenarios = self.search(
             [("state", "=", "running"), ("trigger_type", "=", "event"), ("trigger_event_type_id", "=", event_type.id)]
@@ -423,15 +450,16 @@ class MarketingScenario(models.Model):
         self.ensure_one()
         if not events:
             return
-        # One entry per contact and batch: the first event of the batch wins.
-        by_partner = {}
+        # One entry per contact (and correlation value) and batch: the first event of the batch wins.
+        correlation_path = self._correlation_path()
+        first_events = {}
         for event in events.sorted("id"):
-            by_partner.setdefault(event.partner_id.id, event)
-        participants = self._enroll_partners(list(by_partner), events=by_partner)
-        entered = set(participants.mapped("partner_id").ids)
-        for partner_id, event in by_partner.items():
-            if partner_id in entered:
-                results[event.id]["entered"].append(self.name)
+            run_key = correlation_value(event.params or {}, correlation_path) if correlation_path else None
+            first_events.setdefault((event.partner_id.id, run_key), event)
+        pairs = [(partner_id, event) for (partner_id, _run_key), event in first_events.items()]
+        participants = self._enroll_partners(list({partner_id for partner_id, _event in pairs}), events=pairs)
+        for event in participants.event_id:
+            results[event.id]["entered"].append(self.name)
         if participants:
             self.env["marketing.scenario.step"]._wake_advance()
 
@@ -459,27 +487,61 @@ class MarketingScenario(models.Model):
         participants = self._running_participants(scenarios, events.partner_id)
         if not participants:
             return
+        reason = self.env._("Exit event: %(type)s", type=event_type.name)
+        self._exit_matching(participants, events, reason, results)
+
+    @api.model
+    def _exit_matching(self, participants, events, reason, results, condition=None):
+        """End the runs of ``participants`` that one of ``events`` concerns, recording ``exited`` on those events.
+
+        An event concerns a run when it reaches the run's scenario, carries
+        the run's correlation value (or none) and passes ``condition``
+        ``(participant, event)``. Reads only what the batch already holds: the
+        number of queries does not depend on the number of events.
+        """
         events_by_partner = events.grouped("partner_id")
-        participants = participants.filtered(
-            lambda participant: any(
-                participant.scenario_id._reached_by(event) for event in events_by_partner[participant.partner_id]
-            )
+        scenario_names_by_event = defaultdict(set)
+        leaving_ids = set()
+        for participant in participants:
+            scenario = participant.scenario_id
+            for event in events_by_partner.get(participant.partner_id, ()):
+                if (
+                    scenario._reached_by(event)
+                    and correlation_matches(participant.correlation_value, event.params, scenario._correlation_path())
+                    and (condition is None or condition(participant, event))
+                ):
+                    scenario_names_by_event[event.id].add(scenario.name)
+                    leaving_ids.add(participant.id)
+        leaving = participants.browse(sorted(leaving_ids))
+        if leaving:
+            leaving._finish("exited", reason)
+            for event_id, names in scenario_names_by_event.items():
+                results[event_id]["exited"].extend(sorted(names))
+        return leaving
+
+    @api.model
+    def _apply_objective_exits(self, events, event_type, results):
+        """Scenarios that exit on their objective end the runs these events convert (in their objective's days)."""
+        scenarios = self.search(
+            [
+                ("state", "in", ("running", "paused")),
+                ("exit_on_objective", "=", True),
+                ("objective_event_type_id", "=", event_type.id),
+            ]
         )
+        if not scenarios:
+            return
+        participants = self._running_participants(scenarios, events.partner_id)
         if not participants:
             return
-        reason = self.env._("Exit event: %(type)s", type=event_type.name)
-        participants._finish("exited", reason)
-        scenarios_by_partner = defaultdict(set)
-        for participant in participants:
-            scenarios_by_partner[participant.partner_id.id].add(participant.scenario_id)
-        for event in events:
-            results[event.id]["exited"].extend(
-                sorted(
-                    scenario.name
-                    for scenario in scenarios_by_partner.get(event.partner_id.id, ())
-                    if scenario._reached_by(event)
-                )
-            )
+
+        def converts(participant, event):
+            # As the conversion statistics count it: after entering, within the objective's days.
+            deadline = participant.entered_at + relativedelta(days=participant.scenario_id.objective_days)
+            return participant.entered_at <= event.occurred_at <= deadline
+
+        reason = self.env._("Objective reached: %(type)s", type=event_type.name)
+        self._exit_matching(participants, events, reason, results, condition=converts)
 
     @api.model
     def _running_participants(self, scenarios, partners):

@@ -23,6 +23,7 @@ QUEUE_FIELDS = {
     "is_control",
     "converted_at",
     "conversion_value",
+    "correlation_value",
 }
 
 
@@ -58,6 +59,13 @@ class MarketingScenarioParticipant(models.Model):
     )
     event_params = fields.Json(
         string="Event Parameters", readonly=True, help="Parameters of the triggering event, available to templates."
+    )
+    correlation_value = fields.Char(
+        string="Run Of",
+        readonly=True,
+        index="btree_not_null",
+        help="The value of the scenario's One Run Per parameter in the triggering event (the cart, the order): "
+        "exit events, waits for an event and the objective take this run only when they carry the same value.",
     )
     coupon_id = fields.Many2one(
         "marketing.coupon",

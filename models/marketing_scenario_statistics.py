@@ -575,6 +575,8 @@ class MarketingScenario(models.Model):
             summary = self.trigger_event_type_id.name or self.env._("Choose the event type")
             if self.trigger_params_filter:
                 details.append(self.trigger_params_filter)
+            if self.correlation_param:
+                details.append(self.env._("One run per %(param)s", param=self.correlation_param))
         elif trigger_type == "date":
             summary = (
                 format_datetime(self.env, self.trigger_at, tz=self.timezone, dt_format="short")
@@ -615,6 +617,10 @@ class MarketingScenario(models.Model):
             details.append(self.env._("Audience filtered"))
         if self.exit_event_type_ids:
             details.append(self.env._("Exits on %(events)s", events=", ".join(self.exit_event_type_ids.mapped("name"))))
+        if self.exit_on_objective and self.objective_event_type_id:
+            details.append(
+                self.env._("Exits on reaching the objective (%(event)s)", event=self.objective_event_type_id.name)
+            )
         stats = [
             {"name": "entered", "label": self.env._("Entered"), "value": self.entered_count},
             {"name": "active", "label": self.env._("In progress"), "value": self.active_count},

@@ -16,6 +16,7 @@ from odoo.tools import create_index
 
 from ..utils.constants import BRANCHES
 from ..utils.constants import STEP_STATES
+from ..utils.correlation import correlation_matches
 from ..utils.params_filter import params_match
 from ..utils.params_filter import parse_params_filter
 from ..utils.table_statistics import analyze_if_stale
@@ -455,6 +456,9 @@ class MarketingScenarioStep(models.Model):
                 if (
                     step.scenario_id._reached_by(event)
                     and event.occurred_at >= step.participant_id.entered_at
+                    and correlation_matches(
+                        step.participant_id.correlation_value, event.params, step.scenario_id._correlation_path()
+                    )
                     and params_match(filters[node.id], event.params)
                 ):
                     outcomes[step.id] = {

@@ -31,12 +31,15 @@ from . import test_rate_limit
 from . import test_record_events
 from . import test_scenario_abandoned_cart
 from . import test_scenario_actions
+from . import test_scenario_correlation
 from . import test_scenario_engine
+from . import test_scenario_enroll_wizard
 from . import test_scenario_flow
 from . import test_scenario_holdout
 from . import test_scenario_performance
 from . import test_scenario_revenue
 from . import test_scenario_templates
+from . import test_scenario_transfer
 from . import test_scenario_triggers
 from . import test_scenario_workspace
 from . import test_sdk_libraries
