@@ -2,6 +2,7 @@ from collections import defaultdict
 
 from odoo import api
 from odoo import models
+from odoo.tools import create_index
 from odoo.tools import email_normalize
 
 from ..utils.trace_status import MESSAGE_STATUSES
@@ -25,6 +26,21 @@ class MailingTrace(models.Model):
     """
 
     _inherit = "mailing.trace"
+
+    def init(self):
+        # The frequency caps that count mass mailings read the traces of a
+        # batch's contacts (by contact, by email, by phone number) in one query.
+        create_index(
+            self.env.cr, "mailing_trace_partner_mea_idx", self._table, ["res_id"], where="model = 'res.partner'"
+        )
+        create_index(self.env.cr, "mailing_trace_email_mea_idx", self._table, ["email"], where="email IS NOT NULL")
+        create_index(
+            self.env.cr,
+            "mailing_trace_sms_number_mea_idx",
+            self._table,
+            ["sms_number"],
+            where="sms_number IS NOT NULL",
+        )
 
     @api.model_create_multi
     def create(self, vals_list):

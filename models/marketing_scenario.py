@@ -29,6 +29,7 @@ ENTRY_POLICIES = [
     ("once_at_a_time", "Once at a time"),
     ("every_time", "Every time"),
 ]
+CAPPED_MESSAGE_POLICIES = [("delay", "Delay it"), ("skip", "Skip it")]
 REPEAT_UNITS = [("hours", "Hours"), ("days", "Days"), ("weeks", "Weeks"), ("months", "Months")]
 # Changing any of these while contacts run through the scenario would change
 # the meaning of their run half-way.
@@ -129,6 +130,14 @@ class MarketingScenario(models.Model):
         string="Exit Events",
         domain=[("scope", "=", "contact")],
         help="An event of these types takes its contact out of the scenario at once, cancelling its steps.",
+    )
+    capped_message_policy = fields.Selection(
+        CAPPED_MESSAGE_POLICIES,
+        string="Capped Messages",
+        required=True,
+        default="delay",
+        help="What happens to a message over the company's frequency cap (Settings): it waits for the next "
+        "allowed moment, or it is skipped and the contact goes on. The reason is on the step.",
     )
     objective_event_type_id = fields.Many2one(
         "marketing.event.type",

@@ -25,6 +25,7 @@ NODE_TYPE_DEFAULTS = {
     "due": None,
     "handler": None,
     "describe": None,
+    "badges": None,
     "stats": "_flow_stats_action",
     "rights": None,
     "contact_access": "read",
@@ -104,6 +105,8 @@ class MarketingScenarioNode(models.Model):
           when ``constant_due`` gives None;
         - ``handler``: method running the node on a batch of steps (``_run_<node_type>`` if left out);
         - ``describe``: method giving the canvas's one-line description;
+        - ``badges``: method giving the rules that apply to the node, shown on
+          its card, as [{name, label, title}] (a frequency cap, quiet hours);
         - ``stats``: method giving the canvas's kind-specific statistics as (name, label, value);
         - ``rights``: method ``(user)`` giving what ``user``, as the scenario's
           responsible, may not do through the node, as sentences;
@@ -399,7 +402,8 @@ class MarketingScenarioNode(models.Model):
 
     # ------------------------------------------------------------------
     # Handlers: each runs on every step of this node in the batch at once and
-    # returns {step id: {"state": done|skipped|error|retry, "branch", "result", ...}}
+    # returns {step id: {"state": done|skipped|error|retry, "branch", "result", ...}};
+    # "wake": the XML id of a cron to trigger once the batch commits (a message queue).
     # ------------------------------------------------------------------
 
     def _run_steps(self, steps, actor=None):
@@ -455,6 +459,7 @@ class MarketingScenarioNode(models.Model):
                     "kind": node.kind,
                     "icon": spec["icon"],
                     "description": node._call_spec("describe", default=""),
+                    "badges": node._call_spec("badges", default=[]),
                     "parent_id": node.parent_id.id or False,
                     "branch": node.branch,
                     "split_weight": node.split_weight,

@@ -338,7 +338,22 @@ class MarketingScenarioStep(models.Model):
                 _logger.warning("Scenario node %s failed on %s steps", node.id, len(node_steps), exc_info=True)
                 message = self.env._("%(node)s failed: %(error)s", node=node.display_name, error=error)
                 outcomes.update({step_id: {"state": "error", "result": message} for step_id in node_steps.ids})
+        self._wake_queues(outcomes)
         self._apply_outcomes(outcomes)
+
+    @api.model
+    def _wake_queues(self, outcomes):
+        """Wake the crons the handlers asked for (``wake`` of an outcome: the mail or SMS queue), once each.
+
+        Called after every handler's savepoint: a node whose handler failed
+        asked for nothing, its messages rolled back with it. The trigger row
+        is part of the batch's transaction and its NOTIFY a post-commit hook,
+        so the queue wakes once the steps are committed, and never for a
+        batch that rolls back.
+        """
+        for xmlid in sorted({outcome["wake"] for outcome in outcomes.values() if outcome.get("wake")}):
+            # sudo: the engine wakes Odoo's queues whoever runs it; the trigger is its only effect.
+            self.env.ref(xmlid).sudo()._trigger()
 
     def _apply_outcomes(self, outcomes):
         """Store each step's outcome with one statement, schedule the children, finish what ended.

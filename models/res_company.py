@@ -1,9 +1,15 @@
+from datetime import timedelta
+
 from odoo import api
 from odoo import fields
 from odoo import models
 from odoo.exceptions import ValidationError
 
 from .res_partner import WATCHABLE_FIELD_TYPES
+
+# The channels a frequency cap and quiet hours apply to: the message node types.
+PRESSURE_CHANNELS = ("email", "sms")
+DAY_HOURS = 24
 
 
 class ResCompany(models.Model):
@@ -38,6 +44,84 @@ class ResCompany(models.Model):
         default=30,
         help="Events of visitors never identified are deleted after this many days; 0 keeps them.",
     )
+
+    # Frequency caps: at most N marketing messages per contact and period, across all scenarios.
+    marketing_email_cap_enabled = fields.Boolean(
+        string="Email Frequency Cap", help="At most a number of scenario emails per contact and period."
+    )
+    marketing_email_cap_count = fields.Integer(string="Emails per Contact", default=3)
+    marketing_email_cap_days = fields.Integer(string="Email Cap Period (Days)", default=7)
+    marketing_sms_cap_enabled = fields.Boolean(
+        string="SMS Frequency Cap", help="At most a number of scenario SMS per contact and period."
+    )
+    marketing_sms_cap_count = fields.Integer(string="SMS per Contact", default=3)
+    marketing_sms_cap_days = fields.Integer(string="SMS Cap Period (Days)", default=7)
+    marketing_cap_mass_mailings = fields.Boolean(
+        string="Count Mass Mailings",
+        help="The caps also count the mass mailings the contact received (to the contact or to its address).",
+    )
+    # Quiet hours: hours of the day in the contact's timezone (else the scenario's) when no message goes out.
+    marketing_email_quiet_enabled = fields.Boolean(string="Email Quiet Hours")
+    marketing_email_quiet_start = fields.Float(string="Emails Quiet From", default=21.0)
+    marketing_email_quiet_end = fields.Float(string="Emails Quiet Until", default=8.0)
+    marketing_sms_quiet_enabled = fields.Boolean(string="SMS Quiet Hours")
+    marketing_sms_quiet_start = fields.Float(string="SMS Quiet From", default=21.0)
+    marketing_sms_quiet_end = fields.Float(string="SMS Quiet Until", default=8.0)
+
+    @api.constrains(
+        *(
+            f"marketing_{channel}_{name}"
+            for channel in PRESSURE_CHANNELS
+            for name in ("cap_enabled", "cap_count", "cap_days")
+        )
+    )
+    def _check_marketing_caps(self):
+        labels = {"email": self.env._("Email Frequency Cap"), "sms": self.env._("SMS Frequency Cap")}
+        for company in self:
+            for channel in PRESSURE_CHANNELS:
+                if not company[f"marketing_{channel}_cap_enabled"]:
+                    continue
+                if company[f"marketing_{channel}_cap_count"] <= 0:
+                    raise ValidationError(
+                        self.env._("%(setting)s: give a number of messages above 0.", setting=labels[channel])
+                    )
+                if company[f"marketing_{channel}_cap_days"] <= 0:
+                    raise ValidationError(
+                        self.env._("%(setting)s: give a period of at least 1 day.", setting=labels[channel])
+                    )
+
+    @api.constrains(
+        *(
+            f"marketing_{channel}_{name}"
+            for channel in PRESSURE_CHANNELS
+            for name in ("quiet_enabled", "quiet_start", "quiet_end")
+        )
+    )
+    def _check_marketing_quiet_hours(self):
+        labels = {"email": self.env._("Email Quiet Hours"), "sms": self.env._("SMS Quiet Hours")}
+        for company in self:
+            for channel in PRESSURE_CHANNELS:
+                if not company[f"marketing_{channel}_quiet_enabled"]:
+                    continue
+                start, end = company[f"marketing_{channel}_quiet_start"], company[f"marketing_{channel}_quiet_end"]
+                if not (0 <= start < DAY_HOURS and 0 <= end < DAY_HOURS) or start == end:
+                    raise ValidationError(
+                        self.env._(
+                            "%(setting)s: give two different times of day between 00:00 and 23:59.",
+                            setting=labels[channel],
+                        )
+                    )
+
+    def _marketing_message_rules(self, channel):
+        """The cap and quiet hours of ``channel`` (email, sms): {"cap": (count, timedelta) or None,
+        "quiet": (start, end) or None, "mass_mailings": bool}."""
+        self.ensure_one()
+        cap = quiet = None
+        if self[f"marketing_{channel}_cap_enabled"]:
+            cap = (self[f"marketing_{channel}_cap_count"], timedelta(days=self[f"marketing_{channel}_cap_days"]))
+        if self[f"marketing_{channel}_quiet_enabled"]:
+            quiet = (self[f"marketing_{channel}_quiet_start"], self[f"marketing_{channel}_quiet_end"])
+        return {"cap": cap, "quiet": quiet, "mass_mailings": self.marketing_cap_mass_mailings}
 
     @api.constrains("marketing_anonymous_retention_days")
     def _check_marketing_anonymous_retention(self):

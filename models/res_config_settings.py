@@ -12,3 +12,17 @@ class ResConfigSettings(models.TransientModel):
         related="company_id.marketing_anonymous_retention_days", readonly=False
     )
     marketing_watched_field_ids = fields.Many2many(related="company_id.marketing_watched_field_ids", readonly=False)
+
+    marketing_email_cap_enabled = fields.Boolean(related="company_id.marketing_email_cap_enabled", readonly=False)
+    marketing_email_cap_count = fields.Integer(related="company_id.marketing_email_cap_count", readonly=False)
+    marketing_email_cap_days = fields.Integer(related="company_id.marketing_email_cap_days", readonly=False)
+    marketing_sms_cap_enabled = fields.Boolean(related="company_id.marketing_sms_cap_enabled", readonly=False)
+    marketing_sms_cap_count = fields.Integer(related="company_id.marketing_sms_cap_count", readonly=False)
+    marketing_sms_cap_days = fields.Integer(related="company_id.marketing_sms_cap_days", readonly=False)
+    marketing_cap_mass_mailings = fields.Boolean(related="company_id.marketing_cap_mass_mailings", readonly=False)
+    marketing_email_quiet_enabled = fields.Boolean(related="company_id.marketing_email_quiet_enabled", readonly=False)
+    marketing_email_quiet_start = fields.Float(related="company_id.marketing_email_quiet_start", readonly=False)
+    marketing_email_quiet_end = fields.Float(related="company_id.marketing_email_quiet_end", readonly=False)
+    marketing_sms_quiet_enabled = fields.Boolean(related="company_id.marketing_sms_quiet_enabled", readonly=False)
+    marketing_sms_quiet_start = fields.Float(related="company_id.marketing_sms_quiet_start", readonly=False)
+    marketing_sms_quiet_end = fields.Float(related="company_id.marketing_sms_quiet_end", readonly=False)

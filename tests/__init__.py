@@ -22,6 +22,8 @@ from . import test_ingest_performance
 from . import test_list_and_system_events
 from . import test_mailing_trace_events
 from . import test_marketing_segment
+from . import test_message_pressure
+from . import test_message_queues
 from . import test_multi_company
 from . import test_openapi_contract
 from . import test_params_filter

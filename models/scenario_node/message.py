@@ -1,12 +1,18 @@
 import json
 from collections import defaultdict
 
+import pytz
+
 from odoo import api
 from odoo import fields
 from odoo import models
 from odoo.tools import SQL
 from odoo.tools import format_amount
+from odoo.tools import format_datetime
 
+from ...utils.formatting import format_hour
+from ...utils.message_pressure import cap_release
+from ...utils.message_pressure import quiet_hours_end
 from ...utils.payload import phone_e164
 from ...utils.trace_status import COUNTED_STATUSES
 from ...utils.trace_status import FAILED_TRACE_STATUSES
@@ -16,6 +22,10 @@ from ...utils.trace_status import trace_status_sql
 LINK_SHORTENING_BLACKLIST = ["/unsubscribe_from_list", "/view", "/cards"]
 # mailing_type of the node's own mailing, by node type.
 MAILING_TYPES = {"email": "mail", "sms": "sms"}
+# The queue that sends each node type's messages: woken once the step batch commits.
+QUEUE_CRONS = {"email": "mail.ir_cron_mail_scheduler_action", "sms": "sms.ir_cron_sms_scheduler_action"}
+# The contact's address a mass mailing's trace holds, by node type (for the caps that count mass mailings).
+TRACE_ADDRESSES = {"email": ("email", "email_normalized"), "sms": ("sms_number", "phone_sanitized")}
 
 
 class MarketingScenarioNode(models.Model):
@@ -52,6 +62,7 @@ class MarketingScenarioNode(models.Model):
                 "fields": ("mailing_id",),
                 "problems": "_email_problems",
                 "describe": "_message_description",
+                "badges": "_message_badges",
                 "stats": "_email_stats",
             },
             "sms": {
@@ -60,6 +71,7 @@ class MarketingScenarioNode(models.Model):
                 "fields": ("mailing_id",),
                 "problems": "_sms_problems",
                 "describe": "_message_description",
+                "badges": "_message_badges",
                 "stats": "_sms_stats",
             },
         }
@@ -213,13 +225,17 @@ class MarketingScenarioNode(models.Model):
         """
         opted_out, sendable = self._skip_opted_out(candidates, field_name)
         outcomes.update(opted_out)
+        held, sendable = self._hold_by_company_rules(sendable)
+        outcomes.update(held)
         if not sendable:
             return outcomes
         # sudo: the engine sends on behalf of the scenario, whoever runs the cron.
         mailing = self.mailing_id.sudo()
         before = self._max_trace_id()
         send(mailing, list(dict.fromkeys(sendable.partner_id.ids)), sendable)
-        outcomes.update(self._map_traces(sendable, before))
+        sent = self._map_traces(sendable, before)
+        outcomes.update(sent)
+        self._stamp_sent_for_caps(sent)
         return outcomes
 
     def _params_context(self, steps):
@@ -261,6 +277,7 @@ class MarketingScenarioNode(models.Model):
                     "branch": "always",
                     "result": self.env._("Sent"),
                     "trace_id": trace.id,
+                    "wake": QUEUE_CRONS[self.node_type],
                 }
         return outcomes
 
@@ -335,9 +352,186 @@ class MarketingScenarioNode(models.Model):
                 marketing_scenario_send=True,
                 marketing_event_params=self._params_context(sendable),
             )
-            .create(mailing._send_sms_get_composer_values(partner_ids))
+            # Never sent from inside the batch (the mailing's "send directly"): the SMS queue sends them once
+            # the steps are committed, so a batch that rolls back sends nothing.
+            .create({**mailing._send_sms_get_composer_values(partner_ids), "mass_force_send": False})
         )
         composer._action_send_sms()
+
+    # Frequency caps and quiet hours ------------------------------------------
+
+    def _hold_by_company_rules(self, steps):
+        """Hold back the messages the company's frequency cap or quiet hours forbid now: (their outcomes, the others).
+
+        A capped message waits for the first moment the cap allows (or is
+        skipped, as the scenario says); a message due in quiet hours waits
+        for their end, in the contact's timezone (else the scenario's). The
+        messages the contacts received lately are read with one query for the
+        whole batch; test runs are never held.
+        """
+        real = steps.filtered(lambda step: not step.is_test)
+        rules = self.scenario_id.company_id._marketing_message_rules(self.node_type)
+        if not real or not (rules["cap"] or rules["quiet"]):
+            return {}, steps
+        now = fields.Datetime.now()
+        history = self._recent_messages(real, now, rules) if rules["cap"] else {}
+        scenario_tz = pytz.timezone(self.scenario_id.timezone or "UTC")
+        skip_capped = self.scenario_id.capped_message_policy == "skip"
+        outcomes = {}
+        for step in real.sorted("id"):
+            partner = step.partner_id
+            sent_at = history.setdefault(partner.id, [])
+            moment, reasons = now, []
+            release = cap_release(sent_at, *rules["cap"]) if rules["cap"] else None
+            if release and skip_capped:
+                outcomes.update(self._skipped(step, self._cap_reason(rules["cap"])))
+                continue
+            if release:
+                moment = release
+                reasons.append(self._cap_reason(rules["cap"]))
+            tz = self._contact_tz(partner, scenario_tz)
+            quiet_end = quiet_hours_end(moment, tz, *rules["quiet"]) if rules["quiet"] else None
+            if quiet_end:
+                moment = quiet_end
+                reasons.append(self._quiet_reason(rules["quiet"], tz))
+            if moment <= now:
+                sent_at.append(now)  # the contact's next step of this batch counts this one
+                continue
+            result = self.env._(
+                "%(reasons)s: delayed until %(moment)s",
+                reasons="; ".join(reasons),
+                moment=format_datetime(self.env, moment, tz=tz.zone, dt_format="short"),
+            )
+            outcomes[step.id] = {"state": "retry", "result": result, "scheduled_at": moment, "attempted": False}
+        return outcomes, steps.filtered(lambda step: step.id not in outcomes)
+
+    @staticmethod
+    def _contact_tz(partner, fallback):
+        try:
+            return pytz.timezone(partner.tz) if partner.tz else fallback
+        except pytz.UnknownTimeZoneError:
+            return fallback
+
+    def _cap_reason(self, cap):
+        count, period = cap
+        return self.env._(
+            "Frequency cap: %(count)s %(channel)s per %(days)s days reached",
+            count=count,
+            channel=self.env._("emails") if self.node_type == "email" else self.env._("SMS"),
+            days=period.days,
+        )
+
+    def _quiet_reason(self, quiet, tz):
+        return self.env._(
+            "Quiet hours %(start)s-%(end)s (%(tz)s)", start=format_hour(quiet[0]), end=format_hour(quiet[1]), tz=tz.zone
+        )
+
+    def _recent_messages(self, steps, now, rules):
+        """{contact id: [when each message of this channel reached it within the cap's period, in order]}.
+
+        The scenario messages are the sent steps of this company's message
+        nodes of the same type (their processing time); with the setting,
+        the mass mailings' traces to the contact or to its address too. One
+        query for the whole batch.
+        """
+        partners = steps.partner_id
+        since = now - rules["cap"][1]
+        Step = self.env["marketing.scenario.step"]
+        Step.flush_model(["partner_id", "company_id", "is_test", "processed_at", "trace_id", "node_id"])
+        self.flush_model(["node_type", "mailing_id"])
+        self.env["mailing.trace"].flush_model()
+        parts = [
+            SQL(
+                """
+                SELECT s.partner_id, s.processed_at
+                  FROM marketing_scenario_step s
+                  JOIN marketing_scenario_node n ON n.id = s.node_id
+                  JOIN mailing_trace t ON t.id = s.trace_id
+                 WHERE s.partner_id = ANY(%(partners)s) AND s.company_id = %(company)s AND NOT s.is_test
+                   AND n.node_type = %(node_type)s AND s.processed_at > %(since)s
+                   AND t.trace_status NOT IN %(failed)s
+                """,
+                partners=partners.ids,
+                company=self.scenario_id.company_id.id,
+                node_type=self.node_type,
+                since=since,
+                failed=FAILED_TRACE_STATUSES,
+            )
+        ]
+        if rules["mass_mailings"]:
+            column, partner_field = TRACE_ADDRESSES[self.node_type]
+            mass_mailing = SQL(
+                """
+                t.trace_type = %(trace_type)s AND COALESCE(t.sent_datetime, t.create_date) > %(since)s
+                AND t.trace_status NOT IN %(failed)s
+                AND NOT EXISTS (SELECT 1 FROM marketing_scenario_node mn WHERE mn.mailing_id = t.mass_mailing_id)
+                """,
+                trace_type=MAILING_TYPES[self.node_type],
+                since=since,
+                failed=FAILED_TRACE_STATUSES,
+            )
+            addressed = [(partner.id, partner[partner_field]) for partner in partners if partner[partner_field]]
+            parts.append(
+                SQL(
+                    """
+                    SELECT t.res_id, COALESCE(t.sent_datetime, t.create_date)
+                      FROM mailing_trace t
+                     WHERE t.model = 'res.partner' AND t.res_id = ANY(%(partners)s) AND %(mass_mailing)s
+                    """,
+                    partners=partners.ids,
+                    mass_mailing=mass_mailing,
+                )
+            )
+            if addressed:
+                ids, addresses = zip(*addressed)
+                parts.append(
+                    SQL(
+                        """
+                        SELECT a.partner_id, COALESCE(t.sent_datetime, t.create_date)
+                          FROM unnest(%(ids)s::int[], %(addresses)s::varchar[]) AS a (partner_id, address)
+                          JOIN mailing_trace t ON %(column)s = a.address
+                         WHERE t.model <> 'res.partner' AND %(mass_mailing)s
+                        """,
+                        ids=list(ids),
+                        addresses=list(addresses),
+                        column=SQL.identifier("t", column),
+                        mass_mailing=mass_mailing,
+                    )
+                )
+        self.env.cr.execute(
+            SQL(
+                "SELECT partner_id, array_agg(sent_at ORDER BY sent_at) FROM (%s) m (partner_id, sent_at) GROUP BY 1",
+                SQL(" UNION ALL ").join(parts),
+            )
+        )
+        return dict(self.env.cr.fetchall())
+
+    def _stamp_sent_for_caps(self, outcomes):
+        """Give the steps just sent their processing time at once, when a cap counts them.
+
+        The batch stores every step's outcome after all its nodes ran: without
+        this, a contact whom two scenarios message in the same batch would get
+        both messages over the cap. Inside the handler's savepoint, it rolls
+        back with the sending.
+        """
+        sent = [step_id for step_id, outcome in outcomes.items() if outcome["state"] == "done"]
+        if not sent or not self.scenario_id.company_id._marketing_message_rules(self.node_type)["cap"]:
+            return
+        Step = self.env["marketing.scenario.step"]
+        Step.flush_model()
+        self.env.cr.execute(
+            SQL(
+                """
+                UPDATE marketing_scenario_step s SET processed_at = %(now)s, trace_id = v.trace_id
+                  FROM unnest(%(ids)s::int[], %(traces)s::int[]) AS v (id, trace_id)
+                 WHERE s.id = v.id
+                """,
+                now=fields.Datetime.now(),
+                ids=sent,
+                traces=[outcomes[step_id]["trace_id"] for step_id in sent],
+            )
+        )
+        Step.invalidate_model(["processed_at", "trace_id"])
 
     # Flow canvas ------------------------------------------------------------
 
@@ -345,6 +539,37 @@ class MarketingScenarioNode(models.Model):
         # sudo: the node's own mailing; scenario builders need no Email Marketing rights to see its subject.
         mailing = self.mailing_id.sudo()
         return mailing.subject or mailing.display_name or self.env._("No mailing yet")
+
+    def _message_badges(self):
+        """The company rules that apply to this message: its frequency cap and quiet hours."""
+        rules = self.scenario_id.company_id._marketing_message_rules(self.node_type)
+        badges = []
+        if rules["cap"]:
+            count, period = rules["cap"]
+            badges.append(
+                {
+                    "name": "cap",
+                    "label": self.env._("Max %(count)s / %(days)s days", count=count, days=period.days),
+                    "title": self._cap_title(),
+                }
+            )
+        if rules["quiet"]:
+            start, end = (format_hour(hour) for hour in rules["quiet"])
+            badges.append(
+                {
+                    "name": "quiet",
+                    "label": self.env._("Quiet %(start)s-%(end)s", start=start, end=end),
+                    "title": self.env._(
+                        "No message between %(start)s and %(end)s of the contact's day", start=start, end=end
+                    ),
+                }
+            )
+        return badges
+
+    def _cap_title(self):
+        if self.scenario_id.capped_message_policy == "skip":
+            return self.env._("Frequency cap of the company: a capped message is skipped")
+        return self.env._("Frequency cap of the company: a capped message waits for the next allowed moment")
 
     def _message_stats(self, statuses):
         labels = {
