@@ -183,9 +183,7 @@ def main():
         with Workspace("mail_latency", keep_db=options.keep_db) as workspace:
             write_key, _source_id = setup_source(workspace, known=1, dispatch=True)
             workspace.run_script(SCENARIO_SETUP)
-            server = workspace.server(
-                cron_threads=2, extra=["--smtp=127.0.0.1", f"--smtp-port={smtp_port}"]
-            ).start()
+            server = workspace.server(cron_threads=2, extra=["--smtp=127.0.0.1", f"--smtp-port={smtp_port}"]).start()
             results = []
             for run in range(1, options.runs + 1):
                 result = one_run(workspace, server, receiver, write_key, options)
