@@ -47,6 +47,8 @@ class MarketingScenario(models.Model):
             [("scenario_id", "in", self.ids), ("is_test", "=", False)], ["scenario_id", "state"], ["__count"]
         ):
             counts[scenario.id, state] = count
+        for key, count in self._purged_participant_counts().items():
+            counts[key] += count
         objective = self._objective_counts()
         mail_stats = defaultdict(lambda: {"sent": 0, "opened": 0, "clicked": 0})
         for node in self.env["marketing.scenario.node"].search(
@@ -68,7 +70,25 @@ class MarketingScenario(models.Model):
 
     def _objective_counts(self):
         """Entries followed by their objective event within the objective's days, per scenario."""
-        return dict(self._query_converted(SQL("p.scenario_id, count(*)"), SQL("GROUP BY p.scenario_id")))
+        counts = defaultdict(int, self._query_converted(SQL("p.scenario_id, count(*)"), SQL("GROUP BY p.scenario_id")))
+        for (scenario_id, _detail), count in self._purged_objective_counts().items():
+            counts[scenario_id] += count
+        return dict(counts)
+
+    # Figures of the purged runs, kept per day (marketing.scenario.daily) -----
+
+    def _purged_participant_counts(self):
+        """{(scenario id, final state): participants} of the runs the retention purge deleted."""
+        return self.env["marketing.scenario.daily"]._scenario_totals("participant_state", self.ids)
+
+    def _purged_objective_counts(self):
+        """{(scenario id, ""): participants} of the purged runs that reached their objective in time."""
+        scenarios = self.filtered(lambda scenario: scenario.id and scenario.objective_event_type_id)
+        return self.env["marketing.scenario.daily"]._scenario_totals("converted", scenarios.ids)
+
+    def _purged_reached_counts(self, nodes):
+        """{(node id, ""): participants} of the purged runs that reached each of ``nodes``."""
+        return self.env["marketing.scenario.daily"]._node_totals("reached", nodes.ids)
 
     def _converted_participants(self):
         """[(scenario id, participant id)] of the entries followed by their objective event in time."""
@@ -175,6 +195,8 @@ class MarketingScenario(models.Model):
             ["participant_id:count_distinct"],
         ):
             counts[node] = count
+        for (node_id, _detail), count in self._purged_reached_counts(nodes).items():
+            counts[nodes.browse(node_id)] += count
         for node in self.node_ids:
             counts.setdefault(node, 0)
         return counts
