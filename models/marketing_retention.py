@@ -52,9 +52,10 @@ class MarketingRetention(models.AbstractModel):
         rows the longest does, and forever when one keeps them forever.
         """
         now = fields.Datetime.now()
-        # sudo: the cron reads every company's settings.
-        companies = self.env["res.company"].sudo().search([])
-        months = {company.id: company[months_field] for company in companies}
+        # Every company's setting, archived ones too: their rows age as well.
+        self.env["res.company"].flush_model([months_field])
+        self.env.cr.execute(SQL("SELECT id, %s FROM res_company", SQL.identifier(months_field)))
+        months = dict(self.env.cr.fetchall())
         cutoffs = {company_id: now - relativedelta(months=n) for company_id, n in months.items() if n > 0}
         if cutoffs and all(months.values()):
             cutoffs[0] = min(cutoffs.values())

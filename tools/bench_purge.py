@@ -176,7 +176,9 @@ def sizes(db_name):
 
 
 def vacuum(db_name):
-    with connect(db_name) as connection, connection.cursor() as cursor:
+    # Not in a `with connection` block: psycopg2 opens a transaction there, which VACUUM refuses.
+    connection = connect(db_name)
+    with connection.cursor() as cursor:
         for table in TABLES:
             cursor.execute(f"VACUUM (ANALYZE) {table}")  # constant table names
     connection.close()
