@@ -1,5 +1,6 @@
 # Abstract models first: the models inheriting them are built after them.
 from . import marketing_event_ingestion
+from . import marketing_retention
 from . import marketing_subscription_tracking_mixin
 
 # isort: split
@@ -17,11 +18,13 @@ from . import marketing_engagement_rule
 from . import marketing_event
 from . import marketing_event_category
 from . import marketing_event_coupon
+from . import marketing_event_daily
 from . import marketing_event_source
 from . import marketing_event_type
 from . import marketing_record_trigger
 from . import marketing_scenario
 from . import marketing_scenario_coupon
+from . import marketing_scenario_daily
 from . import marketing_scenario_enrollment
 from . import marketing_scenario_node
 from . import marketing_scenario_participant
@@ -32,6 +35,7 @@ from . import marketing_scenario_transfer
 from . import marketing_segment
 from . import marketing_segment_member
 from . import marketing_segment_rule
+from . import marketing_segment_rule_daily
 from . import marketing_system_automation
 from . import marketing_system_automation_job
 from . import marketing_system_automation_job_coupon

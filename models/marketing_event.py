@@ -279,32 +279,44 @@ class MarketingEvent(models.Model):
         return self.env.cr.rowcount
 
     @api.model
-    def _cron_purge_anonymous_events(self, batch_size=10000):
-        """Delete the events of visitors never identified, once their company's retention period is over."""
+    def _purge_anonymous_events(self, batch_size):
+        """Delete one batch of the events of visitors never identified, once their company's period is over.
+
+        Part of the retention purge (marketing.retention); returns how many went.
+        """
         self.env["res.company"].flush_model(["marketing_anonymous_retention_days"])
-        self.flush_model(["partner_id", "anonymous_id", "received_at", "company_id"])
+        self.flush_model(["partner_id", "anonymous_id", "received_at", "company_id", "state"])
         self.env.cr.execute(
             SQL(
                 """
-                DELETE FROM marketing_event
-                 WHERE id IN (
-                        SELECT event.id
-                          FROM marketing_event event
-                          JOIN res_company company ON company.id = event.company_id
-                         WHERE event.partner_id IS NULL
-                           AND event.anonymous_id IS NOT NULL
-                           AND company.marketing_anonymous_retention_days > 0
-                           AND event.received_at < (now() AT TIME ZONE 'UTC')
-                                                   - make_interval(days => company.marketing_anonymous_retention_days)
-                         LIMIT %s
-                       )
+                SELECT event.id
+                  FROM marketing_event event
+                  JOIN res_company company ON company.id = event.company_id
+                 WHERE event.partner_id IS NULL
+                   AND event.anonymous_id IS NOT NULL
+                   AND event.state <> 'pending'
+                   AND company.marketing_anonymous_retention_days > 0
+                   AND event.received_at < (now() AT TIME ZONE 'UTC')
+                                           - make_interval(days => company.marketing_anonymous_retention_days)
+                 LIMIT %s
+                   FOR UPDATE OF event SKIP LOCKED
                 """,
                 batch_size,
             )
         )
+        return self._delete_folded([row[0] for row in self.env.cr.fetchall()])
+
+    @api.model
+    def _delete_folded(self, event_ids):
+        """Delete these events, counted first into the daily aggregates the statistics read; return how many."""
+        if not event_ids:
+            return 0
+        self.env["marketing.event.daily"]._fold_events(event_ids)
+        self.env["marketing.segment.rule.daily"]._fold_events(event_ids)
+        self.env.cr.execute(SQL("DELETE FROM marketing_event WHERE id = ANY(%s)", list(event_ids)))
         deleted = self.env.cr.rowcount
         self.invalidate_model()
-        self.env["ir.cron"]._notify_progress(done=deleted, remaining=1 if deleted == batch_size else 0)
+        self.env["marketing.scenario.participant"].invalidate_model(["event_id"])
         return deleted
 
     @api.model

@@ -335,8 +335,16 @@ class MarketingEventType(models.Model):
 
     def _compute_event_count(self):
         counts = dict(self.env["marketing.event"]._read_group([("type_id", "in", self.ids)], ["type_id"], ["__count"]))
+        purged = self._purged_event_counts()
         for event_type in self:
-            event_type.event_count = counts.get(event_type, 0)
+            event_type.event_count = counts.get(event_type, 0) + purged.get(event_type.id, (0, 0))[0]
+
+    def _purged_event_counts(self):
+        """{type id: (events, errors)} the retention purge deleted, counted per day (marketing.event.daily).
+
+        The 24h counters need none: no retention period is shorter than a day.
+        """
+        return self.env["marketing.event.daily"]._purged_counts([type_id for type_id in self.ids if type_id])
 
     def _compute_launched_count_24h(self):
         since = fields.Datetime.now() - timedelta(hours=24)

@@ -176,6 +176,7 @@ class MarketingScenarioNode(models.Model):
                 ["__count"],
             ):
                 reasons[node.id].append(f"{result or '?'}: {count}")
+            self._add_purged_step_statistics(ids, counts, reasons)
         arm_counts, split_totals = defaultdict(int), defaultdict(int)
         split_ids = [node.parent_id.id for node in self if node.branch == "arm" and node.parent_id.id]
         if split_ids:
@@ -186,6 +187,9 @@ class MarketingScenarioNode(models.Model):
             ):
                 arm_counts[arm.id] += count
                 split_totals[split.id] += count
+            for (split_id, arm_id), count in self._purged_step_totals("arm", split_ids).items():
+                arm_counts[int(arm_id)] += count
+                split_totals[split_id] += count
         reached = {node.id: sum(counts[node.id, state] for state, _label in STEP_STATES) for node in self}
         for node in self:
             node.scheduled_count = counts[node.id, "scheduled"]
@@ -485,7 +489,31 @@ class MarketingScenarioNode(models.Model):
             ["node_id", "branch"],
             ["__count"],
         )
-        return {(node.id, branch): count for node, branch, count in groups}
+        counts = defaultdict(int, {(node.id, branch): count for node, branch, count in groups})
+        for key, count in self._purged_step_totals("branch", branching.ids).items():
+            counts[key] += count
+        return dict(counts)
+
+    # Figures of the purged runs, kept per day (marketing.scenario.daily) -----
+
+    def _purged_step_totals(self, measure, node_ids):
+        """{(node id, detail): count} of one measure of the steps the retention purge deleted."""
+        return self.env["marketing.scenario.daily"]._node_totals(measure, node_ids)
+
+    def _add_purged_step_statistics(self, node_ids, counts, reasons):
+        """Add the purged steps to the live ones: ``counts`` by (node id, state), ``reasons`` of the skipped."""
+        for key, count in self._purged_step_totals("step_state", node_ids).items():
+            counts[key] += count
+        purged_reasons = self._purged_step_totals("skipped_result", node_ids)
+        if purged_reasons:
+            # The live and the purged steps skipped for one reason make one line.
+            merged = defaultdict(int, purged_reasons)
+            for node_id in node_ids:
+                for line in reasons.pop(node_id, []):
+                    reason, _sep, count = line.rpartition(": ")
+                    merged[node_id, reason] += int(count)
+            for (node_id, reason), count in merged.items():
+                reasons[node_id].append(f"{reason}: {count}")
 
     def _flow_stats(self, branch_counts):
         """The statistics that tell how this kind of node is doing, as [{name, label, value, tone}]."""

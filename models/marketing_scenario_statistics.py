@@ -117,7 +117,32 @@ class MarketingScenario(models.Model):
         )
         for scenario_id, is_control, state, entrants, conversions, value in self.env.cr.fetchall():
             figures[scenario_id][is_control, state] = (entrants, conversions, value)
+        self._add_purged_participant_figures(figures)
         return figures
+
+    # Figures of the purged runs, kept per day (marketing.scenario.daily) -----
+
+    def _add_purged_participant_figures(self, figures):
+        """Add the runs the retention purge deleted to ``figures`` (as ``_participant_figures`` gives them).
+
+        Their conversions are counted under the final state "converted" of
+        the day rows, not under a run state: the totals by state and the
+        conversion totals are read from separate measures.
+        """
+        Daily = self.env["marketing.scenario.daily"]
+        for (scenario_id, detail), count in Daily._scenario_totals("participant_state", self.ids).items():
+            is_control = detail.startswith("control:")
+            state = detail.removeprefix("control:")
+            entrants, conversions, value = figures[scenario_id].get((is_control, state), (0, 0, 0.0))
+            figures[scenario_id][is_control, state] = (entrants + count, conversions, value)
+        for (scenario_id, detail), (count, value) in Daily._scenario_conversion_totals(self.ids).items():
+            key = (detail == "control", "purged_conversions")
+            entrants, conversions, total_value = figures[scenario_id].get(key, (0, 0, 0.0))
+            figures[scenario_id][key] = (entrants, conversions + count, total_value + value)
+
+    def _purged_reached_counts(self, nodes):
+        """{(node id, ""): participants} of the purged runs that reached each of ``nodes``."""
+        return self.env["marketing.scenario.daily"]._node_totals("reached", nodes.ids)
 
     def _email_figures(self):
         """{scenario id: {"sent", "opened", "clicked"}} over the scenarios' email nodes."""
@@ -493,6 +518,8 @@ class MarketingScenario(models.Model):
             ["participant_id:count_distinct"],
         ):
             counts[node] = count
+        for (node_id, _detail), count in self._purged_reached_counts(nodes).items():
+            counts[nodes.browse(node_id)] += count
         for node in self.node_ids:
             counts.setdefault(node, 0)
         return counts

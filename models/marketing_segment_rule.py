@@ -141,15 +141,10 @@ class MarketingSegmentRule(models.Model):
             return SQL("COALESCE(sum(%s), 0)", per_event)
         return SQL("%s(%s)", SQL(self.aggregate), per_event)
 
-    def _partner_condition_sql(self, partner_column, now, partner_ids=None):
-        """SQL: the contact in ``partner_column`` satisfies this rule at ``now``.
-
-        The events are grouped by contact once: contacts measured as holding
-        (or, when no event at all satisfies the measure, as not holding) are
-        read with one aggregate over the type's events in the window.
-        """
+    def _event_conditions_sql(self):
+        """SQL conditions on the event ``e`` that this rule measures, whenever it occurred."""
         self.ensure_one()
-        conditions = [
+        return [
             SQL("e.type_id = %s", self.event_type_id.id),
             SQL("e.partner_id IS NOT NULL"),
             SQL("e.state <> 'rejected'"),
@@ -157,16 +152,71 @@ class MarketingSegmentRule(models.Model):
             SQL("(e.company_id IS NULL OR e.company_id = %s)", self.segment_id.company_id.id),
             conditions_sql(self._conditions(), SQL.identifier("e", "params")),
         ]
+
+    def _folded_measure_sql(self):
+        """The measure of the purged days' rows ``d`` (see marketing.segment.rule.daily), per contact."""
+        if self.aggregate == "count":
+            return SQL("sum(d.event_count)")
+        if self.aggregate == "sum":
+            return SQL("COALESCE(sum(d.value), 0)")
+        return SQL("%s(d.value)", SQL(self.aggregate))
+
+    def _combined_measure_sql(self):
+        """The measure of the live events and the purged days together, from their measures ``m.measure``."""
+        return SQL("%s(m.measure)", SQL(self.aggregate if self.aggregate in ("min", "max") else "sum"))
+
+    def _partner_condition_sql(self, partner_column, now, partner_ids=None):
+        """SQL: the contact in ``partner_column`` satisfies this rule at ``now``.
+
+        The events are grouped by contact once: contacts measured as holding
+        (or, when no event at all satisfies the measure, as not holding) are
+        read with one aggregate over the type's events in the window, and the
+        measures of the purged days kept for the rule.
+        """
+        self.ensure_one()
+        conditions = self._event_conditions_sql()
+        folded_conditions = [SQL("d.rule_id = %s", self.id)]
         if self.window == "days":
-            conditions.append(SQL("e.occurred_at >= %s", now - timedelta(days=self.window_days)))
+            since = now - timedelta(days=self.window_days)
+            conditions.append(SQL("e.occurred_at >= %s", since))
+            # The purged days count whole: the window's first day is counted in full.
+            folded_conditions.append(SQL("d.day >= %s", since.date()))
         if partner_ids is not None:
             conditions.append(SQL("e.partner_id = ANY(%s)", list(partner_ids)))
-        measure_holds = SQL("%s %s %s", self._measure_sql(), SQL(self.operator), self.threshold)
+            folded_conditions.append(SQL("d.partner_id = ANY(%s)", list(partner_ids)))
+        measure_holds = SQL("%s %s %s", self._combined_measure_sql(), SQL(self.operator), self.threshold)
         zero_holds = self._holds_for_no_event()
+        # An event is either in the log or measured in the daily rows, never
+        # both: the purge measures and deletes it in one transaction.
         grouped = SQL(
-            "SELECT e.partner_id FROM marketing_event e WHERE %s GROUP BY e.partner_id HAVING %s",
+            """
+            SELECT m.partner_id FROM (
+                SELECT e.partner_id, %s AS measure FROM marketing_event e WHERE %s GROUP BY e.partner_id
+                UNION ALL
+                SELECT d.partner_id, %s FROM marketing_segment_rule_daily d WHERE %s GROUP BY d.partner_id
+            ) AS m GROUP BY m.partner_id HAVING %s
+            """,
+            self._measure_sql(),
             SQL(" AND ").join(conditions),
+            self._folded_measure_sql(),
+            SQL(" AND ").join(folded_conditions),
             SQL("NOT COALESCE(%s, FALSE)", measure_holds) if zero_holds else measure_holds,
         )
         holds = zero_holds != (self.negate == "did_not")
         return SQL("%s %s (%s)", partner_column, SQL("NOT IN") if holds else SQL("IN"), grouped)
+
+    def write(self, vals):
+        definition = ("event_type_id", "params_filter", "aggregate", "aggregate_path")
+        before = {}
+        if set(definition) & set(vals):
+            before = {rule.id: tuple(rule[name] for name in definition) for rule in self}
+        result = super().write(vals)
+        redefined = self.filtered(
+            lambda rule: rule.id in before and before[rule.id] != tuple(rule[name] for name in definition)
+        )
+        if redefined:
+            # The purged days were measured with the rule's former definition,
+            # which says nothing of the new one. sudo: the rule's own
+            # bookkeeping, which nobody writes by hand.
+            self.env["marketing.segment.rule.daily"].sudo().search([("rule_id", "in", redefined.ids)]).unlink()
+        return result

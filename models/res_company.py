@@ -123,10 +123,55 @@ class ResCompany(models.Model):
             quiet = (self[f"marketing_{channel}_quiet_start"], self[f"marketing_{channel}_quiet_end"])
         return {"cap": cap, "quiet": quiet, "mass_mailings": self.marketing_cap_mass_mailings}
 
+    marketing_event_retention_months = fields.Integer(
+        string="Keep Events (Months)",
+        default=13,
+        help="Events processed longer ago than this are deleted, once the figures they make are kept per day; "
+        "0 keeps them.",
+    )
+    marketing_run_retention_months = fields.Integer(
+        string="Keep Finished Runs (Months)",
+        default=6,
+        help="Participants of finished runs, and their steps, are deleted this long after the run ended, once "
+        "the figures they make are kept per day; 0 keeps them.",
+    )
+    marketing_score_history_retention_months = fields.Integer(
+        string="Keep Score History (Months)",
+        default=24,
+        help="Engagement score changes older than this are deleted; the scores themselves stay. 0 keeps them.",
+    )
+
     @api.constrains("marketing_anonymous_retention_days")
     def _check_marketing_anonymous_retention(self):
         if any(company.marketing_anonymous_retention_days < 0 for company in self):
             raise ValidationError(self.env._("Keep Anonymous Events: give 0 (keep them) or a number of days."))
+
+    @api.constrains(
+        "marketing_event_retention_months", "marketing_run_retention_months", "marketing_score_history_retention_months"
+    )
+    def _check_marketing_retention(self):
+        for company in self:
+            labels = {
+                "marketing_event_retention_months": self.env._("Keep Events"),
+                "marketing_run_retention_months": self.env._("Keep Finished Runs"),
+                "marketing_score_history_retention_months": self.env._("Keep Score History"),
+            }
+            for field_name, label in labels.items():
+                if company[field_name] < 0:
+                    raise ValidationError(
+                        self.env._("%(setting)s: give 0 (keep them) or a number of months.", setting=label)
+                    )
+            events, runs = company.marketing_event_retention_months, company.marketing_run_retention_months
+            # A kept run's conversion is read off the events that follow its
+            # entry: those must outlive the run.
+            if events and (not runs or runs > events):
+                raise ValidationError(
+                    self.env._(
+                        "Keep Finished Runs: keep runs at most as long as events (%(months)s months), "
+                        "their conversions are read from the events.",
+                        months=events,
+                    )
+                )
 
     @api.constrains("engagement_decay_enabled", "engagement_decay_points", "engagement_decay_days")
     def _check_engagement_decay(self):

@@ -11,6 +11,13 @@ class ResConfigSettings(models.TransientModel):
     marketing_anonymous_retention_days = fields.Integer(
         related="company_id.marketing_anonymous_retention_days", readonly=False
     )
+    marketing_event_retention_months = fields.Integer(
+        related="company_id.marketing_event_retention_months", readonly=False
+    )
+    marketing_run_retention_months = fields.Integer(related="company_id.marketing_run_retention_months", readonly=False)
+    marketing_score_history_retention_months = fields.Integer(
+        related="company_id.marketing_score_history_retention_months", readonly=False
+    )
     marketing_watched_field_ids = fields.Many2many(related="company_id.marketing_watched_field_ids", readonly=False)
 
     marketing_email_cap_enabled = fields.Boolean(related="company_id.marketing_email_cap_enabled", readonly=False)

@@ -31,6 +31,7 @@ from . import test_privacy
 from . import test_queue_integrity
 from . import test_rate_limit
 from . import test_record_events
+from . import test_retention
 from . import test_scenario_abandoned_cart
 from . import test_scenario_actions
 from . import test_scenario_correlation

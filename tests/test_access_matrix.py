@@ -51,6 +51,12 @@ INTENDED_RIGHTS = {
     "marketing.segment": {"marketing_user": "rwcu", "marketing_manager": "rwcu"},
     "marketing.segment.rule": {"marketing_user": "rwcu", "marketing_manager": "rwcu"},
     "marketing.segment.member": {"marketing_user": "r", "marketing_manager": "r"},
+    # Retention: the purge (an abstract model) writes the daily figures of the
+    # rows it deletes; everybody else only reads them.
+    "marketing.retention": {},
+    "marketing.event.daily": {"marketing_user": "r", "marketing_manager": "r"},
+    "marketing.scenario.daily": {"marketing_user": "r", "marketing_manager": "r"},
+    "marketing.segment.rule.daily": {"marketing_user": "r", "marketing_manager": "r"},
     # Record events create Odoo automation rules: administrators only.
     "marketing.record.trigger": {"marketing_user": "r", "marketing_manager": "rwcu"},
     # Coupon lists: marketers keep them; their codes are written by imports,

@@ -108,6 +108,7 @@ class MarketingScenarioNode(models.Model):
                 ]
             )
             counts = {row[0]: row[1:] for row in real._query_message_steps(select, SQL("TRUE"))}
+            counts = real._add_purged_message_counts(counts)
         for node in self:
             sent, opened, clicked, replied, bounced = counts.get(node.id, (0,) * len(COUNTED_STATUSES))
             node.sent_count, node.opened_count, node.clicked_count = sent, opened, clicked
@@ -121,6 +122,19 @@ class MarketingScenarioNode(models.Model):
             recipients, value = figures.get(node.id, (0, 0.0))
             node.revenue = value
             node.revenue_per_recipient = value / recipients if recipients else 0.0
+
+    def _add_purged_message_counts(self, counts):
+        """``counts`` ({node id: counts in COUNTED_STATUSES order}) with the purged runs' messages added."""
+        purged = self._purged_step_totals("message_status", self.ids)
+        if not purged:
+            return counts
+        return {
+            node_id: tuple(
+                live + purged.get((node_id, status), 0)
+                for live, status in zip(counts.get(node_id, (0,) * len(COUNTED_STATUSES)), COUNTED_STATUSES)
+            )
+            for node_id in {*counts, *(node_id for node_id, _status in purged)}
+        }
 
     def _steps_domain(self, which=None):
         """Message statuses (sent, opened, clicked, replied, bounced) are read from the traces, as the counts are."""

@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+# pylint: disable=print-used
+# (a command-line tool: its output is for the person who runs it)
+"""Retention purge benchmark: ingestion and the engine while the purge deletes a million rows.
+
+    python3 tools/bench_purge.py [--rows 1000000] [--runs 3] [--events 10000] [--batch 20] [--engine-batches 5]
+
+Each run generates with SQL ``--rows`` processed events received 14 months ago
+and ``--rows`` done steps of finished runs (a tenth as many participants,
+ended 7 months ago): everything the default retention periods let go. Then it
+measures twice, the old rows in place both times:
+
+- *without*: ``--events`` events posted to the native API in requests of
+  ``--batch`` events by two clients (Odoo with 2 workers, crons off), while
+  the engine, in a process of its own, dispatches ``--engine-batches``
+  batches of 1,000 events entering a scenario and advances the steps they
+  schedule (batches of 500), one commit per batch as the cron runner does;
+- *during*: the same, while a third process runs the retention cron
+  (``marketing.retention._cron_purge``, a commit per batch) until nothing is left.
+
+It prints the ingestion p95 latency and the engine's median batch times
+without and during the purge (ratio during/without), the purge's own speed,
+whether it was still running when the load ended, and the tables' size
+(``pg_total_relation_size``) before the rows were generated, after, after the
+purge and after a plain ``VACUUM``. The last lines are the medians of the runs.
+The database is dropped at the end unless ``--keep-db``.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tools.bench_ingest import make_events
+from tools.bench_ingest import percentile
+from tools.bench_ingest import post_batches
+from tools.ingest_client import setup_source
+from tools.odoo_process import Workspace
+from tools.odoo_process import connect
+from tools.odoo_process import script_result
+from tools.odoo_process import start_script
+
+TABLES = ("marketing_event", "marketing_scenario_step", "marketing_scenario_participant")
+KNOWN_CONTACTS = 2000
+
+
+# ----------------------------------------------------------------------
+# Workers: run in a subprocess with Odoo loaded on the database (``registry``)
+# ----------------------------------------------------------------------
+
+
+def worker_setup(registry):
+    """The scenario the engine works on during the measures (bench_engine's scale flow: tag → score)."""
+    from tools.bench_engine import _env  # noqa: PLC0415
+    from tools.bench_engine import _scale_setup  # noqa: PLC0415
+
+    with registry.cursor() as cr:
+        return _scale_setup(_env(cr), "purge-" + uuid.uuid4().hex[:8]).id
+
+
+def worker_fill(registry, rows):
+    """``rows`` processed events received 14 months ago and ``rows`` done steps of runs ended 7 months ago."""
+    from tools.bench_engine import _env  # noqa: PLC0415
+    from tools.bench_engine import _insert_contacts  # noqa: PLC0415
+
+    participants = max(rows // 10, 1)
+    tag = "old-" + uuid.uuid4().hex[:8]
+    started = time.perf_counter()
+    with registry.cursor() as cr:
+        env = _env(cr)
+        _insert_contacts(cr, tag, participants)
+        scenario = env["marketing.scenario"].create(
+            {"name": tag, "trigger_type": "event", "timezone": "UTC", "entry_policy": "every_time"}
+        )
+        scenario.trigger_event_type_id = env["marketing.event.type"].search([("key", "=", "contact_created")])
+        nodes = env["marketing.scenario.node"].create(
+            [{"scenario_id": scenario.id, "node_type": "wait", "wait_amount": 1} for _ in range(10)]
+        )
+        scenario.write({"state": "running"})
+        env.flush_all()
+        cr.execute(
+            "INSERT INTO marketing_scenario_participant (scenario_id, partner_id, company_id, state, entered_at,"
+            " ended_at, is_test)"
+            " SELECT %s, p.id, %s, 'completed', now() at time zone 'UTC' - interval '7 months 10 days',"
+            "        now() at time zone 'UTC' - interval '7 months' - (p.id %% 20) * interval '1 hour', FALSE"
+            "   FROM res_partner p WHERE p.ref = %s",
+            [scenario.id, scenario.company_id.id, tag],
+        )
+        cr.execute(
+            "INSERT INTO marketing_scenario_step (participant_id, node_id, scenario_id, partner_id, company_id,"
+            " is_test, state, scheduled_at, processed_at, branch, attempt)"
+            " SELECT pa.id, n.id, pa.scenario_id, pa.partner_id, pa.company_id, FALSE, 'done',"
+            "        pa.entered_at + n.rank * interval '1 day', pa.entered_at + n.rank * interval '1 day', 'always', 0"
+            "   FROM marketing_scenario_participant pa,"
+            "        (SELECT id, row_number() OVER (ORDER BY id) AS rank FROM unnest(%s::int[]) id) n"
+            "  WHERE pa.scenario_id = %s",
+            [nodes.ids, scenario.id],
+        )
+        cr.execute(
+            "INSERT INTO marketing_event (type_id, event_key, partner_id, company_id, params, occurred_at,"
+            " received_at, state, processed_at)"
+            " SELECT t.id, t.key, p.id, %s, jsonb_build_object('n', g), ts, ts, 'processed', ts"
+            "   FROM generate_series(1, %s) g"
+            "   JOIN LATERAL (SELECT now() at time zone 'UTC' - interval '14 months' - (g %% 60) * interval '1 day'"
+            "                 AS ts) d ON TRUE"
+            "   JOIN res_partner p ON p.id = (SELECT min(id) FROM res_partner WHERE ref = %s) + g %% %s"
+            "   JOIN marketing_event_type t ON t.key = 'contact_created'",
+            [scenario.company_id.id, rows, tag, participants],
+        )
+    with registry.cursor() as cr:
+        for table in (*TABLES, "res_partner"):
+            cr.execute(f"ANALYZE {table}")  # constant table names
+    return {"seconds": time.perf_counter() - started}
+
+
+def worker_engine(registry, event_type_id, batches):
+    """Dispatch ``batches`` batches of 1,000 events entering the scenario, then advance its steps: batch seconds."""
+    from tools.bench_engine import _insert_contacts  # noqa: PLC0415
+    from tools.bench_engine import _run_batches  # noqa: PLC0415
+
+    tag = "engine-" + uuid.uuid4().hex[:8]
+    with registry.cursor() as cr:
+        _insert_contacts(cr, tag, batches * 1000)
+        cr.execute(
+            "INSERT INTO marketing_event (type_id, event_key, partner_id, params, occurred_at, received_at, state)"
+            " SELECT t.id, t.key, p.id, '{}'::jsonb, now() at time zone 'UTC', now() at time zone 'UTC', 'pending'"
+            " FROM res_partner p, marketing_event_type t WHERE p.ref = %s AND t.id = %s",
+            [tag, event_type_id],
+        )
+    # Ingested events are pending too: the dispatcher takes them in id order
+    # with the scenario's, batch after batch, as it would in production.
+    dispatch = _run_batches(registry, lambda env: env["marketing.event"]._cron_dispatch())
+    advance = _run_batches(registry, lambda env: env["marketing.scenario.step"]._cron_advance())
+    return {
+        "dispatch_ms": statistics.median(batch[1] for batch in dispatch) * 1000,
+        "advance_ms": statistics.median(batch[1] for batch in advance) * 1000,
+        "dispatch_batches": len(dispatch),
+        "advance_batches": len(advance),
+    }
+
+
+def worker_purge(registry):
+    """Run the retention cron's batches until nothing is left: rows deleted, seconds, median batch time."""
+    from tools.bench_engine import _run_batches  # noqa: PLC0415
+
+    started = time.perf_counter()
+    batches = _run_batches(registry, lambda env: env["marketing.retention"]._cron_purge())
+    return {
+        "rows": sum(batch[0] for batch in batches),
+        "seconds": time.perf_counter() - started,
+        "batches": len(batches),
+        "batch_ms": statistics.median(batch[1] for batch in batches) * 1000 if batches else 0.0,
+        "queries_per_batch": sorted({batch[2] for batch in batches}),
+    }
+
+
+# ----------------------------------------------------------------------
+# Orchestration
+# ----------------------------------------------------------------------
+
+
+def start_worker(workspace, call):
+    return start_script(workspace.db_name, workspace.addons, f"from tools.bench_purge import *\nemit_result({call})\n")
+
+
+def sizes(db_name):
+    with connect(db_name) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT relname, pg_total_relation_size(oid) FROM pg_class WHERE relname IN %s", [TABLES])
+        found = dict(cursor.fetchall())
+    connection.close()
+    return {table: found.get(table, 0) for table in TABLES}
+
+
+def vacuum(db_name):
+    # Not in a `with connection` block: psycopg2 opens a transaction there, which VACUUM refuses.
+    connection = connect(db_name)
+    with connection.cursor() as cursor:
+        for table in TABLES:
+            cursor.execute(f"VACUUM (ANALYZE) {table}")  # constant table names
+    connection.close()
+
+
+def megabytes(table_sizes):
+    return sum(table_sizes.values()) / 2**20
+
+
+def load(workspace, options, ingest, event_type_id, tag):
+    """Ingestion from the clients and the engine in its process, at once: p95 (ms) and the engine's figures."""
+    engine = start_worker(workspace, f"worker_engine(registry, {event_type_id}, {options.engine_batches})")
+    url, headers = ingest
+    events = make_events(options.events, KNOWN_CONTACTS, tag)
+    _accepted, _wall, latencies = post_batches(
+        url, headers, lambda batch: {"events": batch}, events, batch_size=options.batch, clients=2
+    )
+    figures = script_result(engine, timeout=3600)
+    return {"p95_ms": percentile(latencies, 0.95) * 1000, **figures}
+
+
+def measure_run(workspace, options, ingest, event_type_id, run):
+    db_name = workspace.db_name
+    before = sizes(db_name)
+    fill = script_result(start_worker(workspace, f"worker_fill(registry, {options.rows})"), timeout=7200)
+    filled = sizes(db_name)
+    without = load(workspace, options, ingest, event_type_id, f"r{run}w-{uuid.uuid4().hex[:6]}")
+    purge = start_worker(workspace, "worker_purge(registry)")
+    time.sleep(1)  # the purge's registry is loaded and its first batch under way
+    load_started = time.perf_counter()
+    during = load(workspace, options, ingest, event_type_id, f"r{run}d-{uuid.uuid4().hex[:6]}")
+    load_seconds = time.perf_counter() - load_started
+    purged = script_result(purge, timeout=7200)
+    after = sizes(db_name)
+    vacuum(db_name)
+    vacuumed = sizes(db_name)
+    figures = {
+        "p95_ratio": during["p95_ms"] / without["p95_ms"],
+        "dispatch_ratio": during["dispatch_ms"] / without["dispatch_ms"],
+        "advance_ratio": during["advance_ms"] / without["advance_ms"],
+        "purge_rows_per_s": purged["rows"] / purged["seconds"],
+        "purge_covered_load": purged["seconds"] >= load_seconds + 1,
+    }
+    print(
+        f"run {run} (load {os.getloadavg()[0]:.2f}): generated {options.rows:,} events + {options.rows:,} steps"
+        f" in {fill['seconds']:.0f} s\n"
+        f"  ingestion p95 ({options.batch}-event requests): {without['p95_ms']:.0f} ms without,"
+        f" {during['p95_ms']:.0f} ms during = {figures['p95_ratio']:.2f}x\n"
+        f"  dispatch batch (1,000 events): {without['dispatch_ms']:.0f} ms without, {during['dispatch_ms']:.0f} ms"
+        f" during = {figures['dispatch_ratio']:.2f}x; advance batch (500 steps): {without['advance_ms']:.0f} ms"
+        f" without, {during['advance_ms']:.0f} ms during = {figures['advance_ratio']:.2f}x\n"
+        f"  purge: {purged['rows']:,} rows in {purged['seconds']:.0f} s = {figures['purge_rows_per_s']:,.0f} rows/s,"
+        f" {purged['batches']} batches, median {purged['batch_ms']:.0f} ms, queries/batch"
+        f" {purged['queries_per_batch']}; the load lasted {load_seconds:.0f} s"
+        f"{'' if figures['purge_covered_load'] else ' (the purge ended before the load: partly measured without)'}\n"
+        f"  size of {', '.join(TABLES)}: {megabytes(before):.0f} MB before, {megabytes(filled):.0f} MB generated,"
+        f" {megabytes(after):.0f} MB after the purge, {megabytes(vacuumed):.0f} MB after VACUUM",
+        flush=True,
+    )
+    return figures
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="old events, and old steps, generated per run")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--events", type=int, default=10_000, help="events posted in each measure")
+    parser.add_argument("--batch", type=int, default=20, help="events per API request")
+    parser.add_argument("--engine-batches", type=int, default=5, help="dispatch batches of 1,000 in each measure")
+    parser.add_argument("--keep-db", action="store_true")
+    options = parser.parse_args()
+    with Workspace("bench_purge", keep_db=options.keep_db) as workspace:
+        write_key, _source_id = setup_source(workspace, KNOWN_CONTACTS)
+        event_type_id = script_result(start_worker(workspace, "worker_setup(registry)"))
+        server = workspace.server(name="bench-purge", workers=2, log_level="warn", db_filter=False).start()
+        ingest = (f"{server.base_url}/automation/v1/events", {"Authorization": f"Bearer {write_key}"})
+        # Warm the workers (registry, routing map) outside the measure.
+        warmup = make_events(options.batch * 20, KNOWN_CONTACTS, "warmup")
+        post_batches(ingest[0], ingest[1], lambda batch: {"events": batch}, warmup, batch_size=options.batch, clients=2)
+        results = [measure_run(workspace, options, ingest, event_type_id, run) for run in range(1, options.runs + 1)]
+    medians = {key: statistics.median(result[key] for result in results) for key in results[0]}
+    print(
+        f"MEDIAN of {options.runs} (load {os.getloadavg()[0]:.2f}), purging {options.rows:,} events and"
+        f" {options.rows:,} steps: during/without ingestion p95 {medians['p95_ratio']:.2f}x, dispatch batch"
+        f" {medians['dispatch_ratio']:.2f}x, advance batch {medians['advance_ratio']:.2f}x (target 1.2x);"
+        f" purge {medians['purge_rows_per_s']:,.0f} rows/s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
