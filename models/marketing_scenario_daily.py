@@ -111,7 +111,8 @@ class MarketingScenarioDaily(models.Model):
                      WHERE p.id = ANY(%(ids)s) AND NOT p.is_test AND p.converted_at IS NOT NULL
                      GROUP BY p.scenario_id, p.company_id, p.entered_at::date, p.is_control
                     UNION ALL
-                    SELECT s.scenario_id, s.node_id, p.company_id, p.entered_at::date, 'step_state', s.state, count(*), 0
+                    SELECT s.scenario_id, s.node_id, p.company_id, p.entered_at::date, 'step_state', s.state,
+                           count(*), 0
                       FROM %(steps)s
                      WHERE p.id = ANY(%(ids)s) AND NOT p.is_test
                      GROUP BY s.scenario_id, s.node_id, p.company_id, p.entered_at::date, s.state
