@@ -46,6 +46,8 @@ SCENARIO_SETTINGS = (
     "objective_days",
     "exit_on_objective",
     "objective_prompt_skipped",
+    "control_group_percent",
+    "capped_message_policy",
 )
 NODE_PLACEMENT = ("ref", "parent", "branch", "node_type", "name", "sequence", "split_weight", "settings", "mailing")
 # Secrets stay in their database: an imported webhook needs a new signing secret.

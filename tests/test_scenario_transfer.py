@@ -29,6 +29,8 @@ class TestScenarioTransfer(ScenarioCommon):
             trigger_params_filter="total > 10",
             correlation_param="total",
             entry_policy="once",
+            control_group_percent=10,
+            capped_message_policy="skip",
             audience_domain="[('email', '!=', False)]",
             exit_event_type_ids=[(6, 0, self.type_purchase.ids)],
             objective_event_type_id=self.type_purchase.id,
@@ -91,6 +93,9 @@ class TestScenarioTransfer(ScenarioCommon):
         self.assertEqual((document["format"], document["version"]), (TRANSFER_FORMAT, 1))
         self.assertEqual(document["scenario"]["trigger_event_type_id"], self.type_cart.key)
         self.assertEqual(document["scenario"]["exit_event_type_ids"], [self.type_purchase.key])
+        self.assertEqual(
+            (document["scenario"]["control_group_percent"], document["scenario"]["capped_message_policy"]), (10, "skip")
+        )
         self.assertEqual(len(document["nodes"]), 9)
         email = next(node for node in document["nodes"] if node["node_type"] == "email")
         self.assertEqual(email["mailing"]["subject"], "Your cart")
@@ -102,6 +107,7 @@ class TestScenarioTransfer(ScenarioCommon):
         self.assertEqual((imported.state, imported.user_id), ("draft", self.marketing_user))
         self.assertEqual(imported.sudo()._transfer_export(), document)
         self.assertEqual(len(imported.node_ids), 9)
+        self.assertEqual((imported.control_group_percent, imported.capped_message_policy), (10, "skip"))
         imported_email = imported.node_ids.filtered(lambda node: node.node_type == "email")
         self.assertNotEqual(imported_email.mailing_id, scenario.node_ids.mailing_id, "mailings of its own")
         condition = imported.node_ids.filtered(lambda node: node.node_type == "condition")
