@@ -64,6 +64,8 @@ INTENDED_RIGHTS = {
     "marketing.coupon.list": {"marketing_user": "rwcu", "marketing_manager": "rwcu"},
     "marketing.coupon": {"marketing_user": "r", "marketing_manager": "ru"},
     "marketing.coupon.import.wizard": {"marketing_user": "rwc", "marketing_manager": "rwc"},
+    "marketing.scenario.enroll.wizard": {"marketing_user": "rwc", "marketing_manager": "rwc"},
+    "marketing.scenario.import.wizard": {"marketing_user": "rwc", "marketing_manager": "rwc"},
 }
 
 # Odoo models the module extends: their rights stay Odoo's (the module adds no
@@ -91,6 +93,9 @@ EXTENDED_MODELS = {
         "marketing_segment_member_ids": "marketing_event_automation.group_marketing_automation_user",
         "marketing_segment_ids": "marketing_event_automation.group_marketing_automation_user",
         "marketing_coupon_code": None,
+        # The contact's worth, like the score: internal users only, written by the engine.
+        "marketing_lifetime_value": "base.group_user",
+        "marketing_value_currency_id": "base.group_user",
     },
     "res.company": {
         "engagement_decay_enabled": None,
