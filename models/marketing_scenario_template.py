@@ -635,6 +635,9 @@ class MarketingScenarioTemplate(models.Model):
             moment = start + timedelta(minutes=rng.randint(0, 30 * 24 * 60 - 60))
             history.purchase(rng.choice(partners), moment, history.cart_params(1000 + number))
         history.flush()
+        # The history is written as rows, not through the dispatcher, which
+        # stores the conversions as the events come: find them once here.
+        (cart | welcome)._recompute_conversions()
         return True
 
 
