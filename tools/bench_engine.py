@@ -501,7 +501,7 @@ def run_engine(options, our_addons):
     ensure_template(PEER_TEMPLATE, peer_addons, OCA_MODULE)  # never refreshed: it holds no code of ours
     results = []
     for run in range(options.runs):
-        ours_db, peer_db = database_from(OUR_TEMPLATE), database_from(PEER_TEMPLATE)
+        ours_db, peer_db = database_from(options.template), database_from(PEER_TEMPLATE)
         try:
             ours = run_worker("engine", ours_db, our_addons, contacts=options.contacts)
             peer = run_worker("peer", peer_db, peer_addons, contacts=options.peer_contacts)
@@ -542,7 +542,7 @@ def run_engine(options, our_addons):
 def run_email(options, our_addons):
     results = []
     for run in range(options.runs):
-        db_name = database_from(OUR_TEMPLATE)
+        db_name = database_from(options.template)
         try:
             result = run_worker("email", db_name, our_addons, contacts=options.contacts)
         finally:
@@ -567,7 +567,7 @@ def run_email(options, our_addons):
 def run_scale(options, our_addons):
     results = []
     for run in range(options.runs):
-        db_name = database_from(OUR_TEMPLATE)
+        db_name = database_from(options.template)
         try:
             result = run_worker("scale", db_name, our_addons, rows=options.rows, batches=options.batches)
         finally:
@@ -601,6 +601,11 @@ def main():
     parser.add_argument(
         "--refresh-template", action="store_true", help="update the module in the template (new indexes, fields)"
     )
+    parser.add_argument(
+        "--template",
+        default=OUR_TEMPLATE,
+        help="template database of the module (one per checkout, when several are benchmarked side by side)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     engine = commands.add_parser("engine", help="entry and steps of the issue's flow, against automation_oca")
     engine.add_argument("--contacts", type=int, default=100_000)
@@ -613,7 +618,7 @@ def main():
     scale.add_argument("--batches", type=int, default=5, help="batches of 1,000 events measured in each state")
     options = parser.parse_args()
     our_addons = addons_path_option()
-    ensure_template(OUR_TEMPLATE, our_addons, MODULE, refresh=options.refresh_template)
+    ensure_template(options.template, our_addons, MODULE, refresh=options.refresh_template)
     {"engine": run_engine, "email": run_email, "scale": run_scale}[options.command](options, our_addons)
 
 
