@@ -3,7 +3,7 @@
 # (a command-line tool: its output is for the person who runs it)
 """Scenario engine benchmarks against peers measured in the same run.
 
-    python3 tools/bench_engine.py engine [--contacts 100000] [--peer-contacts 10000] [--runs 3]
+    python3 tools/bench_engine.py engine [--contacts 100000] [--peer-contacts 10000] [--runs 3] [--baseline REF]
     python3 tools/bench_engine.py email [--contacts 20000] [--runs 3]
     python3 tools/bench_engine.py scale [--rows 1000000] [--runs 3]
 
@@ -13,6 +13,10 @@ batches of 1,000; steps by the advance cron, batches of 500; one commit per batc
 as the cron runner does). The peer is OCA's ``automation_oca`` 18.0 in a database
 of its own: a configuration on the same contacts with one server-action step
 adding a tag (``run_automation`` enrolls, ``_cron_automation_steps`` runs).
+``--baseline GIT_REF`` also runs the module as it was at that commit (exported
+with ``git archive``, a template database of its own), alternately with the
+current checkout in each run, and prints current/baseline: the machine's speed
+varies from day to day, a ratio measured in the same run does not.
 
 ``email``: N contacts reach an email node; recipients/s until their mail.mail are
 queued, against ``mailing.mailing.action_send_mail()`` of mass_mailing on the same
@@ -33,9 +37,11 @@ peer database only.
 """
 
 import argparse
+import io
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
 import uuid
 from pathlib import Path
@@ -492,23 +498,68 @@ def run_worker(kind, db_name, addons, **kwargs):
     return run_script(db_name, addons, f"from tools.bench_engine import WORKERS\nemit_result({call})\n")
 
 
+def baseline_checkout(ref):
+    """The module as it was at ``ref``, exported once into a folder of its own: (commit, addons path option)."""
+    repo = Path(__file__).resolve().parent.parent
+    commit = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--verify", f"{ref}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    addons = Path("/tmp/mea_bench_baseline") / commit
+    module = addons / MODULE
+    if not (module / "__manifest__.py").is_file():
+        archive = subprocess.run(["git", "-C", str(repo), "archive", commit], capture_output=True, check=True).stdout
+        module.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(module, filter="data")
+    return commit, "--addons-path=" + ",".join([str(addons), *odoo_addons_paths()])
+
+
 def load_average():
     return Path("/proc/loadavg").read_text().split()[0]
+
+
+def _engine_line(label, ours):
+    entry, advance = ours["entry"], ours["advance"]
+    return (
+        f"{label} {entry['done']} contacts entered at {entry['rate']:.0f}/s"
+        f" (queries/batch {entry['queries_per_batch']}), {advance['done']} steps at {advance['rate']:.0f}/s"
+        f" (first/last quarter {advance['first_quarter_rate']:.0f}/{advance['last_quarter_rate']:.0f} steps/s,"
+        f" {advance['batches']} batches, queries/batch {advance['queries_per_batch']}),"
+        f" participants {ours['participants']}"
+    )
 
 
 def run_engine(options, our_addons):
     peer_addons = oca_addons_path(options.oca_dir)
     ensure_template(PEER_TEMPLATE, peer_addons, OCA_MODULE)  # never refreshed: it holds no code of ours
+    baseline = None
+    if options.baseline:
+        commit, base_addons = baseline_checkout(options.baseline)
+        # One template per commit: its code never changes, so it is never refreshed.
+        base_template = f"{options.template}_base_{commit[:10]}"
+        ensure_template(base_template, base_addons, MODULE)
+        baseline = (commit, base_addons, base_template)
     results = []
     for run in range(options.runs):
         ours_db, peer_db = database_from(options.template), database_from(PEER_TEMPLATE)
+        base_db = database_from(baseline[2]) if baseline else None
         try:
-            ours = run_worker("engine", ours_db, our_addons, contacts=options.contacts)
+            # Alternate which one goes first: the machine's state drifts during a run.
+            if baseline and run % 2:
+                base = run_worker("engine", base_db, baseline[1], contacts=options.contacts)
+                ours = run_worker("engine", ours_db, our_addons, contacts=options.contacts)
+            else:
+                ours = run_worker("engine", ours_db, our_addons, contacts=options.contacts)
+                base = run_worker("engine", base_db, baseline[1], contacts=options.contacts) if baseline else None
             peer = run_worker("peer", peer_db, peer_addons, contacts=options.peer_contacts)
         finally:
             if not options.keep_db:
-                drop_database(ours_db)
-                drop_database(peer_db)
+                for db_name in (ours_db, peer_db, base_db):
+                    if db_name:
+                        drop_database(db_name)
         entry, advance = ours["entry"], ours["advance"]
         figures = {
             "entry": entry["rate"],
@@ -518,13 +569,23 @@ def run_engine(options, our_addons):
             "entry_ratio": entry["rate"] / peer["entry"]["rate"],
             "steps_ratio": advance["rate"] / peer["advance"]["rate"],
         }
+        if base:
+            figures.update(
+                {
+                    "base_entry": base["entry"]["rate"],
+                    "base_steps": base["advance"]["rate"],
+                    "entry_vs_base": entry["rate"] / base["entry"]["rate"],
+                    "steps_vs_base": advance["rate"] / base["advance"]["rate"],
+                }
+            )
         results.append(figures)
-        print(
-            f"run {run + 1} (load {load_average()}): ours {entry['done']} contacts entered at {entry['rate']:.0f}/s"
-            f" (queries/batch {entry['queries_per_batch']}), {advance['done']} steps at {advance['rate']:.0f}/s"
-            f" (first/last quarter {advance['first_quarter_rate']:.0f}/{advance['last_quarter_rate']:.0f} steps/s,"
-            f" queries/batch {advance['queries_per_batch']}), participants {ours['participants']}"
-        )
+        print(_engine_line(f"run {run + 1} (load {load_average()}): ours", ours))
+        if base:
+            print(_engine_line(f"        baseline {baseline[0][:10]}:", base))
+            print(
+                f"        current/baseline: entry {figures['entry_vs_base']:.2f}x,"
+                f" steps {figures['steps_vs_base']:.2f}x"
+            )
         print(
             f"        peer automation_oca: {options.peer_contacts} records enrolled at {peer['entry']['rate']:.0f}/s"
             f" ({peer['entry_queries_per_contact']:.1f} queries each), {peer['advance']['done']} steps at"
@@ -537,6 +598,12 @@ def run_engine(options, our_addons):
         f" automation_oca {medians['peer_entry']:.0f} records/s, {medians['peer_steps']:.0f} steps/s;"
         f" ours/peer entry {medians['entry_ratio']:.1f}x, steps {medians['steps_ratio']:.1f}x"
     )
+    if baseline:
+        print(
+            f"MEDIAN of {options.runs}: baseline {baseline[0][:10]} entry {medians['base_entry']:.0f} contacts/s,"
+            f" {medians['base_steps']:.0f} steps/s; current/baseline entry {medians['entry_vs_base']:.2f}x,"
+            f" steps {medians['steps_vs_base']:.2f}x (load {load_average()})"
+        )
 
 
 def run_email(options, our_addons):
@@ -611,6 +678,12 @@ def main():
     engine.add_argument("--contacts", type=int, default=100_000)
     engine.add_argument("--peer-contacts", type=int, default=10_000)
     engine.add_argument("--oca-dir", default="/tmp/oca_addons")
+    engine.add_argument(
+        "--baseline",
+        metavar="GIT_REF",
+        help="also run the module of this commit (its own template), alternately with the current one: prints"
+        " current/baseline",
+    )
     email = commands.add_parser("email", help="email node against mass_mailing's action_send_mail")
     email.add_argument("--contacts", type=int, default=20_000)
     scale = commands.add_parser("scale", help="per-batch time with 1M events and steps against an empty database")
