@@ -29,6 +29,7 @@ NODE_TYPE_DEFAULTS = {
     "stats": "_flow_stats_action",
     "rights": None,
     "contact_access": "read",
+    "chained": True,
 }
 
 
@@ -111,7 +112,10 @@ class MarketingScenarioNode(models.Model):
         - ``rights``: method ``(user)`` giving what ``user``, as the scenario's
           responsible, may not do through the node, as sentences;
         - ``contact_access``: the access to the contacts the handler needs of
-          the acting user: read (default), write, or post (a message or an activity).
+          the acting user: read (default), write, or post (a message or an activity);
+        - ``chained``: whether a step of the kind due at once runs in the
+          batch that made it (default), or waits for the next batch (a kind
+          whose handler waits on the network).
         """
         return {}
 

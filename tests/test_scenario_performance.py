@@ -1,5 +1,6 @@
 import threading
 import time
+from datetime import timedelta
 
 import psycopg2
 
@@ -12,6 +13,7 @@ from odoo.tests import tagged
 from odoo.tools import SQL
 from odoo.tools import mute_logger
 
+from ..models.marketing_scenario_step import CHAIN_FACTOR
 from ..utils.table_statistics import STALE_STATISTICS_MARGIN
 from ..utils.table_statistics import analyze_if_stale
 from .scenario_common import CommittedLeftovers
@@ -130,17 +132,99 @@ class TestScenarioQueryCountByNode(ScenarioCommon, MockEmail):
         partners = self.env["res.partner"].create([{"name": f"T{i}", "email": f"t{i}@example.org"} for i in range(3)])
         scenario = self.create_scenario(name="Tags", trigger_type="now", trigger_event_type_id=False)
         added = self.add_node(scenario, "tag_add", tag_ids=[(6, 0, (self.tag_vip | self.tag_lost).ids)])
-        self.add_node(scenario, "tag_remove", added, tag_ids=[(6, 0, self.tag_lost.ids)])
+        # An hour apart: the first batch runs the first node only.
+        wait = self.add_node(scenario, "wait", added, wait_amount=1, wait_unit="hours")
+        self.add_node(scenario, "tag_remove", wait, tag_ids=[(6, 0, self.tag_lost.ids)])
         partners[0].category_id = self.tag_vip  # already tagged: added once, no duplicate row
         scenario.action_start()
         scenario._enroll_partners(partners.ids)
         self.Step._cron_advance()
         self.assertEqual(partners.mapped("category_id"), self.tag_vip | self.tag_lost, "read through the cache")
         self.assertIn(partners[1], self.tag_lost.partner_ids)
-        self.Step._cron_advance()
+        self.advance_at(self.now() + timedelta(hours=2))
         for partner in partners:
             self.assertEqual(partner.category_id, self.tag_vip)
         self.assertFalse(self.tag_lost.partner_ids & partners)
+
+    def test_chained_tag_nodes_read_what_the_node_before_wrote(self):
+        """Due at once, the second node runs in the first one's batch: on the relation the first one changed."""
+        partners = self.env["res.partner"].create([{"name": f"C{i}", "email": f"c{i}@example.org"} for i in range(3)])
+        scenario = self.create_scenario(name="Chained tags", trigger_type="now", trigger_event_type_id=False)
+        added = self.add_node(scenario, "tag_add", tag_ids=[(6, 0, (self.tag_vip | self.tag_lost).ids)])
+        removed = self.add_node(scenario, "tag_remove", added, tag_ids=[(6, 0, self.tag_lost.ids)])
+        condition = self.add_node(
+            scenario,
+            "condition",
+            removed,
+            condition_type="domain",
+            condition_domain=repr([("category_id", "in", self.tag_lost.ids)]),
+        )
+        self.add_node(scenario, "score", condition, branch="no", score_delta=7, score_reason="chained")
+        scenario.action_start()
+        scenario._enroll_partners(partners.ids)
+        self.assertEqual(partners.mapped("category_id"), self.env["res.partner.category"], "read before the batch")
+        self.assertEqual(self.Step._cron_advance(), 3 * 4, "the whole tree in one batch")
+        for partner in partners:
+            self.assertEqual(partner.category_id, self.tag_vip)
+            self.assertEqual(partner.engagement_score, 7, "the condition saw the tag removed")
+        self.assertFalse(self.tag_lost.partner_ids & partners)
+        steps = scenario.participant_ids.step_ids
+        self.assertEqual(len(steps), 12)
+        self.assertEqual(set(steps.mapped("state")), {"done"})
+        self.assertEqual(set(scenario.participant_ids.mapped("state")), {"completed"})
+
+    def chain_batch(self, size, label, batch_size=500):
+        """The engine bench's tree, wait 0 → condition → yes: tag / no: score → exit: one advance call's queries."""
+        partners = self.env["res.partner"].create(
+            [{"name": f"{label} {i}", "email": f"{label}{i}@{'a' if i % 2 else 'b'}.example"} for i in range(size)]
+        )
+        scenario = self.create_scenario(name=label, trigger_type="now", trigger_event_type_id=False)
+        wait = self.add_node(scenario, "wait", wait_amount=0, wait_unit="minutes")
+        condition = self.add_node(
+            scenario,
+            "condition",
+            wait,
+            condition_type="domain",
+            condition_domain="[('email', '=ilike', '%@a.example')]",
+        )
+        tag = self.add_node(scenario, "tag_add", condition, branch="yes", tag_ids=[(6, 0, self.tag_vip.ids)])
+        score = self.add_node(scenario, "score", condition, branch="no", score_delta=2, score_reason="chain")
+        self.add_node(scenario, "exit", tag)
+        self.add_node(scenario, "exit", score)
+        scenario.action_start()
+        scenario._enroll_partners(partners.ids)
+        self.env.flush_all()
+        self.env.invalidate_all()
+        before = self.cr.sql_log_count
+        done = self.Step._cron_advance(batch_size=batch_size)
+        self.env.flush_all()
+        return scenario, done, self.cr.sql_log_count - before
+
+    def test_due_children_run_in_the_same_batch_in_constant_queries(self):
+        self.chain_batch(3, "warm-chain")
+        counts = []
+        for size in (10, 100):
+            scenario, done, queries = self.chain_batch(size, f"chain{size}")
+            self.assertEqual(done, size * 4, "the four levels of the tree in one advance call")
+            self.assertEqual(set(scenario.participant_ids.step_ids.mapped("state")), {"done"})
+            self.assertEqual(set(scenario.participant_ids.mapped("state")), {"exited"})
+            self.assertEqual(
+                scenario.node_ids.filtered(lambda node: node.node_type == "exit").mapped("processed_count"),
+                [size // 2] * 2,
+            )
+            counts.append(queries)
+        self.assertLessEqual(counts[1], counts[0] + CACHE_SLACK, f"chained batch queries at 10 and 100: {counts}")
+
+    def test_chaining_is_bounded_by_the_batch(self):
+        # A batch of 2 runs at most CHAIN_FACTOR x 2 steps: the tree's last level waits in the queue.
+        scenario, done, _queries = self.chain_batch(2, "bounded", batch_size=1)
+        self.assertEqual(done, CHAIN_FACTOR * 1)
+        steps = scenario.participant_ids.step_ids
+        self.assertEqual(len(steps.filtered(lambda step: step.state == "done")), CHAIN_FACTOR)
+        self.assertEqual(len(steps.filtered(lambda step: step.state == "scheduled")), 1, "the first one of the other")
+        self.advance()
+        self.assertEqual(set(scenario.participant_ids.mapped("state")), {"exited"})
+        self.assertEqual(len(scenario.participant_ids.step_ids), 8)
 
     def test_entry_batch_queries_do_not_grow_with_the_audience(self):
         counts = []

@@ -89,6 +89,9 @@ class MarketingScenarioNode(models.Model):
                 "fields": ("webhook_url", "webhook_secret", "webhook_timeout", "webhook_retries"),
                 "problems": "_webhook_problems",
                 "describe": "_webhook_description",
+                # Its batch may spend its whole time budget on the network:
+                # not in the transaction of the steps before it.
+                "chained": False,
             },
         }
 
