@@ -6,6 +6,8 @@ from odoo.tools import SQL
 from odoo.tools import create_index
 
 from ..utils.constants import PARTICIPANT_STATES
+from ..utils.denormalized import CopiedMany2one
+from ..utils.denormalized import drop_foreign_keys
 
 # Written only by the engine: see write.
 QUEUE_FIELDS = {
@@ -43,7 +45,11 @@ class MarketingScenarioParticipant(models.Model):
     partner_id = fields.Many2one(
         "res.partner", string="Contact", required=True, ondelete="cascade", readonly=True, index=True
     )
-    company_id = fields.Many2one("res.company", related="scenario_id.company_id", store=True, index=True, readonly=True)
+    # The scenario's company, copied for the record rules and the retention
+    # policy: the scenario's foreign key keeps it (CopiedMany2one). No index:
+    # a company is not selective (the queries go through the scenario, the
+    # contact or the end date), and entry writes every index of each row.
+    company_id = CopiedMany2one("res.company", related="scenario_id.company_id", store=True, readonly=True)
     state = fields.Selection(PARTICIPANT_STATES, required=True, default="running", readonly=True)
     entered_at = fields.Datetime(required=True, readonly=True, default=fields.Datetime.now)
     ended_at = fields.Datetime(readonly=True)
@@ -94,6 +100,9 @@ class MarketingScenarioParticipant(models.Model):
     step_count = fields.Integer(compute="_compute_step_count")
 
     def init(self):
+        # Created by earlier versions: see company_id.
+        drop_foreign_keys(self.env.cr, self._table, ["company_id"])
+        self.env.cr.execute("DROP INDEX IF EXISTS marketing_scenario_participant__company_id_index")
         create_index(
             self.env.cr,
             "marketing_scenario_participant_scenario_partner_idx",

@@ -17,6 +17,8 @@ from odoo.tools import create_index
 from ..utils.constants import BRANCHES
 from ..utils.constants import STEP_STATES
 from ..utils.correlation import correlation_matches
+from ..utils.denormalized import CopiedMany2one
+from ..utils.denormalized import drop_foreign_keys
 from ..utils.params_filter import params_match
 from ..utils.params_filter import parse_params_filter
 from ..utils.table_statistics import analyze_if_stale
@@ -71,10 +73,14 @@ class MarketingScenarioStep(models.Model):
     node_id = fields.Many2one("marketing.scenario.node", required=True, ondelete="cascade", readonly=True)
     # No index: the engine reaches steps by due time, node or participant, and
     # every index of the queue is written again each time a step changes state.
-    scenario_id = fields.Many2one("marketing.scenario", related="participant_id.scenario_id", store=True, readonly=True)
+    # No foreign key either (CopiedMany2one): the participant's own keeps it,
+    # and deleting the scenario deletes its participants, hence their steps.
+    scenario_id = CopiedMany2one("marketing.scenario", related="participant_id.scenario_id", store=True, readonly=True)
     # Indexed for the ON DELETE CASCADE of a contact's deletion (and its
     # history): without it, each deleted contact scans the whole queue. Events
-    # resuming the scheduled steps of their contacts use it too.
+    # resuming the scheduled steps of their contacts use it too. Its foreign
+    # key stays: merging contacts rewrites the columns that reference
+    # res_partner through their foreign keys.
     partner_id = fields.Many2one(
         "res.partner",
         related="participant_id.partner_id",
@@ -83,7 +89,8 @@ class MarketingScenarioStep(models.Model):
         ondelete="cascade",
         index="btree_not_null",
     )
-    company_id = fields.Many2one("res.company", related="participant_id.company_id", store=True)
+    # Copied from the participant, whose scenario holds the company: no foreign key of its own.
+    company_id = CopiedMany2one("res.company", related="participant_id.company_id", store=True)
     is_test = fields.Boolean(related="participant_id.is_test", store=True, readonly=True)
     node_type = fields.Selection(related="node_id.node_type")
     # No index on the state alone: the steps left to run are found through the
@@ -103,6 +110,8 @@ class MarketingScenarioStep(models.Model):
     status_code = fields.Integer(string="HTTP Status", readonly=True)
 
     def init(self):
+        # Created by earlier versions: see scenario_id and company_id.
+        drop_foreign_keys(self.env.cr, self._table, ["scenario_id", "company_id"])
         # The advance cron looks only at due scheduled steps: keep that index
         # small, and in the cron's order (scheduled_at, id) so that a batch is
         # read straight off the index, never by sorting every due step.
