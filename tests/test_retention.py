@@ -10,6 +10,7 @@ from odoo.exceptions import ValidationError
 from odoo.tests import new_test_user
 from odoo.tests import tagged
 from odoo.tools import SQL
+from odoo.tools.convert import convert_file
 
 from .scenario_common import ScenarioCommon
 
@@ -154,6 +155,31 @@ class TestRetentionPurge(RetentionCommon):
         cron = self.env.ref("marketing_event_automation.ir_cron_retention_purge")
         self.assertEqual(cron.model_id.model, "marketing.retention")
         self.assertEqual(cron.code, "model._cron_purge()")
+
+    def test_an_upgrade_deletes_the_cron_the_purge_replaced(self):
+        # The cron of the anonymous events, as a database installed before retention holds it.
+        old = self.env["ir.cron"]._load_records(
+            [
+                {
+                    "xml_id": "marketing_event_automation.ir_cron_purge_anonymous_events",
+                    "values": {
+                        "name": "Marketing Automation: purge anonymous visitors' events",
+                        "model_id": self.env["ir.model"]._get_id("marketing.event"),
+                        "state": "code",
+                        "code": "model._cron_purge_anonymous_events()",
+                        "interval_number": 1,
+                        "interval_type": "days",
+                    },
+                    "noupdate": True,
+                }
+            ]
+        )
+        action = old.ir_actions_server_id
+        convert_file(self.env, "marketing_event_automation", "data/ir_cron_data.xml", {}, mode="update", noupdate=True)
+        self.assertFalse(old.exists())
+        self.assertFalse(action.exists())
+        self.assertFalse(self.env.ref("marketing_event_automation.ir_cron_purge_anonymous_events", False))
+        self.assertEqual(self.env.ref("marketing_event_automation.ir_cron_retention_purge").code, "model._cron_purge()")
 
 
 @tagged("post_install", "-at_install")
