@@ -41,6 +41,9 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tools.bench_fill import env_of as _env
+from tools.bench_fill import fill_history
+from tools.bench_fill import insert_contacts as _insert_contacts
 from tools.dev import MODULE
 from tools.dev import addons_path_option
 from tools.dev import database_exists
@@ -67,29 +70,6 @@ def _registry(db_name):
     from odoo.modules.registry import Registry  # noqa: PLC0415
 
     return Registry(db_name)
-
-
-def _env(cr, context=None):
-    from odoo import SUPERUSER_ID  # noqa: PLC0415
-    from odoo import api  # noqa: PLC0415
-
-    return api.Environment(cr, SUPERUSER_ID, {"tracking_disable": True, **(context or {})})
-
-
-def _insert_contacts(cr, tag, count):
-    """``count`` contacts with ``ref = tag``: even ones at a.example, odd ones at b.example."""
-    cr.execute(
-        "INSERT INTO res_partner (name, email, email_normalized, ref, active, type, is_company, lang,"
-        " create_date, write_date)"
-        " SELECT 'Bench ' || g, e, e, %s, TRUE, 'contact', FALSE, 'en_US', now(), now()"
-        "   FROM generate_series(1, %s) g,"
-        "        LATERAL (SELECT %s || '-' || g || CASE WHEN g %% 2 = 0 THEN '@a.example' ELSE '@b.example' END) m(e)",
-        [tag, count, tag],
-    )
-    # Contacts exist long before a scenario targets them, and PostgreSQL has
-    # their statistics by then; right after a bulk INSERT it has none until
-    # autovacuum's next pass, and plans as if the table were empty.
-    cr.execute("ANALYZE res_partner")
 
 
 def _run_batches(registry, method, context=None):
@@ -373,64 +353,6 @@ def _scale_measure(registry, event_type_id, tag, batches):
     return _summary(dispatch), _summary(advance)
 
 
-def _scale_fill(registry, rows):
-    """``rows`` processed events and ``rows`` steps (90% done, 10% scheduled next month) of a running scenario."""
-    participants = max(rows // 10, 1)
-    with registry.cursor() as cr:
-        env = _env(cr)
-        tag = "fill-" + uuid.uuid4().hex[:8]
-        _insert_contacts(cr, tag, participants)
-        scenario = env["marketing.scenario"].create(
-            {"name": tag, "trigger_type": "event", "timezone": "UTC", "entry_policy": "every_time"}
-        )
-        scenario.trigger_event_type_id = env["marketing.event.type"].search([("key", "=", "contact_created")])
-        nodes = env["marketing.scenario.node"].create(
-            [{"scenario_id": scenario.id, "node_type": "wait", "wait_amount": 1} for _ in range(10)]
-        )
-        scenario.write({"state": "running"})
-        env.flush_all()
-        cr.execute(
-            "INSERT INTO marketing_scenario_participant (scenario_id, partner_id, company_id, state, entered_at,"
-            " is_test)"
-            " SELECT %s, p.id, %s, 'running', now() at time zone 'UTC' - interval '40 days', FALSE"
-            "   FROM res_partner p WHERE p.ref = %s",
-            [scenario.id, scenario.company_id.id, tag],
-        )
-        cr.execute(
-            "INSERT INTO marketing_scenario_step (participant_id, node_id, scenario_id, partner_id, company_id,"
-            " is_test, state, scheduled_at, processed_at, branch, attempt)"
-            " SELECT pa.id, n.id, pa.scenario_id, pa.partner_id, pa.company_id, FALSE,"
-            "        CASE WHEN n.rank = 10 THEN 'scheduled' ELSE 'done' END,"
-            "        now() at time zone 'UTC' + (n.rank - 9) * interval '30 days',"
-            "        CASE WHEN n.rank = 10 THEN NULL ELSE now() at time zone 'UTC' - interval '30 days' END,"
-            "        'always', 0"
-            "   FROM marketing_scenario_participant pa,"
-            "        (SELECT id, row_number() OVER (ORDER BY id) AS rank FROM unnest(%s::int[]) id) n"
-            "  WHERE pa.scenario_id = %s",
-            [nodes.ids, scenario.id],
-        )
-        cr.execute(
-            "INSERT INTO marketing_event (type_id, event_key, partner_id, params, occurred_at, received_at, state,"
-            " processed_at)"
-            " SELECT t.id, t.key, p.id, jsonb_build_object('n', g), ts, ts, 'processed', ts"
-            "   FROM generate_series(1, %s) g"
-            "   JOIN LATERAL (SELECT now() at time zone 'UTC' - (g %% 365) * interval '1 day' AS ts) d ON TRUE"
-            "   JOIN res_partner p ON p.id = (SELECT min(id) FROM res_partner WHERE ref = %s) + g %% %s"
-            "   JOIN marketing_event_type t ON t.key = 'contact_created'",
-            [rows, tag, participants],
-        )
-    with registry.cursor() as cr:
-        cr.execute("ANALYZE marketing_event")
-        cr.execute("ANALYZE marketing_scenario_step")
-        cr.execute("ANALYZE marketing_scenario_participant")
-        cr.execute("ANALYZE res_partner")
-        cr.execute("SELECT count(*) FROM marketing_event")
-        events = cr.fetchone()[0]
-        cr.execute("SELECT count(*) FROM marketing_scenario_step")
-        steps = cr.fetchone()[0]
-    return events, steps
-
-
 def worker_scale(db_name, addons, rows, batches):
     registry = _registry(db_name)
     tag = "scale-" + uuid.uuid4().hex[:8]
@@ -439,14 +361,12 @@ def worker_scale(db_name, addons, rows, batches):
         event_type_id = _scale_setup(env, tag).id
     _scale_measure(registry, event_type_id, tag + "-w", 1)  # warm the caches: the first batch loads them
     empty = _scale_measure(registry, event_type_id, tag + "-e", batches)
-    fill_started = time.perf_counter()
-    events, steps = _scale_fill(registry, rows)
-    fill_seconds = time.perf_counter() - fill_started
+    fill = fill_history(registry, rows, "live")
     full = _scale_measure(registry, event_type_id, tag + "-f", batches)
     return {
         "empty": {"dispatch": empty[0], "advance": empty[1]},
         "full": {"dispatch": full[0], "advance": full[1]},
-        "rows": {"events": events, "steps": steps, "fill_seconds": fill_seconds},
+        "rows": {"events": fill["events"], "steps": fill["steps"], "fill_seconds": fill["seconds"]},
     }
 
 
