@@ -37,7 +37,12 @@ class MarketingCoupon(models.Model):
     given_at = fields.Datetime(readonly=True)
     redeemed_at = fields.Datetime(readonly=True)
     redeemed_event_id = fields.Many2one(
-        "marketing.event", string="Redemption Event", readonly=True, ondelete="set null"
+        "marketing.event",
+        string="Redemption Event",
+        readonly=True,
+        ondelete="set null",
+        # Deleting an event (retention) looks up the codes it redeemed.
+        index="btree_not_null",
     )
     # The loyalty.card behind the code when the list takes its codes from a
     # loyalty program; an id, not a Many2one: Loyalty may not be installed.

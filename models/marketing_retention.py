@@ -61,21 +61,33 @@ class MarketingRetention(models.AbstractModel):
             cutoffs[0] = min(cutoffs.values())
         return list(cutoffs), list(cutoffs.values())
 
-    def _policy_sql(self, months_field):
+    def _cutoff_sql(self, months_field, company_sql):
+        """``(cutoff, latest cutoff)``: the SQL of the cutoff of the company ``company_sql`` names, None if none.
+
+        A scalar subquery per row rather than a join: PostgreSQL then reads the
+        rows in the date index's order and stops at the batch's size; joined to
+        the companies' cutoffs it expected few rows and sorted every expired
+        one at each batch.
+        """
         company_ids, cutoffs = self._cutoffs(months_field)
         if not company_ids:
             return None
-        return SQL("unnest(%s::int[], %s::timestamp[]) AS policy (company_id, cutoff)", company_ids, cutoffs), max(
-            cutoffs
+        cutoff = SQL(
+            "(SELECT policy.cutoff FROM unnest(%s::int[], %s::timestamp[]) AS policy (company_id, cutoff)"
+            " WHERE policy.company_id = %s)",
+            company_ids,
+            cutoffs,
+            company_sql,
         )
+        return cutoff, max(cutoffs)
 
     @api.model
     def _purge_events(self, batch_size):
         """Delete one batch of events older than their company keeps them; return how many."""
-        policy = self._policy_sql("marketing_event_retention_months")
+        policy = self._cutoff_sql("marketing_event_retention_months", SQL("COALESCE(e.company_id, 0)"))
         if not policy:
             return 0
-        policy_sql, latest_cutoff = policy
+        cutoff, latest_cutoff = policy
         Event = self.env["marketing.event"]
         Event.flush_model()
         self.env.cr.execute(
@@ -83,14 +95,13 @@ class MarketingRetention(models.AbstractModel):
                 """
                 SELECT e.id
                   FROM marketing_event e
-                  JOIN %s ON policy.company_id = COALESCE(e.company_id, 0)
-                 WHERE e.received_at < %s AND e.received_at < policy.cutoff AND e.state <> 'pending'
+                 WHERE e.received_at < %s AND e.received_at < %s AND e.state <> 'pending'
                  ORDER BY e.received_at
                  LIMIT %s
                    FOR UPDATE OF e SKIP LOCKED
                 """,
-                policy_sql,
                 latest_cutoff,
+                cutoff,
                 batch_size,
             )
         )
@@ -99,10 +110,10 @@ class MarketingRetention(models.AbstractModel):
     @api.model
     def _purge_runs(self, batch_size):
         """Delete one batch of finished runs (participants and their steps); return how many rows went."""
-        policy = self._policy_sql("marketing_run_retention_months")
+        policy = self._cutoff_sql("marketing_run_retention_months", SQL("p.company_id"))
         if not policy:
             return 0
-        policy_sql, latest_cutoff = policy
+        cutoff, latest_cutoff = policy
         for model_name in ("marketing.scenario.participant", "marketing.scenario.step", "marketing.scenario"):
             self.env[model_name].flush_model()
         # A run whose objective may still be reached stays: its conversion is
@@ -112,11 +123,12 @@ class MarketingRetention(models.AbstractModel):
                 """
                 SELECT p.id
                   FROM marketing_scenario_participant p
-                  JOIN %(policy)s ON policy.company_id = p.company_id
-                  JOIN marketing_scenario s ON s.id = p.scenario_id
-                 WHERE p.ended_at < %(latest)s AND p.ended_at < policy.cutoff AND p.state <> 'running'
-                   AND (s.objective_event_type_id IS NULL
-                        OR p.entered_at + make_interval(days => s.objective_days) < %(now)s)
+                 WHERE p.ended_at < %(latest)s AND p.ended_at < %(cutoff)s AND p.state <> 'running'
+                   AND NOT EXISTS (
+                        SELECT 1 FROM marketing_scenario s
+                         WHERE s.id = p.scenario_id AND s.objective_event_type_id IS NOT NULL
+                           AND p.entered_at + make_interval(days => s.objective_days) >= %(now)s
+                   )
                    AND NOT EXISTS (
                         SELECT 1 FROM marketing_scenario_step st
                          WHERE st.participant_id = p.id AND st.state = 'scheduled'
@@ -125,7 +137,7 @@ class MarketingRetention(models.AbstractModel):
                  LIMIT %(limit)s
                    FOR UPDATE OF p SKIP LOCKED
                 """,
-                policy=policy_sql,
+                cutoff=cutoff,
                 latest=latest_cutoff,
                 now=fields.Datetime.now(),
                 limit=max(batch_size // RUNS_PER_STEP_BATCH, 1),
@@ -147,10 +159,10 @@ class MarketingRetention(models.AbstractModel):
     @api.model
     def _purge_score_history(self, batch_size):
         """Delete one batch of score changes older than their company keeps them; return how many."""
-        policy = self._policy_sql("marketing_score_history_retention_months")
+        policy = self._cutoff_sql("marketing_score_history_retention_months", SQL("COALESCE(log.company_id, 0)"))
         if not policy:
             return 0
-        policy_sql, latest_cutoff = policy
+        cutoff, latest_cutoff = policy
         Log = self.env["marketing.engagement.log"]
         Log.flush_model()
         self.env.cr.execute(
@@ -160,15 +172,14 @@ class MarketingRetention(models.AbstractModel):
                  WHERE id IN (
                         SELECT log.id
                           FROM marketing_engagement_log log
-                          JOIN %s ON policy.company_id = COALESCE(log.company_id, 0)
-                         WHERE log.changed_at < %s AND log.changed_at < policy.cutoff
+                         WHERE log.changed_at < %s AND log.changed_at < %s
                          ORDER BY log.changed_at
                          LIMIT %s
                            FOR UPDATE OF log SKIP LOCKED
                        )
                 """,
-                policy_sql,
                 latest_cutoff,
+                cutoff,
                 batch_size,
             )
         )

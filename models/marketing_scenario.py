@@ -540,6 +540,18 @@ class MarketingScenario(models.Model):
         self.write({"objective_prompt_skipped": True})
         return True
 
+    def _action_open(self):
+        """The window action that opens this scenario's form in the main view (after it was created)."""
+        self.ensure_one()
+        return {
+            "type": "ir.actions.act_window",
+            "res_model": self._name,
+            "res_id": self.id,
+            "view_mode": "form",
+            "views": [(False, "form")],
+            "target": "current",
+        }
+
     def action_view_nodes(self):
         self.ensure_one()
         action = self.env["ir.actions.act_window"]._for_xml_id(

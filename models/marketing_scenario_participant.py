@@ -52,7 +52,8 @@ class MarketingScenarioParticipant(models.Model):
     company_id = CopiedMany2one("res.company", related="scenario_id.company_id", store=True, readonly=True)
     state = fields.Selection(PARTICIPANT_STATES, required=True, default="running", readonly=True)
     entered_at = fields.Datetime(required=True, readonly=True, default=fields.Datetime.now)
-    ended_at = fields.Datetime(readonly=True)
+    # The retention purge reads finished runs off it, oldest first.
+    ended_at = fields.Datetime(readonly=True, index="btree_not_null")
     end_reason = fields.Char(readonly=True)
     occurrence_at = fields.Datetime(
         readonly=True, help="The occurrence of a date or repeat trigger this contact entered with."

@@ -85,14 +85,7 @@ class MarketingScenarioTemplate(models.Model):
         """Create the template's scenario and open it."""
         self.ensure_one()
         scenario = self._create_scenario()
-        return {
-            "type": "ir.actions.act_window",
-            "res_model": "marketing.scenario",
-            "res_id": scenario.id,
-            "view_mode": "form",
-            "views": [(False, "form")],
-            "target": "current",
-        }
+        return scenario._action_open()
 
     def _create_scenario(self, **values):
         """A complete draft scenario built by this template's builder, ready to start."""

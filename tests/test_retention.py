@@ -10,6 +10,7 @@ from odoo.exceptions import ValidationError
 from odoo.tests import new_test_user
 from odoo.tests import tagged
 from odoo.tools import SQL
+from odoo.tools.convert import convert_file
 
 from .scenario_common import ScenarioCommon
 
@@ -118,6 +119,64 @@ class TestRetentionPurge(RetentionCommon):
         self.assertEqual(self.existing(running_steps), running_steps)
         self.assertEqual(running_steps.filtered(lambda step: step.node_id == wait).state, "scheduled")
 
+    def test_a_run_whose_objective_window_is_open_stays(self):
+        scenario = self.create_scenario(objective_event_type_id=self.type_purchase.id, objective_days=300)
+        self.add_node(scenario, "tag_add", tag_ids=[(6, 0, self.tag_vip.ids)])
+        scenario.action_start()
+        with freeze_time(T0):
+            self.emit(self.type_cart, self.partner, {"total": 1, "items": []})
+            self.dispatch()
+            self.advance()
+        run = self.participant_of(scenario, self.partner)
+        self.assertEqual(run.state, "completed")
+        self.purge_at(T0 + relativedelta(months=7))
+        self.assertTrue(self.existing(run), "ended 7 months ago, but its purchase may still come for 3 months")
+        self.purge_at(T0 + relativedelta(months=10, days=2))
+        self.assertFalse(self.existing(run), "its objective window closed: it goes")
+
+    def queries_of_batches(self, sizes):
+        """[(rows deleted, queries)] of one purge batch of each size, after a batch of the first size warmed up."""
+        self.Retention._cron_purge(sizes[0])
+        counts = []
+        for size in sizes:
+            self.env.flush_all()
+            before = self.env.cr.sql_log_count
+            deleted = self.Retention._cron_purge(size)
+            counts.append((deleted, self.env.cr.sql_log_count - before))
+        return counts
+
+    def test_a_batch_costs_the_same_queries_whatever_its_size(self):
+        self.type_purchase.use_for_segmentation = True
+        self.env["marketing.segment"].create(
+            {
+                "name": "Buyers",
+                "rule_ids": [
+                    (0, 0, {"event_type_id": self.type_purchase.id, "aggregate": "sum", "aggregate_path": "total"})
+                ],
+            }
+        )
+        partners = self.env["res.partner"].create(
+            [{"name": f"Buyer {n}", "email": f"buyer{n}@example.com"} for n in range(16)]
+        )
+        scenario = self.create_scenario()
+        self.add_node(scenario, "tag_add", tag_ids=[(6, 0, self.tag_vip.ids)])
+        scenario.action_start()
+        with freeze_time(T0):
+            for partner in partners:
+                self.emit(self.type_cart, partner, {"total": 1, "items": []})
+                self.emit(self.type_purchase, partner, {"total": 10})
+            self.dispatch()
+            self.advance()
+        # Runs go after 6 months, events after 13: first the runs, one participant per 10 rows of batch.
+        with freeze_time(T0 + relativedelta(months=7)):
+            (small, small_queries), (large, large_queries) = self.queries_of_batches([20, 50])
+        self.assertEqual((small, large), (4, 10), "2 and 5 participants with their step each")
+        self.assertEqual(small_queries, large_queries)
+        with freeze_time(T0 + relativedelta(months=14)):
+            (small, small_queries), (large, large_queries) = self.queries_of_batches([3, 12])
+        self.assertEqual((small, large), (3, 12))
+        self.assertEqual(small_queries, large_queries)
+
     def test_score_history_goes_after_two_years(self):
         Log = self.env["marketing.engagement.log"]
         old, recent = Log.create(
@@ -154,6 +213,31 @@ class TestRetentionPurge(RetentionCommon):
         cron = self.env.ref("marketing_event_automation.ir_cron_retention_purge")
         self.assertEqual(cron.model_id.model, "marketing.retention")
         self.assertEqual(cron.code, "model._cron_purge()")
+
+    def test_an_upgrade_deletes_the_cron_the_purge_replaced(self):
+        # The cron of the anonymous events, as a database installed before retention holds it.
+        old = self.env["ir.cron"]._load_records(
+            [
+                {
+                    "xml_id": "marketing_event_automation.ir_cron_purge_anonymous_events",
+                    "values": {
+                        "name": "Marketing Automation: purge anonymous visitors' events",
+                        "model_id": self.env["ir.model"]._get_id("marketing.event"),
+                        "state": "code",
+                        "code": "model._cron_purge_anonymous_events()",
+                        "interval_number": 1,
+                        "interval_type": "days",
+                    },
+                    "noupdate": True,
+                }
+            ]
+        )
+        action = old.ir_actions_server_id
+        convert_file(self.env, "marketing_event_automation", "data/ir_cron_data.xml", {}, mode="update", noupdate=True)
+        self.assertFalse(old.exists())
+        self.assertFalse(action.exists())
+        self.assertFalse(self.env.ref("marketing_event_automation.ir_cron_purge_anonymous_events", False))
+        self.assertEqual(self.env.ref("marketing_event_automation.ir_cron_retention_purge").code, "model._cron_purge()")
 
 
 @tagged("post_install", "-at_install")

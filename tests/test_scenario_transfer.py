@@ -132,6 +132,7 @@ class TestScenarioTransfer(ScenarioCommon):
         )
         result = wizard.action_import()
         imported = self.Scenario.browse(result["res_id"])
+        self.assertEqual((result["res_model"], result["target"]), ("marketing.scenario", "current"))
         self.assertEqual(imported.name, "Cart recovery")
         self.assertEqual(imported.company_id, self.env.company)
 

@@ -22,7 +22,8 @@ varies from day to day, a ratio measured in the same run does not.
 queued, against ``mailing.mailing.action_send_mail()`` of mass_mailing on the same
 contacts with the same subject and body.
 
-``scale``: per-batch time of the dispatcher (batches of 1,000 events that enter
+``scale``: per-batch time of the native API's ingestion (requests of 500 events,
+a third of them from new contacts), of the dispatcher (batches of 1,000 events that enter
 a scenario) and of the advance cron (batches of 500 steps) in an empty database,
 then again once ``--rows`` events (processed) and ``--rows`` steps (done and
 scheduled) were generated with SQL.
@@ -47,6 +48,9 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tools.bench_fill import env_of as _env
+from tools.bench_fill import fill_history
+from tools.bench_fill import insert_contacts as _insert_contacts
 from tools.dev import MODULE
 from tools.dev import addons_path_option
 from tools.dev import database_exists
@@ -73,29 +77,6 @@ def _registry(db_name):
     from odoo.modules.registry import Registry  # noqa: PLC0415
 
     return Registry(db_name)
-
-
-def _env(cr, context=None):
-    from odoo import SUPERUSER_ID  # noqa: PLC0415
-    from odoo import api  # noqa: PLC0415
-
-    return api.Environment(cr, SUPERUSER_ID, {"tracking_disable": True, **(context or {})})
-
-
-def _insert_contacts(cr, tag, count):
-    """``count`` contacts with ``ref = tag``: even ones at a.example, odd ones at b.example."""
-    cr.execute(
-        "INSERT INTO res_partner (name, email, email_normalized, ref, active, type, is_company, lang,"
-        " create_date, write_date)"
-        " SELECT 'Bench ' || g, e, e, %s, TRUE, 'contact', FALSE, 'en_US', now(), now()"
-        "   FROM generate_series(1, %s) g,"
-        "        LATERAL (SELECT %s || '-' || g || CASE WHEN g %% 2 = 0 THEN '@a.example' ELSE '@b.example' END) m(e)",
-        [tag, count, tag],
-    )
-    # Contacts exist long before a scenario targets them, and PostgreSQL has
-    # their statistics by then; right after a bulk INSERT it has none until
-    # autovacuum's next pass, and plans as if the table were empty.
-    cr.execute("ANALYZE res_partner")
 
 
 def _run_batches(registry, method, context=None):
@@ -379,62 +360,59 @@ def _scale_measure(registry, event_type_id, tag, batches):
     return _summary(dispatch), _summary(advance)
 
 
-def _scale_fill(registry, rows):
-    """``rows`` processed events and ``rows`` steps (90% done, 10% scheduled next month) of a running scenario."""
-    participants = max(rows // 10, 1)
+# Contacts the ingested events address (two thirds of them; the others create a contact each).
+SCALE_KNOWN_CONTACTS = 2000
+SCALE_INGEST_BATCH = 500
+
+
+def _scale_source(env, tag):
+    """An API source, bench_ingest's event types and the contacts its events address: the source's id."""
+    source = env["marketing.event.source"].create(
+        {"name": tag, "rate_limit": 0, "max_new_contacts_per_day": 0, "max_new_types_per_day": 0}
+    )
+    keys = {"cart_abandoned": "Cart abandoned", "purchase": "Purchase", "signup": "Signup"}
+    existing = set(env["marketing.event.type"].search([("key", "in", list(keys))]).mapped("key"))
+    env["marketing.event.type"].create(
+        [{"name": name, "key": key} for key, name in keys.items() if key not in existing]
+    )
+    env["res.partner"].with_context(marketing_event_mute=True).create(
+        [{"name": f"Known {i}", "email": f"known{i}@load.example"} for i in range(SCALE_KNOWN_CONTACTS)]
+    )
+    return source.id
+
+
+def _scale_ingest(registry, source_id, tag, batches):
+    """``batches`` requests of 500 native events, as the API ingests them (a transaction each): their summary.
+
+    The events (and the new contacts' contact_created events) are then marked processed, so that the
+    dispatcher's batches measured next are all scenario entries.
+    """
+    from tools.ingest_client import make_event  # noqa: PLC0415
+
     with registry.cursor() as cr:
-        env = _env(cr)
-        tag = "fill-" + uuid.uuid4().hex[:8]
-        _insert_contacts(cr, tag, participants)
-        scenario = env["marketing.scenario"].create(
-            {"name": tag, "trigger_type": "event", "timezone": "UTC", "entry_policy": "every_time"}
-        )
-        scenario.trigger_event_type_id = env["marketing.event.type"].search([("key", "=", "contact_created")])
-        nodes = env["marketing.scenario.node"].create(
-            [{"scenario_id": scenario.id, "node_type": "wait", "wait_amount": 1} for _ in range(10)]
-        )
-        scenario.write({"state": "running"})
-        env.flush_all()
-        cr.execute(
-            "INSERT INTO marketing_scenario_participant (scenario_id, partner_id, company_id, state, entered_at,"
-            " is_test)"
-            " SELECT %s, p.id, %s, 'running', now() at time zone 'UTC' - interval '40 days', FALSE"
-            "   FROM res_partner p WHERE p.ref = %s",
-            [scenario.id, scenario.company_id.id, tag],
-        )
-        cr.execute(
-            "INSERT INTO marketing_scenario_step (participant_id, node_id, scenario_id, partner_id, company_id,"
-            " is_test, state, scheduled_at, processed_at, branch, attempt)"
-            " SELECT pa.id, n.id, pa.scenario_id, pa.partner_id, pa.company_id, FALSE,"
-            "        CASE WHEN n.rank = 10 THEN 'scheduled' ELSE 'done' END,"
-            "        now() at time zone 'UTC' + (n.rank - 9) * interval '30 days',"
-            "        CASE WHEN n.rank = 10 THEN NULL ELSE now() at time zone 'UTC' - interval '30 days' END,"
-            "        'always', 0"
-            "   FROM marketing_scenario_participant pa,"
-            "        (SELECT id, row_number() OVER (ORDER BY id) AS rank FROM unnest(%s::int[]) id) n"
-            "  WHERE pa.scenario_id = %s",
-            [nodes.ids, scenario.id],
-        )
-        cr.execute(
-            "INSERT INTO marketing_event (type_id, event_key, partner_id, params, occurred_at, received_at, state,"
-            " processed_at)"
-            " SELECT t.id, t.key, p.id, jsonb_build_object('n', g), ts, ts, 'processed', ts"
-            "   FROM generate_series(1, %s) g"
-            "   JOIN LATERAL (SELECT now() at time zone 'UTC' - (g %% 365) * interval '1 day' AS ts) d ON TRUE"
-            "   JOIN res_partner p ON p.id = (SELECT min(id) FROM res_partner WHERE ref = %s) + g %% %s"
-            "   JOIN marketing_event_type t ON t.key = 'contact_created'",
-            [rows, tag, participants],
+        cr.execute("SELECT COALESCE(max(id), 0) FROM marketing_event")
+        last_id = cr.fetchone()[0]
+    timed = []
+    for batch in range(batches):
+        events = [make_event(f"{tag}-{batch}", index, SCALE_KNOWN_CONTACTS) for index in range(SCALE_INGEST_BATCH)]
+        started = time.perf_counter()
+        with registry.cursor() as cr:
+            env = _env(cr)
+            source = env["marketing.event.source"].browse(source_id)
+            # sudo and the source's company: as the API's controller calls it.
+            results = env["marketing.event"].sudo().with_company(source.company_id)._ingest(source, events)
+            env.flush_all()
+            queries = cr.sql_log_count
+        timed.append(
+            (sum(result["status"] == "accepted" for result in results), time.perf_counter() - started, queries)
         )
     with registry.cursor() as cr:
-        cr.execute("ANALYZE marketing_event")
-        cr.execute("ANALYZE marketing_scenario_step")
-        cr.execute("ANALYZE marketing_scenario_participant")
-        cr.execute("ANALYZE res_partner")
-        cr.execute("SELECT count(*) FROM marketing_event")
-        events = cr.fetchone()[0]
-        cr.execute("SELECT count(*) FROM marketing_scenario_step")
-        steps = cr.fetchone()[0]
-    return events, steps
+        cr.execute(
+            "UPDATE marketing_event SET state = 'processed', processed_at = now() at time zone 'UTC'"
+            " WHERE id > %s AND state = 'pending'",
+            [last_id],
+        )
+    return _summary(timed)
 
 
 def worker_scale(db_name, addons, rows, batches):
@@ -443,16 +421,23 @@ def worker_scale(db_name, addons, rows, batches):
     with registry.cursor() as cr:
         env = _env(cr)
         event_type_id = _scale_setup(env, tag).id
-    _scale_measure(registry, event_type_id, tag + "-w", 1)  # warm the caches: the first batch loads them
-    empty = _scale_measure(registry, event_type_id, tag + "-e", batches)
-    fill_started = time.perf_counter()
-    events, steps = _scale_fill(registry, rows)
-    fill_seconds = time.perf_counter() - fill_started
-    full = _scale_measure(registry, event_type_id, tag + "-f", batches)
+        source_id = _scale_source(env, tag)
+    # Warm the caches: the first batches load them.
+    _scale_ingest(registry, source_id, tag + "-w", 1)
+    _scale_measure(registry, event_type_id, tag + "-w", 1)
+    empty = (
+        *_scale_measure(registry, event_type_id, tag + "-e", batches),
+        _scale_ingest(registry, source_id, tag + "-e", batches),
+    )
+    fill = fill_history(registry, rows, "live")
+    full = (
+        *_scale_measure(registry, event_type_id, tag + "-f", batches),
+        _scale_ingest(registry, source_id, tag + "-f", batches),
+    )
     return {
-        "empty": {"dispatch": empty[0], "advance": empty[1]},
-        "full": {"dispatch": full[0], "advance": full[1]},
-        "rows": {"events": events, "steps": steps, "fill_seconds": fill_seconds},
+        "empty": {"dispatch": empty[0], "advance": empty[1], "ingest": empty[2]},
+        "full": {"dispatch": full[0], "advance": full[1], "ingest": full[2]},
+        "rows": {"events": fill["events"], "steps": fill["steps"], "fill_seconds": fill["seconds"]},
     }
 
 
@@ -641,23 +626,28 @@ def run_scale(options, our_addons):
             if not options.keep_db:
                 drop_database(db_name)
         empty, full = result["empty"], result["full"]
+        ingest_ratio = full["ingest"]["batch_seconds_median"] / empty["ingest"]["batch_seconds_median"]
         dispatch_ratio = full["dispatch"]["batch_seconds_median"] / empty["dispatch"]["batch_seconds_median"]
         advance_ratio = full["advance"]["batch_seconds_median"] / empty["advance"]["batch_seconds_median"]
-        results.append((dispatch_ratio, advance_ratio))
+        results.append((ingest_ratio, dispatch_ratio, advance_ratio))
         print(
             f"run {run + 1} (load {load_average()}): {result['rows']['events']} events and"
             f" {result['rows']['steps']} steps generated in {result['rows']['fill_seconds']:.0f} s;"
+            f" ingestion batch ({SCALE_INGEST_BATCH} native events, a third of new contacts)"
+            f" {empty['ingest']['batch_seconds_median'] * 1000:.0f} ms empty,"
+            f" {full['ingest']['batch_seconds_median'] * 1000:.0f} ms full = {ingest_ratio:.2f}x;"
             f" dispatch batch (1,000 events) {empty['dispatch']['batch_seconds_median'] * 1000:.0f} ms empty,"
             f" {full['dispatch']['batch_seconds_median'] * 1000:.0f} ms full = {dispatch_ratio:.2f}x;"
             f" advance batch (500 steps) {empty['advance']['batch_seconds_median'] * 1000:.0f} ms empty,"
             f" {full['advance']['batch_seconds_median'] * 1000:.0f} ms full = {advance_ratio:.2f}x"
-            f" (queries/batch dispatch {full['dispatch']['queries_per_batch']},"
-            f" advance {full['advance']['queries_per_batch']})"
+            f" (queries/batch ingestion {full['ingest']['queries_per_batch']},"
+            f" dispatch {full['dispatch']['queries_per_batch']}, advance {full['advance']['queries_per_batch']})"
         )
-    dispatch_ratio, advance_ratio = (statistics.median(values) for values in zip(*results))
+    ingest_ratio, dispatch_ratio, advance_ratio = (statistics.median(values) for values in zip(*results))
     print(
-        f"MEDIAN of {options.runs}: per-batch time with {options.rows:,} rows / empty: dispatch"
-        f" {dispatch_ratio:.2f}x, advance {advance_ratio:.2f}x"
+        f"MEDIAN of {options.runs} (load {load_average()}): per-batch time with {options.rows:,} events and steps"
+        f" / empty: ingestion {ingest_ratio:.2f}x, dispatch {dispatch_ratio:.2f}x, advance {advance_ratio:.2f}x"
+        " (target 1.2x)"
     )
 
 
@@ -686,9 +676,9 @@ def main():
     )
     email = commands.add_parser("email", help="email node against mass_mailing's action_send_mail")
     email.add_argument("--contacts", type=int, default=20_000)
-    scale = commands.add_parser("scale", help="per-batch time with 1M events and steps against an empty database")
+    scale = commands.add_parser("scale", help="per-batch time with --rows events and steps against an empty database")
     scale.add_argument("--rows", type=int, default=1_000_000)
-    scale.add_argument("--batches", type=int, default=5, help="batches of 1,000 events measured in each state")
+    scale.add_argument("--batches", type=int, default=5, help="batches of each kind measured in each state")
     options = parser.parse_args()
     our_addons = addons_path_option()
     ensure_template(options.template, our_addons, MODULE, refresh=options.refresh_template)

@@ -55,76 +55,28 @@ KNOWN_CONTACTS = 2000
 
 def worker_setup(registry):
     """The scenario the engine works on during the measures (bench_engine's scale flow: tag → score)."""
-    from tools.bench_engine import _env  # noqa: PLC0415
     from tools.bench_engine import _scale_setup  # noqa: PLC0415
+    from tools.bench_fill import env_of  # noqa: PLC0415
 
     with registry.cursor() as cr:
-        return _scale_setup(_env(cr), "purge-" + uuid.uuid4().hex[:8]).id
+        return _scale_setup(env_of(cr), "purge-" + uuid.uuid4().hex[:8]).id
 
 
 def worker_fill(registry, rows):
     """``rows`` processed events received 14 months ago and ``rows`` done steps of runs ended 7 months ago."""
-    from tools.bench_engine import _env  # noqa: PLC0415
-    from tools.bench_engine import _insert_contacts  # noqa: PLC0415
+    from tools.bench_fill import fill_history  # noqa: PLC0415
 
-    participants = max(rows // 10, 1)
-    tag = "old-" + uuid.uuid4().hex[:8]
-    started = time.perf_counter()
-    with registry.cursor() as cr:
-        env = _env(cr)
-        _insert_contacts(cr, tag, participants)
-        scenario = env["marketing.scenario"].create(
-            {"name": tag, "trigger_type": "event", "timezone": "UTC", "entry_policy": "every_time"}
-        )
-        scenario.trigger_event_type_id = env["marketing.event.type"].search([("key", "=", "contact_created")])
-        nodes = env["marketing.scenario.node"].create(
-            [{"scenario_id": scenario.id, "node_type": "wait", "wait_amount": 1} for _ in range(10)]
-        )
-        scenario.write({"state": "running"})
-        env.flush_all()
-        cr.execute(
-            "INSERT INTO marketing_scenario_participant (scenario_id, partner_id, company_id, state, entered_at,"
-            " ended_at, is_test)"
-            " SELECT %s, p.id, %s, 'completed', now() at time zone 'UTC' - interval '7 months 10 days',"
-            "        now() at time zone 'UTC' - interval '7 months' - (p.id %% 20) * interval '1 hour', FALSE"
-            "   FROM res_partner p WHERE p.ref = %s",
-            [scenario.id, scenario.company_id.id, tag],
-        )
-        cr.execute(
-            "INSERT INTO marketing_scenario_step (participant_id, node_id, scenario_id, partner_id, company_id,"
-            " is_test, state, scheduled_at, processed_at, branch, attempt)"
-            " SELECT pa.id, n.id, pa.scenario_id, pa.partner_id, pa.company_id, FALSE, 'done',"
-            "        pa.entered_at + n.rank * interval '1 day', pa.entered_at + n.rank * interval '1 day', 'always', 0"
-            "   FROM marketing_scenario_participant pa,"
-            "        (SELECT id, row_number() OVER (ORDER BY id) AS rank FROM unnest(%s::int[]) id) n"
-            "  WHERE pa.scenario_id = %s",
-            [nodes.ids, scenario.id],
-        )
-        cr.execute(
-            "INSERT INTO marketing_event (type_id, event_key, partner_id, company_id, params, occurred_at,"
-            " received_at, state, processed_at)"
-            " SELECT t.id, t.key, p.id, %s, jsonb_build_object('n', g), ts, ts, 'processed', ts"
-            "   FROM generate_series(1, %s) g"
-            "   JOIN LATERAL (SELECT now() at time zone 'UTC' - interval '14 months' - (g %% 60) * interval '1 day'"
-            "                 AS ts) d ON TRUE"
-            "   JOIN res_partner p ON p.id = (SELECT min(id) FROM res_partner WHERE ref = %s) + g %% %s"
-            "   JOIN marketing_event_type t ON t.key = 'contact_created'",
-            [scenario.company_id.id, rows, tag, participants],
-        )
-    with registry.cursor() as cr:
-        for table in (*TABLES, "res_partner"):
-            cr.execute(f"ANALYZE {table}")  # constant table names
-    return {"seconds": time.perf_counter() - started}
+    return fill_history(registry, rows, "expired")
 
 
 def worker_engine(registry, event_type_id, batches):
     """Dispatch ``batches`` batches of 1,000 events entering the scenario, then advance its steps: batch seconds."""
-    from tools.bench_engine import _insert_contacts  # noqa: PLC0415
     from tools.bench_engine import _run_batches  # noqa: PLC0415
+    from tools.bench_fill import insert_contacts  # noqa: PLC0415
 
     tag = "engine-" + uuid.uuid4().hex[:8]
     with registry.cursor() as cr:
-        _insert_contacts(cr, tag, batches * 1000)
+        insert_contacts(cr, tag, batches * 1000)
         cr.execute(
             "INSERT INTO marketing_event (type_id, event_key, partner_id, params, occurred_at, received_at, state)"
             " SELECT t.id, t.key, p.id, '{}'::jsonb, now() at time zone 'UTC', now() at time zone 'UTC', 'pending'"

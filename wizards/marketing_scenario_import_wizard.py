@@ -24,11 +24,4 @@ class MarketingScenarioImportWizard(models.TransientModel):
         except (binascii.Error, ValueError):
             raise UserError(self.env._("File: the upload could not be read.")) from None
         scenario = self.env["marketing.scenario"]._transfer_import_bytes(raw)
-        return {
-            "type": "ir.actions.act_window",
-            "res_model": "marketing.scenario",
-            "res_id": scenario.id,
-            "view_mode": "form",
-            "views": [(False, "form")],
-            "target": "current",
-        }
+        return scenario._action_open()
