@@ -710,10 +710,12 @@ class MarketingEventIngestion(models.AbstractModel):
         """
         if not contacts:
             return []
-        country = company.country_id
-        for contact in contacts:
-            if "phone" in contact and "phone_e164" not in contact:
-                contact["phone_e164"] = phone_e164(contact["phone"], country.code)
+        # Read only for a phone: the company's country is a related field of
+        # its partner, whose whole row the ORM would read on every request.
+        to_parse = [contact for contact in contacts if "phone" in contact and "phone_e164" not in contact]
+        country_code = company.country_id.code if to_parse else None
+        for contact in to_parse:
+            contact["phone_e164"] = phone_e164(contact["phone"], country_code)
         # sudo: the API resolves contacts on behalf of a shop authenticated
         # by its write key; visibility is bounded by the company below.
         Partner = self.env["res.partner"].sudo().with_context(active_test=False)

@@ -47,6 +47,7 @@ from . import test_scenario_triggers
 from . import test_scenario_workspace
 from . import test_sdk_libraries
 from . import test_segment_api
+from . import test_single_event_queries
 from . import test_split_winner
 from . import test_system_automation
 from . import test_system_automation_company
