@@ -58,6 +58,7 @@ from tools.bench_ingest import start_py_spy
 from tools.bench_ingest import to_segment
 from tools.dev import MODULE
 from tools.ingest_client import make_event
+from tools.ingest_client import setup_source
 from tools.odoo_process import Workspace
 from tools.odoo_process import connect
 from tools.odoo_process import create_database
@@ -67,23 +68,14 @@ from tools.odoo_process import query
 FLOOR_ADDON = "mea_bench_floor"
 BENCH_ADDONS = Path(__file__).resolve().parent / "bench_addons"
 KNOWN = 1000
-SETUP = """
+# Beside ingest_client's source, event types and known contacts (setup_source).
+SCENARIO_SETUP = """
 with registry.cursor() as cr:
     env = api.Environment(cr, SUPERUSER_ID, {{"tracking_disable": True}})
-    env.company.country_id = env.ref("base.be")
-    source = env["marketing.event.source"].create(
-        {{"name": "Single events", "rate_limit": 0, "max_new_contacts_per_day": 0, "max_new_types_per_day": 0}}
-    )
-    key = source._generate_write_key()
-    env["marketing.event.type"].create([
-        {{"name": "Cart abandoned", "key": "cart_abandoned"}},
-        {{"name": "Purchase", "key": "purchase"}},
-        {{"name": "Signup", "key": "signup"}},
-    ])
     probe = env["marketing.event.type"].create({{"name": "Probe", "key": "probe"}})
-    Partner = env["res.partner"].with_context(marketing_event_mute=True)
-    Partner.create([{{"name": f"Known {{i}}", "email": f"known{{i}}@load.example"}} for i in range({known})])
-    Partner.create([{{"name": f"Probe {{i}}", "email": f"probe{{i}}@load.example"}} for i in range({probes})])
+    env["res.partner"].with_context(marketing_event_mute=True).create(
+        [{{"name": f"Probe {{i}}", "email": f"probe{{i}}@load.example"}} for i in range({probes})]
+    )
     tag = env["res.partner.category"].create({{"name": "Probed"}})
     scenario = env["marketing.scenario"].create({{
         "name": "Probe", "trigger_type": "event", "trigger_event_type_id": probe.id, "timezone": "UTC",
@@ -110,8 +102,7 @@ with registry.cursor() as cr:
     }})
     cr.commit()
     emit_result({{
-        "write_key": key, "source_id": source.id, "webhook": peer.webhook_uuid, "peer_id": peer.id,
-        "scenario_id": scenario.id,
+        "webhook": peer.webhook_uuid, "peer_id": peer.id, "scenario_id": scenario.id,
     }})
 """
 
@@ -282,8 +273,8 @@ def main():  # pylint: disable=too-many-locals,too-many-statements
     tag = uuid.uuid4().hex[:6]
     probes_per_run = int(options.rate * options.latency_seconds) + 1
     with BenchWorkspace("single", keep_db=options.keep_db) as workspace:
-        setup = workspace.run_script(SETUP.format(known=KNOWN, probes=probes_per_run * options.runs))
-        write_key, source_id = setup["write_key"], setup["source_id"]
+        write_key, source_id = setup_source(workspace, KNOWN, dispatch=True)
+        setup = workspace.run_script(SCENARIO_SETUP.format(probes=probes_per_run * options.runs))
         native_headers = {"Authorization": f"Bearer {write_key}", "Content-Type": "application/json"}
         basic = base64.b64encode(f"{write_key}:".encode()).decode()
         segment_headers = {"Authorization": f"Basic {basic}", "Content-Type": "application/json"}
