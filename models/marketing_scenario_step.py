@@ -277,16 +277,10 @@ class MarketingScenarioStep(models.Model):
             if budget <= 0:
                 break
             now = fields.Datetime.now()
-            Node = self.env["marketing.scenario.node"]
-            chained = {}
-            candidates = []
-            for step_id, node_id, scheduled_at in children:
-                if scheduled_at > now:
-                    continue
-                if node_id not in chained:
-                    chained[node_id] = Node.browse(node_id)._node_type_spec()["chained"]
-                if chained[node_id]:
-                    candidates.append(step_id)
+            due_now = [(step_id, node_id) for step_id, node_id, scheduled_at in children if scheduled_at <= now]
+            nodes = self.env["marketing.scenario.node"].browse({node_id for _step_id, node_id in due_now})
+            chained = {node.id for node in nodes if node._node_type_spec()["chained"]}
+            candidates = [step_id for step_id, node_id in due_now if node_id in chained]
             rows = []
             if candidates:
                 self.flush_model()
