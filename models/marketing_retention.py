@@ -1,3 +1,5 @@
+import time
+
 from dateutil.relativedelta import relativedelta
 
 from odoo import api
@@ -9,6 +11,13 @@ from odoo.tools import SQL
 PURGE_BATCH_SIZE = 10000
 # Participants per batch: their steps go with them, a handful each.
 RUNS_PER_STEP_BATCH = 10
+# The share of the time the purge may keep busy (its process and its
+# PostgreSQL backend): the rest of each batch's time it pauses.
+PURGE_TIME_SHARE_PARAM = "marketing_event_automation.purge_time_share"
+DEFAULT_PURGE_TIME_SHARE = 25
+# Odoo's cron workers are killed past limit_time_real_cron (by default 120 s per
+# job run, that is up to ten calls): a pause never exceeds this.
+PURGE_PAUSE_MAX_SECONDS = 5.0
 
 
 class MarketingRetention(models.AbstractModel):
@@ -19,7 +28,9 @@ class MarketingRetention(models.AbstractModel):
     more, and the next run resumes where a stopped one left off. Batches
     lock only the rows they delete, SKIP LOCKED, so the API and the engine
     never wait for the purge: a row another transaction holds is left for a
-    later batch. Rows still in work (pending events, running participants,
+    later batch. Nor do they compete for long with them for the CPU: in a
+    cron job, the purge pauses after each batch so that it keeps the machine
+    busy only its share of the time (Settings, *Retention*). Rows still in work (pending events, running participants,
     scheduled steps) are never deleted. What the statistics need of the
     deleted rows is counted into daily aggregates in the same transaction.
     """
@@ -29,6 +40,31 @@ class MarketingRetention(models.AbstractModel):
 
     @api.model
     def _cron_purge(self, batch_size=PURGE_BATCH_SIZE):
+        started = time.monotonic()
+        deleted = self._purge_batch(batch_size)
+        if deleted and self.env.context.get("cron_id"):
+            pause = self._purge_pause(time.monotonic() - started)
+            if pause:
+                # Committed first: the pause then holds no lock and no
+                # snapshot; the cron runner commits after each call anyway.
+                self.env.cr.commit()  # pylint: disable=invalid-commit
+                time.sleep(pause)
+        return deleted
+
+    @api.model
+    def _purge_pause(self, busy_seconds):
+        """Seconds to pause after a batch that took ``busy_seconds``, for the purge to keep its share of the time."""
+        # sudo: the setting is a system parameter; the cron's user only reads it.
+        share = self.env["ir.config_parameter"].sudo().get_param(PURGE_TIME_SHARE_PARAM, DEFAULT_PURGE_TIME_SHARE)
+        try:
+            share = min(max(int(share), 1), 100)
+        except ValueError:
+            share = DEFAULT_PURGE_TIME_SHARE
+        return min(busy_seconds * (100 - share) / share, PURGE_PAUSE_MAX_SECONDS)
+
+    @api.model
+    def _purge_batch(self, batch_size):
+        """Delete one batch of the first kind of rows that has some left; report the progress; return how many."""
         purges = (
             self.env["marketing.event"]._purge_anonymous_events,
             self._purge_events,

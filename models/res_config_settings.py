@@ -1,5 +1,10 @@
+from odoo import api
 from odoo import fields
 from odoo import models
+from odoo.exceptions import ValidationError
+
+from .marketing_retention import DEFAULT_PURGE_TIME_SHARE
+from .marketing_retention import PURGE_TIME_SHARE_PARAM
 
 
 class ResConfigSettings(models.TransientModel):
@@ -18,6 +23,13 @@ class ResConfigSettings(models.TransientModel):
     marketing_score_history_retention_months = fields.Integer(
         related="company_id.marketing_score_history_retention_months", readonly=False
     )
+    marketing_purge_time_share = fields.Integer(
+        string="Purge Time Share",
+        config_parameter=PURGE_TIME_SHARE_PARAM,
+        default=DEFAULT_PURGE_TIME_SHARE,
+        help="Percentage of the time the retention purge may keep the server busy: after each batch it pauses for "
+        "the rest. 100 purges without pausing.",
+    )
     marketing_watched_field_ids = fields.Many2many(related="company_id.marketing_watched_field_ids", readonly=False)
 
     marketing_email_cap_enabled = fields.Boolean(related="company_id.marketing_email_cap_enabled", readonly=False)
@@ -33,3 +45,8 @@ class ResConfigSettings(models.TransientModel):
     marketing_sms_quiet_enabled = fields.Boolean(related="company_id.marketing_sms_quiet_enabled", readonly=False)
     marketing_sms_quiet_start = fields.Float(related="company_id.marketing_sms_quiet_start", readonly=False)
     marketing_sms_quiet_end = fields.Float(related="company_id.marketing_sms_quiet_end", readonly=False)
+
+    @api.constrains("marketing_purge_time_share")
+    def _check_marketing_purge_time_share(self):
+        if any(not 1 <= settings.marketing_purge_time_share <= 100 for settings in self):
+            raise ValidationError(self.env._("Purge Time Share: a percentage, from 1 to 100."))

@@ -1,5 +1,6 @@
 from datetime import datetime
 from datetime import timedelta
+from unittest.mock import patch
 
 from dateutil.relativedelta import relativedelta
 from freezegun import freeze_time
@@ -12,6 +13,9 @@ from odoo.tests import tagged
 from odoo.tools import SQL
 from odoo.tools.convert import convert_file
 
+from ..models import marketing_retention
+from ..models.marketing_retention import PURGE_PAUSE_MAX_SECONDS
+from ..models.marketing_retention import PURGE_TIME_SHARE_PARAM
 from .scenario_common import ScenarioCommon
 
 T0 = datetime(2025, 3, 3, 10, 0, 0)
@@ -238,6 +242,63 @@ class TestRetentionPurge(RetentionCommon):
         self.assertFalse(action.exists())
         self.assertFalse(self.env.ref("marketing_event_automation.ir_cron_purge_anonymous_events", False))
         self.assertEqual(self.env.ref("marketing_event_automation.ir_cron_retention_purge").code, "model._cron_purge()")
+
+    def run_purge_job(self):
+        """Run the retention cron as Odoo's cron worker does; return the pauses it asked for (time.sleep)."""
+        cron = self.env.ref("marketing_event_automation.ir_cron_retention_purge")
+        pauses = []
+        self.env.flush_all()
+        self.registry.enter_test_mode(self.cr)
+        try:
+            # Only the clock is replaced: the cron runner, its commits and the purge are real.
+            job = {**cron.read(load=None)[0], "done": 0, "remaining": 0, "timed_out_counter": 0}
+            with patch.object(marketing_retention.time, "sleep", pauses.append), self.registry.cursor() as cron_cr:
+                self.registry["ir.cron"]._process_job(self.registry.db_name, cron_cr, job)
+        finally:
+            self.registry.leave_test_mode()
+        self.env.invalidate_all()
+        return pauses
+
+    def old_rows(self):
+        """An event and a score change older than every default period: two batches of the purge."""
+        event = self.emit_at(T0, self.type_purchase, self.partner, {"total": 1})
+        self.dispatch_at(T0)
+        log = self.env["marketing.engagement.log"].create(
+            {
+                "partner_id": self.partner.id,
+                "delta": 1,
+                "score": 1,
+                "reason": "old",
+                "changed_at": T0 - relativedelta(years=3),
+            }
+        )
+        return event, log
+
+    def test_in_a_cron_job_the_purge_pauses_after_each_batch_for_its_share(self):
+        self.env["ir.config_parameter"].set_param(PURGE_TIME_SHARE_PARAM, "20")
+        event, log = self.old_rows()
+        pauses = self.run_purge_job()
+        self.assertFalse(self.existing(event), "both batches ran in the one job run")
+        self.assertFalse(self.existing(log))
+        self.assertEqual(len(pauses), 2, "one pause per batch that deleted rows, none once nothing is left")
+        self.assertTrue(all(0 < pause <= PURGE_PAUSE_MAX_SECONDS for pause in pauses), pauses)
+
+    def test_a_full_share_purges_without_pausing(self):
+        self.env["ir.config_parameter"].set_param(PURGE_TIME_SHARE_PARAM, "100")
+        event, log = self.old_rows()
+        self.assertEqual(self.run_purge_job(), [])
+        self.assertFalse(self.existing(event))
+        self.assertFalse(self.existing(log))
+
+    def test_the_pause_is_the_rest_of_the_share_and_bounded(self):
+        Param = self.env["ir.config_parameter"]
+        Param.set_param(PURGE_TIME_SHARE_PARAM, "25")
+        self.assertAlmostEqual(self.Retention._purge_pause(0.5), 1.5, msg="busy a quarter of the time")
+        self.assertEqual(self.Retention._purge_pause(10.0), PURGE_PAUSE_MAX_SECONDS, "within the cron's time limit")
+        Param.set_param(PURGE_TIME_SHARE_PARAM, "not a number")
+        self.assertAlmostEqual(self.Retention._purge_pause(0.5), 1.5, msg="a broken setting falls back on 25 %")
+        with self.assertRaises(ValidationError):
+            self.env["res.config.settings"].create({"marketing_purge_time_share": 0})
 
 
 @tagged("post_install", "-at_install")
