@@ -30,8 +30,9 @@ class MarketingRetention(models.AbstractModel):
     never wait for the purge: a row another transaction holds is left for a
     later batch. Nor do they compete for long with them for the CPU: in a
     cron job, the purge pauses after each batch so that it keeps the machine
-    busy only its share of the time (Settings, *Retention*). Rows still in work (pending events, running participants,
-    scheduled steps) are never deleted. What the statistics need of the
+    busy only its share of the time (Settings, *Retention*). Rows still in
+    work (pending events, running participants, scheduled steps) are never
+    deleted. What the statistics need of the
     deleted rows is counted into daily aggregates in the same transaction.
     """
 
