@@ -32,8 +32,8 @@ class MarketingRetention(models.AbstractModel):
     cron job, the purge pauses after each batch so that it keeps the machine
     busy only its share of the time (Settings, *Retention*). Rows still in
     work (pending events, running participants, scheduled steps) are never
-    deleted. What the statistics need of the
-    deleted rows is counted into daily aggregates in the same transaction.
+    deleted. What the statistics need of the deleted rows is counted into
+    daily aggregates in the same transaction.
     """
 
     _name = "marketing.retention"
