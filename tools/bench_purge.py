@@ -114,11 +114,16 @@ def worker_purge(registry, time_share, stop_pacing):
 
     def set_share(share):
         with registry.cursor() as cr:
-            env_of(cr)["ir.config_parameter"].set_param(PURGE_TIME_SHARE_PARAM, str(share))
-            return env_of(cr).ref("marketing_event_automation.ir_cron_retention_purge").id
+            env = env_of(cr)
+            env["ir.config_parameter"].set_param(PURGE_TIME_SHARE_PARAM, str(share))
+            # Flushed here: the commit flushes only the environments still
+            # referenced, and a write to an existing parameter is pending.
+            env.flush_all()
+            return env.ref("marketing_event_automation.ir_cron_retention_purge").id
 
     cron_id = set_share(time_share)
     paced = None  # (rows, seconds, batches) when the load ended
+    unpaced_pause = None  # the pause a 1 s batch gets once the share is 100 %: must be 0
     rows, batches, queries = 0, 0, set()
     started = time.perf_counter()
     done = True
@@ -128,6 +133,8 @@ def worker_purge(registry, time_share, stop_pacing):
             set_share(100)
         with registry.cursor() as cr:
             env = env_of(cr, {"cron_id": cron_id})
+            if paced is not None and unpaced_pause is None:
+                unpaced_pause = env["marketing.retention"]._purge_pause(1.0)
             for _call in range(MAX_BATCH_PER_CRON_JOB):
                 count_before = cr.sql_log_count
                 done = env["marketing.retention"]._cron_purge()
@@ -147,6 +154,8 @@ def worker_purge(registry, time_share, stop_pacing):
         "batches": batches,
         "paced_rows_per_s": paced_rows / paced_seconds if paced_seconds else 0.0,
         "paced_batches": paced_batches,
+        "unpaced_rows_per_s": (rows - paced_rows) / (seconds - paced_seconds) if seconds > paced_seconds else 0.0,
+        "unpaced_pause": unpaced_pause,
         "outlasted_load": paced is not None,
         "queries_per_batch": sorted(queries),
     }
@@ -228,9 +237,10 @@ def measure_run(workspace, options, ingest, event_type_id, run):
         f" during = {figures['dispatch_ratio']:.2f}x; advance batch (500 steps): {without['advance_ms']:.0f} ms"
         f" without, {during['advance_ms']:.0f} ms during = {figures['advance_ratio']:.2f}x\n"
         f"  purge: {figures['paced_rows_per_s']:,.0f} rows/s during the load ({options.time_share}% of the time,"
-        f" {purged['paced_batches']} batches), then full speed: {purged['rows']:,} rows in {purged['seconds']:.0f} s"
-        f" = {figures['purge_rows_per_s']:,.0f} rows/s, {purged['batches']} batches, queries/batch"
-        f" {purged['queries_per_batch']}; the load lasted {load_seconds:.0f} s"
+        f" {purged['paced_batches']} batches), then {purged['unpaced_rows_per_s']:,.0f} rows/s at full speed (a 1 s"
+        f" batch's pause there: {purged['unpaced_pause']} s); in all {purged['rows']:,} rows in"
+        f" {purged['seconds']:.0f} s = {figures['purge_rows_per_s']:,.0f} rows/s, {purged['batches']} batches,"
+        f" queries/batch {purged['queries_per_batch']}; the load lasted {load_seconds:.0f} s"
         f"{'' if figures['purge_covered_load'] else ' (the purge ended before the load: partly measured without)'}\n"
         f"  size of {', '.join(TABLES)}: {megabytes(before):.0f} MB before, {megabytes(filled):.0f} MB generated,"
         f" {megabytes(after):.0f} MB after the purge, {megabytes(vacuumed):.0f} MB after VACUUM",
