@@ -428,12 +428,8 @@ class MarketingEvent(models.Model):
         if not events or self.env.context.get("marketing_event_mute"):
             return []
         # sudo: see _emit.
-        event_type = (
-            self.env["marketing.event.type"]
-            .sudo()
-            .with_context(active_test=False)
-            .search([("key", "=", key), ("company_id", "=", False)], limit=1)
-        )
+        EventType = self.env["marketing.event.type"].sudo()
+        event_type = EventType._get_by_keys([key], self.env["res.company"]).get(key, EventType)
         if not event_type or not event_type.active:
             return []
         return [

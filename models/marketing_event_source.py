@@ -384,9 +384,10 @@ class MarketingEventSource(models.Model):
 
     def write(self, vals):
         result = super().write(vals)
-        if {"kind", "allowed_origins", "active", "company_id"} & vals.keys():
-            # Preflights read the origins of every website source from a
-            # cache of each worker; clearing it reaches the other workers too.
+        if {"kind", "allowed_origins", "active", "company_id", "key_id", "key_hash"} & vals.keys():
+            # Preflights read the origins of every website source, and requests
+            # their key, from caches of each worker; clearing them reaches the
+            # other workers too, before their next request.
             self.env.registry.clear_cache()
         return result
 
@@ -471,11 +472,27 @@ class MarketingEventSource(models.Model):
         # source without ever reaching the database.
         if prefix != WRITE_KEY_PREFIX or len(key_id) != KEY_ID_LENGTH or not secret or not is_hex(key_id):
             return self.browse()
-        # sudo: the caller is an anonymous HTTP client; the key is its identity.
-        source = self.sudo().search([("key_id", "=", key_id), ("active", "=", True)], limit=1)
-        if not source or not hmac.compare_digest(source.key_hash or "", hash_write_key(secret)):
+        source_id, key_hash = self._active_keys().get(key_id, (None, ""))
+        if not source_id or not hmac.compare_digest(key_hash, hash_write_key(secret)):
             return self.browse()
-        return source
+        # sudo: the caller is an anonymous HTTP client; the key is its identity.
+        return self.sudo().browse(source_id)
+
+    @api.model
+    @tools.ormcache()
+    def _active_keys(self):
+        """``{key id: (source id, key hash)}`` of the active sources, kept by each worker until a source changes.
+
+        Every API request authenticates, and sources are few and seldom
+        written: a key is checked without a query, and an unknown key (a
+        scan of key ids) never reaches the database. ``write`` clears it
+        whenever a key, a source's activity or its company changes.
+        """
+        # sudo: the keys' hashes are readable by system administrators only;
+        # this map never leaves the server, a request only learns whether
+        # its own key matches.
+        sources = self.sudo().search_fetch([("active", "=", True), ("key_id", "!=", False)], ["key_id", "key_hash"])
+        return tools.frozendict((source.key_id, (source.id, source.key_hash or "")) for source in sources)
 
     def _consume_rate_limit(self, digest=None):
         """Count one API request of this source; return 0 if it may go on, else the seconds to wait.

@@ -11,6 +11,7 @@ import psycopg2
 from odoo import api
 from odoo import fields
 from odoo import models
+from odoo import tools
 from odoo.exceptions import UserError
 from odoo.exceptions import ValidationError
 from odoo.tools import SQL
@@ -475,6 +476,11 @@ class MarketingEventType(models.Model):
             "target": "new",
         }
 
+    def unlink(self):
+        result = super().unlink()
+        self.env.registry.clear_cache()  # _ids_by_key
+        return result
+
     @api.ondelete(at_uninstall=False)
     def _unlink_except_used_by_running_scenarios(self):
         dependencies = self._dependent_scenarios()
@@ -510,7 +516,9 @@ class MarketingEventType(models.Model):
     @api.model_create_multi
     def create(self, vals_list):
         self._check_keys_free([(vals.get("key"), vals.get("company_id")) for vals in vals_list])
-        return super().create(vals_list)
+        types = super().create(vals_list)
+        self.env.registry.clear_cache()  # _ids_by_key
+        return types
 
     def _check_keys_free(self, keys_and_companies, exclude_ids=()):
         """Refuse a key already used in the same company, with a message (the unique index is the backstop)."""
@@ -556,7 +564,10 @@ class MarketingEventType(models.Model):
             raise ValidationError(
                 self.env._("The key of an internal event type cannot change: Odoo emits it by that key.")
             )
-        return super().write(vals)
+        result = super().write(vals)
+        if "key" in vals or "company_id" in vals:
+            self.env.registry.clear_cache()  # _ids_by_key
+        return result
 
     # ------------------------------------------------------------------
     # Money
@@ -682,13 +693,42 @@ class MarketingEventType(models.Model):
     @api.model
     def _get_by_keys(self, keys, company):
         """Map each key to its active or archived type, the company's own before a shared one."""
-        types = self.with_context(active_test=False).search(
-            [("key", "in", list(keys)), ("company_id", "in", [company.id, False])]
+        ids_by_key = self._ids_by_key(company.id)
+        wanted = [ids_by_key[key] for key in keys if key in ids_by_key]
+        if not wanted:
+            return {}
+        # One query by primary key that reads what a first field access
+        # would prefetch, and keeps only the types that still exist and the
+        # caller may read (a type deleted since the cache was filled, or
+        # another company's).
+        prefetched = [
+            name for name, field in self._fields.items() if field.prefetch is True and field.is_accessible(self.env)
+        ]
+        types = self.with_context(active_test=False).search_fetch([("id", "in", wanted)], prefetched)
+        by_id = {event_type.id: event_type for event_type in types}
+        return {key: by_id[ids_by_key[key]] for key in keys if ids_by_key.get(key) in by_id}
+
+    @api.model
+    @tools.ormcache("company_id")
+    def _ids_by_key(self, company_id):
+        """``{key: type id}`` of the types a company's events may have, its own winning over a shared one.
+
+        Kept by each worker: every ingested batch and internal event looks its
+        types up by key, and types change seldom. Cleared when a type is
+        created or deleted or its key or company changes; only the ids are
+        kept, the records are read in the caller's transaction.
+        """
+        # sudo: ids only, for a company the caller names; _get_by_keys checks
+        # the caller's access to the records it returns.
+        types = (
+            self.sudo()
+            .with_context(active_test=False)
+            .search_fetch([("company_id", "in", [company_id, False])], ["key", "company_id"])
         )
-        by_key = {}
+        ids_by_key = {}
         for event_type in types.sorted(lambda event_type: bool(event_type.company_id)):
-            by_key[event_type.key] = event_type  # the company's own type comes last and wins
-        return by_key
+            ids_by_key[event_type.key] = event_type.id  # the company's own type comes last and wins
+        return tools.frozendict(ids_by_key)
 
     @api.model
     def _register_unknown_keys(self, names_by_key, company, source=None):

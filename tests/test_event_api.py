@@ -49,11 +49,23 @@ class TestEventApi(MarketingAutomationHttpCommon):
         for bad_key in ("nope", self.write_key[:-2] + "xx", "mea_" + "0" * 12 + "_secret"):
             with self.subTest(key=bad_key):
                 self.assertEqual(self.post_json(EVENTS_URL, self.cart_event(), key=bad_key).status_code, 401)
+        # Keys are checked against a cache of each worker: archiving the
+        # source must revoke a key that was just accepted.
+        self.assertEqual(self.post_json(EVENTS_URL, self.cart_event()).status_code, 202)
         self.source.active = False
         self.assertEqual(self.post_json(EVENTS_URL, self.cart_event()).status_code, 401)
 
+    def test_unknown_key_ids_never_reach_the_database(self):
+        self.assertEqual(self.post_json(EVENTS_URL, self.cart_event()).status_code, 202)  # the keys are cached
+        Source = self.env["marketing.event.source"]
+        with self.assertQueryCount(0):
+            self.assertFalse(Source._authenticate("mea_" + "0" * 12 + "_secret"))
+            self.assertFalse(Source._authenticate(self.write_key[:-2] + "xx"))
+        self.assertEqual(Source._authenticate(self.write_key), self.source)
+
     def test_key_rotation_revokes_the_old_key(self):
         old_key = self.write_key
+        self.assertEqual(self.post_json(EVENTS_URL, self.cart_event(), key=old_key).status_code, 202)
         action = self.source.action_rotate_key()
         wizard = (
             self.env["marketing.event.source.key.wizard"].with_context(**action["context"]).browse(action["res_id"])

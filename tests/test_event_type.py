@@ -100,6 +100,65 @@ class TestEventType(MarketingAutomationCommon):
         )
         self.assertEqual(structure_example(structure), {"a": [0], "b": {"c": [{"d": None}]}, "e": False})
 
+    def test_lookup_by_key_follows_changes_of_the_types(self):
+        """Types are looked up by key from a cache of each worker: every change of a key must show at once."""
+        company = self.env.company
+        self.assertEqual(
+            self.EventType._get_by_keys(["test_purchase", "nope"], company), {"test_purchase": self.type_purchase}
+        )
+        own = self.EventType.create(
+            {
+                "name": "Our purchase",
+                "key": "test_purchase",
+                "company_id": company.id,
+                "category_id": self.category_ecommerce.id,
+            }
+        )
+        self.assertEqual(
+            self.EventType._get_by_keys(["test_purchase"], company), {"test_purchase": own}, "the company's own wins"
+        )
+        own.key = "our_purchase"
+        self.assertEqual(
+            self.EventType._get_by_keys(["test_purchase", "our_purchase"], company),
+            {"test_purchase": self.type_purchase, "our_purchase": own},
+        )
+        own.unlink()
+        self.assertEqual(self.EventType._get_by_keys(["our_purchase"], company), {})
+        self.type_purchase.active = False
+        self.assertEqual(
+            self.EventType._get_by_keys(["test_purchase"], company),
+            {"test_purchase": self.type_purchase},
+            "archived too",
+        )
+
+    def test_lookup_by_key_gives_a_user_only_the_types_of_the_companies_they_may_read(self):
+        other = self.env["res.company"].create({"name": "Other company"})
+        theirs = self.EventType.create(
+            {
+                "name": "Their purchase",
+                "key": "their_purchase",
+                "company_id": other.id,
+                "category_id": self.category_ecommerce.id,
+            }
+        )
+        self.assertEqual(self.EventType._get_by_keys(["their_purchase"], other), {"their_purchase": theirs})
+        as_marketer = self.EventType.with_user(self.marketing_user)
+        self.assertEqual(
+            as_marketer._get_by_keys(["their_purchase", "test_purchase"], other), {"test_purchase": self.type_purchase}
+        )
+
+    def test_lookup_by_key_reads_the_types_in_one_query(self):
+        keys = ["test_purchase", "test_cart_abandoned"]
+        self.EventType._get_by_keys(keys, self.env.company)  # fills the cache
+        self.env.invalidate_all()
+        with self.assertQueryCount(1):
+            found = self.EventType._get_by_keys(keys, self.env.company)
+            self.assertTrue(
+                all(event_type.active and event_type.params_schema is not None for event_type in found.values())
+            )
+        with self.assertQueryCount(0):
+            self.assertEqual(self.EventType._get_by_keys(["unknown_key"], self.env.company), {})
+
     def test_counters_24h(self):
         with freeze_time(fields.Datetime.now() - timedelta(days=2)):
             self.Event._insert_events(
