@@ -694,6 +694,12 @@ class MarketingEventType(models.Model):
     def _get_by_keys(self, keys, company):
         """Map each key to its active or archived type, the company's own before a shared one."""
         ids_by_key = self._ids_by_key(company.id)
+        missing = [key for key in keys if key not in ids_by_key]
+        if missing:
+            # The cache may predate a type another transaction committed
+            # since (a request replayed after a concurrent registration):
+            # a key it lacks is looked for in the database.
+            ids_by_key = {**ids_by_key, **self._read_ids_by_key(company.id, missing)}
         wanted = [ids_by_key[key] for key in keys if key in ids_by_key]
         if not wanted:
             return {}
@@ -718,17 +724,21 @@ class MarketingEventType(models.Model):
         created or deleted or its key or company changes; only the ids are
         kept, the records are read in the caller's transaction.
         """
+        return tools.frozendict(self._read_ids_by_key(company_id))
+
+    @api.model
+    def _read_ids_by_key(self, company_id, keys=None):
+        """``{key: type id}`` of a company's types (of ``keys`` only if given), its own winning over a shared one."""
+        domain = [("company_id", "in", [company_id, False])]
+        if keys is not None:
+            domain.append(("key", "in", keys))
         # sudo: ids only, for a company the caller names; _get_by_keys checks
         # the caller's access to the records it returns.
-        types = (
-            self.sudo()
-            .with_context(active_test=False)
-            .search_fetch([("company_id", "in", [company_id, False])], ["key", "company_id"])
-        )
+        types = self.sudo().with_context(active_test=False).search_fetch(domain, ["key", "company_id"])
         ids_by_key = {}
         for event_type in types.sorted(lambda event_type: bool(event_type.company_id)):
             ids_by_key[event_type.key] = event_type.id  # the company's own type comes last and wins
-        return tools.frozendict(ids_by_key)
+        return ids_by_key
 
     @api.model
     def _register_unknown_keys(self, names_by_key, company, source=None):

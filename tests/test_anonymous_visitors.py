@@ -187,6 +187,9 @@ class TestAnonymousMerge(AnonymousCommon):
                 [{"name": f"{prefix} {n}", "marketing_external_id": f"{prefix}-U-{n}"} for n in range(40)]
             )
         self.segment("batch", batch(5, "warm"))
+        # The warm-up registered its new types, which empties the worker's
+        # cache of types by key: filled again, as for any later request.
+        self.env["marketing.event.type"]._get_by_keys([], self.source.company_id)
         Event = self.Event.sudo().with_company(self.source.company_id)
         source = self.source.sudo()
         counts = {}

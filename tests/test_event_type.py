@@ -156,7 +156,7 @@ class TestEventType(MarketingAutomationCommon):
             self.assertTrue(
                 all(event_type.active and event_type.params_schema is not None for event_type in found.values())
             )
-        with self.assertQueryCount(0):
+        with self.assertQueryCount(1):
             self.assertEqual(self.EventType._get_by_keys(["unknown_key"], self.env.company), {})
 
     def test_counters_24h(self):
