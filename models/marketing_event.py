@@ -197,11 +197,6 @@ class MarketingEvent(models.Model):
         self.flush_model()
         cr = self.env.cr
         now = fields.Datetime.now()
-        # Ids are taken from the sequence first so that each stored row maps
-        # back to its position: RETURNING promises no order, and duplicates
-        # skipped by ON CONFLICT return nothing.
-        cr.execute(SQL("SELECT nextval('marketing_event_id_seq') FROM generate_series(1, %s)", len(events)))
-        new_ids = [row[0] for row in cr.fetchall()]
         columns = defaultdict(list)
         structures = defaultdict(dict)
         for event in events:
@@ -220,28 +215,42 @@ class MarketingEvent(models.Model):
             columns["error_message"].append(event.get("error_message"))
             if state != "rejected":
                 flatten_structure(event.get("params") or {}, structure=structures[event["type"].id])
+        # Each row takes its id from the sequence before the insert, so that
+        # it maps back to its position: RETURNING promises no order, and
+        # duplicates skipped by ON CONFLICT return nothing. The rows are
+        # materialized once (nextval is volatile) and read twice.
         cr.execute(
             SQL(
                 """
-                INSERT INTO marketing_event (
-                    id, type_id, event_key, partner_id, company_id, source_id, idempotency_key, params,
-                    occurred_at, state, error_message, anonymous_id, context, received_at, processed_at
+                WITH row AS MATERIALIZED (
+                    SELECT nextval('marketing_event_id_seq') AS id, input.*
+                      FROM unnest(
+                            %(type_ids)s::int[], %(event_keys)s::varchar[], %(partner_ids)s::int[],
+                            %(company_ids)s::int[], %(source_ids)s::int[], %(idempotency_keys)s::varchar[],
+                            %(params)s::jsonb[], %(occurred_at)s::timestamp[], %(states)s::varchar[],
+                            %(error_messages)s::text[], %(anonymous_ids)s::varchar[], %(contexts)s::jsonb[]
+                           ) WITH ORDINALITY
+                           AS input (type_id, event_key, partner_id, company_id, source_id, idempotency_key, params,
+                                     occurred_at, state, error_message, anonymous_id, context, position)
+                ), inserted AS (
+                    INSERT INTO marketing_event (
+                        id, type_id, event_key, partner_id, company_id, source_id, idempotency_key, params,
+                        occurred_at, state, error_message, anonymous_id, context, received_at, processed_at
+                    )
+                    SELECT id, type_id, event_key, partner_id, company_id, source_id, idempotency_key, params,
+                           occurred_at, state, error_message, anonymous_id, context,
+                           %(now)s, CASE WHEN state = 'processed' THEN %(now)s END
+                      FROM row
+                    ON CONFLICT (COALESCE(source_id, 0), idempotency_key)
+                       WHERE idempotency_key IS NOT NULL AND state <> 'rejected'
+                       DO NOTHING
+                    RETURNING id
                 )
-                SELECT row.*, %(now)s, CASE WHEN row.state = 'processed' THEN %(now)s END
-                  FROM unnest(
-                        %(ids)s::int[], %(type_ids)s::int[], %(event_keys)s::varchar[], %(partner_ids)s::int[],
-                        %(company_ids)s::int[], %(source_ids)s::int[], %(idempotency_keys)s::varchar[],
-                        %(params)s::jsonb[], %(occurred_at)s::timestamp[], %(states)s::varchar[],
-                        %(error_messages)s::text[], %(anonymous_ids)s::varchar[], %(contexts)s::jsonb[]
-                       ) AS row (id, type_id, event_key, partner_id, company_id, source_id, idempotency_key, params,
-                                 occurred_at, state, error_message, anonymous_id, context)
-                ON CONFLICT (COALESCE(source_id, 0), idempotency_key)
-                   WHERE idempotency_key IS NOT NULL AND state <> 'rejected'
-                   DO NOTHING
-                RETURNING id
+                SELECT inserted.id
+                  FROM row LEFT JOIN inserted ON inserted.id = row.id
+                 ORDER BY row.position
                 """,
                 now=now,
-                ids=new_ids,
                 type_ids=columns["type_id"],
                 event_keys=columns["event_key"],
                 partner_ids=columns["partner_id"],
@@ -256,10 +265,8 @@ class MarketingEvent(models.Model):
                 contexts=columns["context"],
             )
         )
-        rows = cr.fetchall()
+        ids = [row[0] for row in cr.fetchall()]
         self.invalidate_model()
-        inserted = {row[0] for row in rows}
-        ids = [event_id if event_id in inserted else None for event_id in new_ids]
         if any(ids) and structures:
             max_paths = {event["type"].id: event.get("max_structure_paths", 0) for event in events}
             self.env["marketing.event.type"]._learn_structures(structures, max_paths)

@@ -57,13 +57,13 @@ class TestSingleEventQueries(MarketingAutomationHttpCommon):
         return queries
 
     def test_native_known_contact(self):
-        self.assertEqual(self.counted(self.post_native, "known-1", "alice@example.com", 202), 9)
+        self.assertEqual(self.counted(self.post_native, "known-1", "alice@example.com", 202), 8)
 
     def test_native_new_contact(self):
-        self.assertEqual(self.counted(self.post_native, "new-1", "new-native@example.com", 202), 18)
+        self.assertEqual(self.counted(self.post_native, "new-1", "new-native@example.com", 202), 17)
 
     def test_segment_known_contact(self):
-        self.assertEqual(self.counted(self.post_segment, "known-1", "alice@example.com", 200), 9)
+        self.assertEqual(self.counted(self.post_segment, "known-1", "alice@example.com", 200), 8)
 
     def test_segment_new_contact(self):
-        self.assertEqual(self.counted(self.post_segment, "new-1", "new-segment@example.com", 200), 18)
+        self.assertEqual(self.counted(self.post_segment, "new-1", "new-segment@example.com", 200), 17)
