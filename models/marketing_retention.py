@@ -14,7 +14,7 @@ RUNS_PER_STEP_BATCH = 10
 # The share of the time the purge may keep busy (its process and its
 # PostgreSQL backend): the rest of each batch's time it pauses.
 PURGE_TIME_SHARE_PARAM = "marketing_event_automation.purge_time_share"
-DEFAULT_PURGE_TIME_SHARE = 25
+DEFAULT_PURGE_TIME_SHARE = 10
 # Odoo's cron workers are killed past limit_time_real_cron (by default 120 s per
 # job run, that is up to ten calls): a pause never exceeds this.
 PURGE_PAUSE_MAX_SECONDS = 5.0

@@ -14,6 +14,7 @@ from odoo.tools import SQL
 from odoo.tools.convert import convert_file
 
 from ..models import marketing_retention
+from ..models.marketing_retention import DEFAULT_PURGE_TIME_SHARE
 from ..models.marketing_retention import PURGE_PAUSE_MAX_SECONDS
 from ..models.marketing_retention import PURGE_TIME_SHARE_PARAM
 from .scenario_common import ScenarioCommon
@@ -296,7 +297,11 @@ class TestRetentionPurge(RetentionCommon):
         self.assertAlmostEqual(self.Retention._purge_pause(0.5), 1.5, msg="busy a quarter of the time")
         self.assertEqual(self.Retention._purge_pause(10.0), PURGE_PAUSE_MAX_SECONDS, "within the cron's time limit")
         Param.set_param(PURGE_TIME_SHARE_PARAM, "not a number")
-        self.assertAlmostEqual(self.Retention._purge_pause(0.5), 1.5, msg="a broken setting falls back on 25 %")
+        self.assertAlmostEqual(
+            self.Retention._purge_pause(0.5),
+            0.5 * (100 - DEFAULT_PURGE_TIME_SHARE) / DEFAULT_PURGE_TIME_SHARE,
+            msg="a broken setting falls back on the default share",
+        )
         with self.assertRaises(ValidationError):
             self.env["res.config.settings"].create({"marketing_purge_time_share": 0})
 

@@ -4,7 +4,7 @@
 """Retention purge benchmark: ingestion and the engine while the purge deletes a million rows.
 
     python3 tools/bench_purge.py [--rows 1000000] [--runs 3] [--events 10000] [--batch 20] [--engine-batches 5]
-                                 [--time-share 25]
+                                 [--time-share 10]
 
 Each run generates with SQL ``--rows`` processed events received 14 months ago
 and ``--rows`` done steps of finished runs (a tenth as many participants,
@@ -257,7 +257,7 @@ def main():
     parser.add_argument("--batch", type=int, default=20, help="events per API request")
     parser.add_argument("--engine-batches", type=int, default=5, help="dispatch batches of 1,000 in each measure")
     parser.add_argument(
-        "--time-share", type=int, default=25, help="the purge's share of the time during the load, percent (setting)"
+        "--time-share", type=int, default=10, help="the purge's share of the time during the load, percent (setting)"
     )
     parser.add_argument("--keep-db", action="store_true")
     options = parser.parse_args()
