@@ -3,7 +3,7 @@
 """Benchmark: one event per request, against Odoo's own floor and base_automation's webhook.
 
     python3 tools/bench_single_event.py [--seconds 20] [--runs 3] [--clients 4] [--workers 2]
-                                        [--latency-seconds 20] [--rate 50] [--cron-workers 1]
+                                        [--latency-seconds 20] [--rate 50] [--cron-workers 1] [--db-filter]
 
 A throwaway database with the module, ``tools/bench_addons/mea_bench_floor``
 (a benchmark-only addon, on this server's addons path only) and a server
@@ -267,6 +267,12 @@ def main():  # pylint: disable=too-many-locals,too-many-statements
     parser.add_argument("--latency-seconds", type=float, default=20)
     parser.add_argument("--warm-up", type=int, default=20, help="requests per endpoint before each phase")
     parser.add_argument("--py-spy", metavar="FILE", help="sample the workers during the first run's native phase")
+    parser.add_argument(
+        "--db-filter",
+        action="store_true",
+        help="start the server with --db-filter, as servers of several databases run: Odoo then lists the databases"
+        " on every request of every route, the floor's included",
+    )
     parser.add_argument("--keep-db", action="store_true")
     options = parser.parse_args()
 
@@ -293,7 +299,7 @@ def main():  # pylint: disable=too-many-locals,too-many-statements
                 cron_threads=options.cron_workers,
                 name=f"odoo-{run}",
                 log_level="warn",
-                db_filter=False,
+                db_filter=options.db_filter,
             )
             poller = StepPoller(workspace.db_name, setup["scenario_id"])
             poller.thread.start()
@@ -416,7 +422,8 @@ def main():  # pylint: disable=too-many-locals,too-many-statements
 
         print_table(
             f"MEDIANS over {len(rows)} runs ({options.clients} clients, {options.workers} HTTP workers, gevent worker, "
-            f"{options.cron_workers} cron worker(s), {options.seconds:.0f} s per phase)",
+            f"{options.cron_workers} cron worker(s), {options.seconds:.0f} s per phase"
+            f"{', --db-filter' if options.db_filter else ''})",
             [
                 *(
                     (
