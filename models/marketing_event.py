@@ -21,6 +21,7 @@ from odoo.tools import create_index
 
 from ..utils.payload import params_leaves
 from ..utils.payload import params_summary
+from ..utils.pg_arrays import array_literal
 from ..utils.table_statistics import analyze_if_stale
 from .marketing_event_type import flatten_structure
 
@@ -189,8 +190,9 @@ class MarketingEvent(models.Model):
         Raw SQL because this is the hot path of the API: the ORM would cost a
         query per event and could not skip duplicates with ON CONFLICT. The
         rows travel as one array per column (``unnest``): a few parameters
-        instead of sixteen per event, which psycopg2 adapts and PostgreSQL
-        parses several times faster than a VALUES list.
+        instead of sixteen per event, each one array literal
+        (``array_literal``), which PostgreSQL parses several times faster
+        than a VALUES list.
         """
         if not events:
             return []
@@ -251,18 +253,18 @@ class MarketingEvent(models.Model):
                  ORDER BY row.position
                 """,
                 now=now,
-                type_ids=columns["type_id"],
-                event_keys=columns["event_key"],
-                partner_ids=columns["partner_id"],
-                company_ids=columns["company_id"],
-                source_ids=columns["source_id"],
-                idempotency_keys=columns["idempotency_key"],
-                params=columns["params"],
-                occurred_at=columns["occurred_at"],
-                states=columns["state"],
-                error_messages=columns["error_message"],
-                anonymous_ids=columns["anonymous_id"],
-                contexts=columns["context"],
+                type_ids=array_literal(columns["type_id"]),
+                event_keys=array_literal(columns["event_key"]),
+                partner_ids=array_literal(columns["partner_id"]),
+                company_ids=array_literal(columns["company_id"]),
+                source_ids=array_literal(columns["source_id"]),
+                idempotency_keys=array_literal(columns["idempotency_key"]),
+                params=array_literal(columns["params"]),
+                occurred_at=array_literal(columns["occurred_at"]),
+                states=array_literal(columns["state"]),
+                error_messages=array_literal(columns["error_message"]),
+                anonymous_ids=array_literal(columns["anonymous_id"]),
+                contexts=array_literal(columns["context"]),
             )
         )
         ids = [row[0] for row in cr.fetchall()]

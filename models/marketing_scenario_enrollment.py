@@ -19,6 +19,7 @@ from ..utils.correlation import correlation_matches
 from ..utils.correlation import correlation_value
 from ..utils.params_filter import params_match
 from ..utils.params_filter import parse_params_filter
+from ..utils.pg_arrays import array_literal
 from ..utils.scores import score_matches
 
 _logger = logging.getLogger(__name__)
@@ -242,7 +243,7 @@ class MarketingScenario(models.Model):
         if isinstance(candidates, list):
             candidates = SQL(
                 "SELECT unnest(%s::int[]) AS partner_id",
-                candidates,
+                array_literal(candidates),
             )
         policy = (
             SQL("TRUE")

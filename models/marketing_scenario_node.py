@@ -30,6 +30,7 @@ NODE_TYPE_DEFAULTS = {
     "rights": None,
     "contact_access": "read",
     "chained": True,
+    "stored_after_run": False,
 }
 
 
@@ -115,7 +116,13 @@ class MarketingScenarioNode(models.Model):
           the acting user: read (default), write, or post (a message or an activity);
         - ``chained``: whether a step of the kind due at once runs in the
           batch that made it (default), or waits for the next batch (a kind
-          whose handler waits on the network).
+          whose handler waits on the network);
+        - ``stored_after_run``: whether such a chained step may run before its
+          row exists, the row being inserted once it ran, in its final state
+          (see ``marketing.scenario.step._execute_chained``): for a kind whose
+          handler reads its steps only through the records it is given (their
+          contact, participant and node), never in the queue's table, and
+          writes none of their fields.
         """
         return {}
 

@@ -21,6 +21,7 @@ from ..utils.denormalized import CopiedMany2one
 from ..utils.denormalized import drop_foreign_keys
 from ..utils.params_filter import params_match
 from ..utils.params_filter import parse_params_filter
+from ..utils.pg_arrays import array_literal
 from ..utils.table_statistics import analyze_if_stale
 
 _logger = logging.getLogger(__name__)
@@ -54,6 +55,89 @@ QUEUE_FIELDS = {
     "attempt",
     "trace_id",
 }
+
+
+class _Chain:
+    """The steps of the next round of ``_execute_chained`` that have no row yet, by id.
+
+    Their ids are taken from the table's sequence, their fields are put in
+    the cache for the handlers, and ``_apply_outcomes`` inserts each one once
+    it has run, in its final state.
+    """
+
+    def __init__(self, budget):
+        self.budget = budget
+        # id -> (participant id, node id, scheduled_at, (scenario, contact, company, is_test))
+        self.steps = {}
+
+    def put_off(self, env, rows, copies, exit_ids):
+        """Keep out of ``rows`` the children due now of a kind run before its row exists; return the others.
+
+        A child of a participant who exits in this round is inserted: the
+        exit cancels it with the others.
+        """
+        now = fields.Datetime.now()
+        Node = env["marketing.scenario.node"]
+        nodes = Node.browse({node_id for _participant_id, node_id, due in rows if due <= now})
+        kinds = {node.id for node in nodes if node._node_type_spec()["stored_after_run"]}
+        kept, put_off = [], []
+        for row in rows:
+            participant_id, node_id, due = row
+            if (
+                len(put_off) < self.budget
+                and node_id in kinds
+                and due <= now
+                and participant_id in copies
+                and participant_id not in exit_ids
+            ):
+                put_off.append(row)
+            else:
+                kept.append(row)
+        if put_off:
+            env.cr.execute(
+                SQL(
+                    "SELECT nextval(pg_get_serial_sequence('marketing_scenario_step', 'id'))"
+                    " FROM generate_series(1, %s)",
+                    len(put_off),
+                )
+            )
+            for [step_id], (participant_id, node_id, due) in zip(env.cr.fetchall(), put_off):
+                self.steps[step_id] = (participant_id, node_id, due, copies[participant_id])
+        return kept
+
+    def cache(self, steps):
+        """Put the fields of ``steps`` that have no row yet in the cache, as the table would give them."""
+        unstored = steps.browse([step_id for step_id in steps.ids if step_id in self.steps])
+        if not unstored:
+            return
+        values = [self.steps[step_id] for step_id in unstored.ids]
+        cache = unstored.env.cache
+        fields_ = unstored._fields
+        columns = {
+            "participant_id": [value[0] for value in values],
+            "node_id": [value[1] for value in values],
+            "scheduled_at": [value[2] for value in values],
+            "scenario_id": [value[3][0] for value in values],
+            "partner_id": [value[3][1] for value in values],
+            "company_id": [value[3][2] for value in values],
+            "is_test": [bool(value[3][3]) for value in values],
+        }
+        constants = {
+            "state": "scheduled",
+            "processed_at": None,
+            "branch": None,
+            "arm_node_id": None,
+            "result": None,
+            "attempt": 0,
+            "trace_id": None,
+            "status_code": 0,
+        }
+        for name, column in columns.items():
+            # The cache holds a many-to-one as its id or None.
+            many2one = fields_[name].type == "many2one"
+            cache.update(unstored, fields_[name], [value or None for value in column] if many2one else column)
+        for name, value in constants.items():
+            cache.update(unstored, fields_[name], [value] * len(unstored))
 
 
 class MarketingScenarioStep(models.Model):
@@ -141,13 +225,18 @@ class MarketingScenarioStep(models.Model):
     # ------------------------------------------------------------------
 
     @api.model
-    def _schedule_nodes(self, node_participants):
+    def _schedule_nodes(self, node_participants, copies=None):
         """Insert the steps of ``[(nodes, participants)]`` in one statement.
 
         Each node computes its participants' due times in one go (waits read
         the contacts' dates in bulk), so the number of queries does not grow
-        with the number of participants.
+        with the number of participants. ``copies``: see ``_insert_steps``.
         """
+        return self._insert_steps(self._step_rows(node_participants), copies)
+
+    @api.model
+    def _step_rows(self, node_participants):
+        """The steps of ``[(nodes, participants)]`` to schedule: ``[(participant id, node id, scheduled_at)]``."""
         rows = []
         now = fields.Datetime.now()
         for nodes, participants in node_participants:
@@ -156,12 +245,15 @@ class MarketingScenarioStep(models.Model):
                     continue
                 due = node._due_dates(participants, now)
                 rows.extend((participant_id, node.id, due[participant_id]) for participant_id in participants.ids)
-        return self._insert_steps(rows)
+        return rows
 
     @api.model
-    def _insert_steps(self, rows):
+    def _insert_steps(self, rows, copies=None):
         """Insert scheduled steps (participant id, node id, scheduled_at) with one statement.
 
+        ``copies``: the participants' ``(scenario, contact, company, is_test)``
+        by participant id when the caller already read them (the parent
+        steps' copies), else the statement reads them from the participants.
         Returns the new steps as ``[(id, node id, scheduled_at)]``.
         """
         if not rows:
@@ -171,8 +263,33 @@ class MarketingScenarioStep(models.Model):
         participant_ids, node_ids, dates = zip(*rows)
         # Arrays, not a VALUES list: one parameter per column whatever the
         # number of rows, cheaper to build and to parse.
-        self.env.cr.execute(
-            SQL(
+        if copies is not None and all(participant_id in copies for participant_id in participant_ids):
+            # No join: on a large participants' table PostgreSQL hashes it all
+            # to find a batch's rows.
+            scenario_ids, partner_ids, company_ids, tests = zip(*(copies[pid] for pid in participant_ids))
+            query = SQL(
+                """
+                INSERT INTO marketing_scenario_step (
+                    participant_id, node_id, scheduled_at, state, attempt, scenario_id, partner_id, company_id,
+                    is_test
+                )
+                SELECT r.participant_id, r.node_id, r.scheduled_at, 'scheduled', 0, r.scenario_id, r.partner_id,
+                       r.company_id, r.is_test
+                  FROM unnest(%(participants)s::int[], %(nodes)s::int[], %(dates)s::timestamp[],
+                              %(scenarios)s::int[], %(partners)s::int[], %(companies)s::int[], %(tests)s::bool[])
+                       AS r (participant_id, node_id, scheduled_at, scenario_id, partner_id, company_id, is_test)
+             RETURNING id, node_id, scheduled_at
+                """,
+                participants=array_literal(participant_ids),
+                nodes=array_literal(node_ids),
+                dates=array_literal(dates),
+                scenarios=array_literal(scenario_ids),
+                partners=array_literal(partner_ids),
+                companies=array_literal(company_ids),
+                tests=array_literal(tests),
+            )
+        else:
+            query = SQL(
                 """
                 INSERT INTO marketing_scenario_step (
                     participant_id, node_id, scheduled_at, state, attempt, scenario_id, partner_id, company_id,
@@ -185,11 +302,11 @@ class MarketingScenarioStep(models.Model):
                   JOIN marketing_scenario_participant p ON p.id = r.participant_id
              RETURNING id, node_id, scheduled_at
                 """,
-                participants=list(participant_ids),
-                nodes=list(node_ids),
-                dates=list(dates),
+                participants=array_literal(participant_ids),
+                nodes=array_literal(node_ids),
+                dates=array_literal(dates),
             )
-        )
+        self.env.cr.execute(query)
         inserted = self.env.cr.fetchall()
         self.invalidate_model()
         self.env["marketing.scenario.participant"].invalidate_model(["step_ids"])
@@ -255,26 +372,33 @@ class MarketingScenarioStep(models.Model):
         A wait of zero, a condition or a tag is followed at once by its
         children: running them in the same transaction spares each level of
         the tree a trip through the queue (a locked read, an index scan, a
-        commit). They are ordinary steps, inserted as scheduled, so every
-        node runs through its own handler and checks (rights, frequency caps,
-        quiet hours), the statistics count them, and a rollback takes the
-        whole chain back to the steps the batch locked. Nobody else can see
-        or lock them before the commit; a step that the round before ended
-        (an exit cancels its participant's scheduled steps) is read again and
-        left out. Each round costs the queries of one batch of its node
-        kinds, whatever its size; past ``CHAIN_ROUNDS`` rounds or ``limit``
-        steps, or for a node whose kind is not ``chained`` (a webhook's
-        network time), the children wait for the next batch in the queue.
-        Returns the number of steps run.
+        commit). Every node runs through its own handler and checks (rights,
+        frequency caps, quiet hours), the statistics count the steps, and a
+        rollback takes the whole chain back to the steps the batch locked.
+        A child whose kind allows it (``stored_after_run``) is inserted only
+        once it has run, in its final state: an insert, then an update of
+        the same row in the same transaction would write it and check its
+        foreign keys twice. The other children are inserted as scheduled and
+        read again before their round, so that one a round ended (an exit
+        cancels its participant's scheduled steps) is left out. Each round
+        costs the queries of one batch of its node kinds, whatever its size;
+        past ``CHAIN_ROUNDS`` rounds or ``limit`` steps, or for a node whose
+        kind is not ``chained`` (a webhook's network time), the children wait
+        for the next batch in the queue. Returns the number of steps run.
         """
         done = 0
-        for _round in range(CHAIN_ROUNDS):
+        chain = None
+        for round_number in range(CHAIN_ROUNDS):
             if not rows:
                 break
-            children = self.browse([row[0] for row in rows])._execute(node_ids=[row[1] for row in rows])
             done += len(rows)
             budget = limit - done
-            if budget <= 0:
+            # Children are put off only for a round that will run.
+            next_chain = _Chain(budget) if budget > 0 and round_number + 1 < CHAIN_ROUNDS else None
+            children = self.browse([row[0] for row in rows])._execute(
+                node_ids=[row[1] for row in rows], chain=chain, next_chain=next_chain
+            )
+            if next_chain is None:
                 break
             now = fields.Datetime.now()
             due_now = [(step_id, node_id) for step_id, node_id, scheduled_at in children if scheduled_at <= now]
@@ -282,7 +406,8 @@ class MarketingScenarioStep(models.Model):
             chained = {node.id for node in nodes if node._node_type_spec()["chained"]}
             candidates = [step_id for step_id, node_id in due_now if node_id in chained]
             rows = []
-            if candidates:
+            budget -= len(next_chain.steps)
+            if candidates and budget > 0:
                 self.flush_model()
                 self.env.cr.execute(
                     SQL(
@@ -297,6 +422,8 @@ class MarketingScenarioStep(models.Model):
                     )
                 )
                 rows = self.env.cr.fetchall()
+            rows = sorted(rows + [(step_id, values[1]) for step_id, values in next_chain.steps.items()])
+            chain = next_chain
         return done
 
     @api.model
@@ -356,7 +483,7 @@ class MarketingScenarioStep(models.Model):
         row = self.env.cr.fetchone()
         return row and row[0]
 
-    def _execute(self, node_ids=None, actor=None):
+    def _execute(self, node_ids=None, actor=None, chain=None, next_chain=None):
         """Run these steps: one handler call per node, then their children in one insert.
 
         Returns the children inserted, ``[(id, node id, scheduled_at)]``.
@@ -366,7 +493,9 @@ class MarketingScenarioStep(models.Model):
         default each scenario's responsible user; this bookkeeping (the
         steps' states, the children) is the engine's own. A handler that
         raises marks its steps as error with the reason and rolls back what
-        it did (savepoint); the other nodes of the batch go on.
+        it did (savepoint); the other nodes of the batch go on. ``chain``
+        holds those of these steps not inserted yet, ``next_chain`` receives
+        the children put off (see ``_execute_chained``).
         """
         if node_ids is None:
             node_ids = [step.node_id.id for step in self]
@@ -377,6 +506,9 @@ class MarketingScenarioStep(models.Model):
         outcomes = {}
         for node_id, step_ids in step_ids_by_node.items():
             node, node_steps = Node.browse(node_id), self.browse(step_ids)
+            if chain:
+                # Again before each handler: a savepoint's rollback clears the cache.
+                chain.cache(node_steps)
             try:
                 with self.env.cr.savepoint():
                     outcomes.update(node._run_steps(node_steps, actor))
@@ -410,7 +542,7 @@ class MarketingScenarioStep(models.Model):
                 message = self.env._("%(node)s failed: %(error)s", node=node.display_name, error=error)
                 outcomes.update({step_id: {"state": "error", "result": message} for step_id in node_steps.ids})
         self._wake_queues(outcomes)
-        return self._apply_outcomes(outcomes)
+        return self._apply_outcomes(outcomes, chain=chain, next_chain=next_chain)
 
     @api.model
     def _wake_queues(self, outcomes):
@@ -426,58 +558,77 @@ class MarketingScenarioStep(models.Model):
             # sudo: the engine wakes Odoo's queues whoever runs it; the trigger is its only effect.
             self.env.ref(xmlid).sudo()._trigger()
 
-    def _apply_outcomes(self, outcomes):
+    def _apply_outcomes(self, outcomes, chain=None, next_chain=None):
         """Store each step's outcome with one statement, schedule the children, finish what ended.
 
         Returns the children inserted, ``[(id, node id, scheduled_at)]``.
         Works on ids, not on records: the statement returns each step's
         participant and node, and the children are computed once per node and
-        branch, so a batch costs the same queries whatever its size.
+        branch, so a batch costs the same queries whatever its size. The
+        steps of ``chain`` are inserted in their final state; with
+        ``next_chain``, the children due now whose kind allows it are put off
+        into it instead of being inserted (see ``_execute_chained``).
         """
         now = fields.Datetime.now()
-        columns = defaultdict(list)
+        unstored = chain.steps if chain else {}
+        columns, new_columns = defaultdict(list), defaultdict(list)
+        rows = []
         for step_id in self.ids:
             outcome = outcomes.get(step_id) or {"state": "error", "result": self.env._("The handler gave no result.")}
             state = outcome["state"]
-            columns["id"].append(step_id)
-            columns["state"].append("scheduled" if state == "retry" else state)
-            columns["branch"].append(outcome.get("branch") if state in ("done", "skipped") else None)
-            columns["arm"].append(outcome.get("arm_node_id"))
-            columns["result"].append(outcome.get("result"))
-            columns["trace_id"].append(outcome.get("trace_id"))
-            columns["status_code"].append(outcome.get("status_code"))
-            columns["scheduled_at"].append(outcome.get("scheduled_at"))
+            target = columns
+            if step_id in unstored:
+                participant_id, node_id, scheduled_at, copies = unstored[step_id]
+                rows.append((step_id, participant_id, node_id, *copies))
+                target = new_columns
+                names = ("participant", "node", "scenario", "partner", "company", "test")
+                for name, value in zip(names, (participant_id, node_id, *copies)):
+                    target[name].append(value)
+                target["due"].append(scheduled_at)
+            target["id"].append(step_id)
+            target["state"].append("scheduled" if state == "retry" else state)
+            target["branch"].append(outcome.get("branch") if state in ("done", "skipped") else None)
+            target["arm"].append(outcome.get("arm_node_id"))
+            target["result"].append(outcome.get("result"))
+            target["trace_id"].append(outcome.get("trace_id"))
+            target["status_code"].append(outcome.get("status_code"))
+            target["scheduled_at"].append(outcome.get("scheduled_at"))
             # A retry counts an attempt, unless the step was only put off (a webhook batch's budget).
-            columns["attempts"].append(1 if outcome.get("attempted", state == "retry") else 0)
+            target["attempts"].append(1 if outcome.get("attempted", state == "retry") else 0)
         self.flush_model()
-        self.env.cr.execute(
-            SQL(
-                """
-                UPDATE marketing_scenario_step s
-                   SET state = v.state, branch = v.branch, arm_node_id = v.arm, result = v.result,
-                       trace_id = COALESCE(v.trace_id, s.trace_id),
-                       status_code = COALESCE(v.status_code, s.status_code),
-                       scheduled_at = COALESCE(v.scheduled_at, s.scheduled_at), attempt = s.attempt + v.attempts,
-                       processed_at = CASE WHEN v.state = 'scheduled' THEN NULL ELSE %(now)s END
-                  FROM unnest(%(id)s::int[], %(state)s::varchar[], %(branch)s::varchar[], %(arm)s::int[],
-                              %(result)s::text[], %(trace_id)s::int[], %(status_code)s::int[],
-                              %(scheduled_at)s::timestamp[], %(attempts)s::int[])
-                       AS v (id, state, branch, arm, result, trace_id, status_code, scheduled_at, attempts)
-                 WHERE s.id = v.id
-             RETURNING s.id, s.participant_id, s.node_id
-                """,
-                now=now,
-                **columns,
+        if columns:
+            self.env.cr.execute(
+                SQL(
+                    """
+                    UPDATE marketing_scenario_step s
+                       SET state = v.state, branch = v.branch, arm_node_id = v.arm, result = v.result,
+                           trace_id = COALESCE(v.trace_id, s.trace_id),
+                           status_code = COALESCE(v.status_code, s.status_code),
+                           scheduled_at = COALESCE(v.scheduled_at, s.scheduled_at), attempt = s.attempt + v.attempts,
+                           processed_at = CASE WHEN v.state = 'scheduled' THEN NULL ELSE %(now)s END
+                      FROM unnest(%(id)s::int[], %(state)s::varchar[], %(branch)s::varchar[], %(arm)s::int[],
+                                  %(result)s::text[], %(trace_id)s::int[], %(status_code)s::int[],
+                                  %(scheduled_at)s::timestamp[], %(attempts)s::int[])
+                           AS v (id, state, branch, arm, result, trace_id, status_code, scheduled_at, attempts)
+                     WHERE s.id = v.id AND s.id = ANY(%(id)s)
+                 RETURNING s.id, s.participant_id, s.node_id, s.scenario_id, s.partner_id, s.company_id, s.is_test
+                    """,
+                    now=now,
+                    **{name: array_literal(values) for name, values in columns.items()},
+                )
             )
-        )
-        rows = self.env.cr.fetchall()
+            rows += self.env.cr.fetchall()
+        if new_columns:
+            self._insert_final_steps(new_columns, now)
         self.invalidate_recordset()
         Node = self.env["marketing.scenario.node"]
         Participant = self.env["marketing.scenario.participant"]
         children_cache = {}
         schedule = defaultdict(list)
         exit_ids, busy_ids, ended_ids = [], set(), set()
-        for step_id, participant_id, node_id in rows:
+        # A step's copies are its participant's: its children take them.
+        copies = {row[1]: row[3:] for row in rows}
+        for step_id, participant_id, node_id, *_copies in rows:
             outcome = outcomes.get(step_id) or {}
             state = outcome.get("state")
             if state == "retry":
@@ -499,12 +650,42 @@ class MarketingScenarioStep(models.Model):
                 busy_ids.add(participant_id)
             else:
                 ended_ids.add(participant_id)
-        children = self._schedule_nodes([(child, Participant.browse(ids)) for child, ids in schedule.items()])
+        child_rows = self._step_rows([(child, Participant.browse(ids)) for child, ids in schedule.items()])
+        if next_chain is not None:
+            child_rows = next_chain.put_off(self.env, child_rows, copies, set(exit_ids))
+        children = self._insert_steps(child_rows, copies)
         if exit_ids:
             Participant.browse(list(dict.fromkeys(exit_ids)))._finish("exited", self.env._("Exit node reached"))
         # Only a participant whose step led nowhere may have nothing left to run.
         Participant.browse(sorted(ended_ids - busy_ids - set(exit_ids)))._complete_if_done()
         return children
+
+    @api.model
+    def _insert_final_steps(self, columns, now):
+        """Insert steps that ran before their row existed, in their final state (see ``_apply_outcomes``)."""
+        self.env.cr.execute(
+            SQL(
+                """
+                INSERT INTO marketing_scenario_step (
+                    id, participant_id, node_id, scenario_id, partner_id, company_id, is_test, state, branch,
+                    arm_node_id, result, trace_id, status_code, scheduled_at, attempt, processed_at
+                )
+                SELECT v.id, v.participant, v.node, v.scenario, v.partner, v.company, v.test, v.state, v.branch,
+                       v.arm, v.result, v.trace_id, v.status_code, COALESCE(v.scheduled_at, v.due), v.attempts,
+                       CASE WHEN v.state = 'scheduled' THEN NULL ELSE %(now)s END
+                  FROM unnest(%(id)s::int[], %(participant)s::int[], %(node)s::int[], %(scenario)s::int[],
+                              %(partner)s::int[], %(company)s::int[], %(test)s::bool[], %(state)s::varchar[],
+                              %(branch)s::varchar[], %(arm)s::int[], %(result)s::text[], %(trace_id)s::int[],
+                              %(status_code)s::int[], %(scheduled_at)s::timestamp[], %(due)s::timestamp[],
+                              %(attempts)s::int[])
+                       AS v (id, participant, node, scenario, partner, company, test, state, branch, arm, result,
+                             trace_id, status_code, scheduled_at, due, attempts)
+                """,
+                now=now,
+                **{name: array_literal(values) for name, values in columns.items()},
+            )
+        )
+        self.env["marketing.scenario.participant"].invalidate_model(["step_ids"])
 
     # ------------------------------------------------------------------
     # Waiting for events

@@ -9,6 +9,7 @@ from odoo.exceptions import AccessError
 from odoo.tools import SQL
 from odoo.tools import create_index
 
+from ..utils.pg_arrays import array_literal
 from ..utils.scores import COLD_SCORE
 from ..utils.scores import HOT_SCORE
 from ..utils.scores import SCORE_BANDS
@@ -470,7 +471,7 @@ class ResPartner(models.Model):
         self.env.cr.execute(
             SQL(
                 """
-                WITH delta (id, points) AS (VALUES %(deltas)s),
+                WITH delta (id, points) AS (SELECT * FROM unnest(%(ids)s::int[], %(points)s::int[])),
                      previous AS (
                         -- Lock the rows first (in id order, so that concurrent
                         -- batches cannot deadlock) to read the score each
@@ -507,7 +508,8 @@ class ResPartner(models.Model):
                      )
                 SELECT id, before, after FROM changed
                 """,
-                deltas=SQL(", ").join(SQL("(%s, %s)", partner_id, delta) for partner_id, delta in deltas.items()),
+                ids=array_literal(deltas),
+                points=array_literal(deltas.values()),
                 hot=HOT_SCORE,
                 cold=COLD_SCORE,
                 reason=reason,

@@ -1,5 +1,6 @@
 from datetime import datetime
 from datetime import timedelta
+from unittest.mock import patch
 
 from freezegun import freeze_time
 
@@ -413,3 +414,88 @@ class TestScenarioEngine(ScenarioCommon):
         self.assertNotEqual(new_email.mailing_id, email.mailing_id, "each node keeps a mailing of its own")
         self.assertEqual(new_email.mailing_id.subject, "Hi")
         self.assertEqual(copy.node_ids.filtered("parent_id").mapped("branch"), ["always", "yes"])
+
+
+@tagged("post_install", "-at_install")
+class TestChainedStepsStoredAfterRun(ScenarioCommon):
+    """Children due at once whose kind allows it run before their row exists, then are stored as they ended."""
+
+    def test_a_failing_handler_in_a_round_leaves_the_others_of_the_round_running(self):
+        # The failed node's savepoint is rolled back, which clears the cache the
+        # next node's steps (not in the table yet) are read from.
+        partners = self.env["res.partner"].create([{"name": f"F{i}", "email": f"f{i}@example.org"} for i in range(2)])
+        scenario = self.create_scenario(name="Failing round", trigger_type="now", trigger_event_type_id=False)
+        wait = self.add_node(scenario, "wait", wait_amount=0, wait_unit="minutes")
+        score = self.add_node(scenario, "score", wait, score_delta=4, score_reason="chain")
+        tag = self.add_node(scenario, "tag_add", wait, tag_ids=[(6, 0, self.tag_vip.ids)])
+        exit_node = self.add_node(scenario, "exit", tag)
+        scenario.action_start()
+        scenario._enroll_partners(partners.ids)
+        Node = type(self.Node)
+        with (
+            patch.object(Node, "_run_score", autospec=True, side_effect=UserError("no points today")),
+            mute_logger("odoo.addons.marketing_event_automation.models.marketing_scenario_step"),
+        ):
+            self.assertEqual(self.Step._cron_advance(), 2 * 4, "the whole tree in one batch")
+        for participant in scenario.participant_ids:
+            self.assertEqual(self.steps_of(participant, score).state, "error")
+            self.assertIn("no points today", self.steps_of(participant, score).result)
+            self.assertEqual(self.steps_of(participant, tag).mapped("state"), ["done"])
+            self.assertEqual(self.steps_of(participant, exit_node).mapped("state"), ["done"])
+            self.assertEqual(participant.state, "exited")
+        for partner in partners:
+            self.assertEqual(partner.category_id, self.tag_vip)
+            self.assertFalse(partner.engagement_score)
+
+    def test_the_children_of_a_participant_exiting_in_the_same_round_are_canceled(self):
+        partners = self.env["res.partner"].create([{"name": f"X{i}", "email": f"x{i}@example.org"} for i in range(2)])
+        scenario = self.create_scenario(name="Exit in the round", trigger_type="now", trigger_event_type_id=False)
+        wait = self.add_node(scenario, "wait", wait_amount=0, wait_unit="minutes")
+        self.add_node(scenario, "exit", wait)
+        tag = self.add_node(scenario, "tag_add", wait, tag_ids=[(6, 0, self.tag_vip.ids)])
+        score = self.add_node(scenario, "score", tag, score_delta=4, score_reason="after the exit")
+        scenario.action_start()
+        scenario._enroll_partners(partners.ids)
+        self.assertEqual(self.Step._cron_advance(), 2 * 3)
+        for participant in scenario.participant_ids:
+            self.assertEqual(participant.state, "exited")
+            canceled = self.steps_of(participant, score)
+            self.assertEqual((canceled.state, canceled.result), ("canceled", "Exit node reached"))
+        self.assertFalse(any(partners.mapped("engagement_score")), "the exit went first")
+        self.assertFalse(
+            self.Step.search([("participant_id", "in", scenario.participant_ids.ids), ("state", "=", "scheduled")])
+        )
+
+    def test_put_off_steps_are_stored_as_the_queue_would_have_them(self):
+        partners = self.env["res.partner"].create([{"name": f"S{i}", "email": f"s{i}@example.org"} for i in range(3)])
+        scenario = self.create_scenario(name="Stored after run", trigger_type="now", trigger_event_type_id=False)
+        wait = self.add_node(scenario, "wait", wait_amount=0, wait_unit="minutes")
+        condition = self.add_node(
+            scenario, "condition", wait, condition_type="domain", condition_domain="[('name', '=', 'S1')]"
+        )
+        later = self.add_node(scenario, "wait", condition, branch="yes", wait_amount=1, wait_unit="hours")
+        tag = self.add_node(scenario, "tag_add", condition, branch="no", tag_ids=[(6, 0, self.tag_vip.ids)])
+        scenario.action_start()
+        scenario._enroll_partners(partners.ids)
+        started = self.now()
+        self.assertEqual(self.Step._cron_advance(), 3 * 2 + 2, "wait, condition, then the tag of two contacts")
+        for participant in scenario.participant_ids:
+            step = self.steps_of(participant, condition)
+            yes = participant.partner_id.name == "S1"
+            self.assertEqual(
+                (step.state, step.branch, step.result), ("done", "yes" if yes else "no", "Yes" if yes else "No")
+            )
+            self.assertEqual(
+                (step.scenario_id, step.partner_id, step.company_id),
+                (scenario, participant.partner_id, scenario.company_id),
+            )
+            self.assertGreaterEqual(step.processed_at, started)
+            self.assertEqual(step.attempt, 0)
+            if yes:
+                waiting = self.steps_of(participant, later)
+                self.assertEqual(waiting.state, "scheduled", "not due: inserted as scheduled")
+                self.assertEqual(participant.state, "running")
+            else:
+                self.assertEqual(self.steps_of(participant, tag).state, "done")
+                self.assertEqual(participant.state, "completed")
+        self.assertEqual(scenario.node_ids.filtered(lambda node: node == condition).processed_count, 3)

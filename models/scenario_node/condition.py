@@ -61,6 +61,7 @@ class MarketingScenarioNode(models.Model):
             **super()._node_type_info(),
             "condition": {
                 "family": "condition",
+                "stored_after_run": True,
                 "kind": "condition",
                 "icon": "fa-code-fork",
                 "fields": (

@@ -111,8 +111,8 @@ class MarketingScenarioNode(models.Model):
         }
         return {
             **super()._node_type_info(),
-            "tag_add": {**tags, "icon": "fa-tag"},
-            "tag_remove": {**tags, "icon": "fa-tags"},
+            "tag_add": {**tags, "icon": "fa-tag", "stored_after_run": True},
+            "tag_remove": {**tags, "icon": "fa-tags", "stored_after_run": True},
             "list_add": {**lists, "icon": "fa-user-plus"},
             "list_remove": {**lists, "icon": "fa-user-times"},
             "blacklist": {
@@ -125,6 +125,7 @@ class MarketingScenarioNode(models.Model):
             },
             "score": {
                 "family": "contact",
+                "stored_after_run": True,
                 "icon": "fa-star-half-o",
                 "fields": ("score_delta", "score_reason"),
                 "problems": "_score_problems",

@@ -69,6 +69,7 @@ class MarketingScenarioNode(models.Model):
             },
             "exit": {
                 "family": "flow",
+                "stored_after_run": True,
                 "icon": "fa-sign-out",
                 "describe": "_exit_description",
             },

@@ -64,6 +64,7 @@ class MarketingScenarioNode(models.Model):
             **super()._node_type_info(),
             "wait": {
                 "family": "wait",
+                "stored_after_run": True,
                 "kind": "wait",
                 "icon": "fa-hourglass-half",
                 "fields": (
