@@ -27,6 +27,7 @@ from . import test_message_queues
 from . import test_multi_company
 from . import test_openapi_contract
 from . import test_params_filter
+from . import test_pg_arrays
 from . import test_privacy
 from . import test_queue_integrity
 from . import test_rate_limit
