@@ -227,10 +227,10 @@ class MarketingEvent(models.Model):
                 WITH row AS MATERIALIZED (
                     SELECT nextval('marketing_event_id_seq') AS id, input.*
                       FROM unnest(
-                            %(type_ids)s::int[], %(event_keys)s::varchar[], %(partner_ids)s::int[],
-                            %(company_ids)s::int[], %(source_ids)s::int[], %(idempotency_keys)s::varchar[],
-                            %(params)s::jsonb[], %(occurred_at)s::timestamp[], %(states)s::varchar[],
-                            %(error_messages)s::text[], %(anonymous_ids)s::varchar[], %(contexts)s::jsonb[]
+                            %(type_id)s::int[], %(event_key)s::varchar[], %(partner_id)s::int[],
+                            %(company_id)s::int[], %(source_id)s::int[], %(idempotency_key)s::varchar[],
+                            %(params)s::jsonb[], %(occurred_at)s::timestamp[], %(state)s::varchar[],
+                            %(error_message)s::text[], %(anonymous_id)s::varchar[], %(context)s::jsonb[]
                            ) WITH ORDINALITY
                            AS input (type_id, event_key, partner_id, company_id, source_id, idempotency_key, params,
                                      occurred_at, state, error_message, anonymous_id, context, position)
@@ -253,18 +253,7 @@ class MarketingEvent(models.Model):
                  ORDER BY row.position
                 """,
                 now=now,
-                type_ids=array_literal(columns["type_id"]),
-                event_keys=array_literal(columns["event_key"]),
-                partner_ids=array_literal(columns["partner_id"]),
-                company_ids=array_literal(columns["company_id"]),
-                source_ids=array_literal(columns["source_id"]),
-                idempotency_keys=array_literal(columns["idempotency_key"]),
-                params=array_literal(columns["params"]),
-                occurred_at=array_literal(columns["occurred_at"]),
-                states=array_literal(columns["state"]),
-                error_messages=array_literal(columns["error_message"]),
-                anonymous_ids=array_literal(columns["anonymous_id"]),
-                contexts=array_literal(columns["context"]),
+                **{name: array_literal(values) for name, values in columns.items()},
             )
         )
         ids = [row[0] for row in cr.fetchall()]
