@@ -263,49 +263,46 @@ class MarketingScenarioStep(models.Model):
         participant_ids, node_ids, dates = zip(*rows)
         # Arrays, not a VALUES list: one parameter per column whatever the
         # number of rows, cheaper to build and to parse.
+        arrays = {
+            "participants": array_literal(participant_ids),
+            "nodes": array_literal(node_ids),
+            "dates": array_literal(dates),
+        }
         if copies is not None and all(participant_id in copies for participant_id in participant_ids):
             # No join: on a large participants' table PostgreSQL hashes it all
             # to find a batch's rows.
             scenario_ids, partner_ids, company_ids, tests = zip(*(copies[pid] for pid in participant_ids))
-            query = SQL(
+            steps = SQL(
                 """
-                INSERT INTO marketing_scenario_step (
-                    participant_id, node_id, scheduled_at, state, attempt, scenario_id, partner_id, company_id,
-                    is_test
-                )
-                SELECT r.participant_id, r.node_id, r.scheduled_at, 'scheduled', 0, r.scenario_id, r.partner_id,
-                       r.company_id, r.is_test
-                  FROM unnest(%(participants)s::int[], %(nodes)s::int[], %(dates)s::timestamp[],
-                              %(scenarios)s::int[], %(partners)s::int[], %(companies)s::int[], %(tests)s::bool[])
-                       AS r (participant_id, node_id, scheduled_at, scenario_id, partner_id, company_id, is_test)
-             RETURNING id, node_id, scheduled_at
+                SELECT * FROM unnest(%(participants)s::int[], %(nodes)s::int[], %(dates)s::timestamp[],
+                                     %(scenarios)s::int[], %(partners)s::int[], %(companies)s::int[], %(tests)s::bool[])
                 """,
-                participants=array_literal(participant_ids),
-                nodes=array_literal(node_ids),
-                dates=array_literal(dates),
                 scenarios=array_literal(scenario_ids),
                 partners=array_literal(partner_ids),
                 companies=array_literal(company_ids),
                 tests=array_literal(tests),
+                **arrays,
             )
         else:
-            query = SQL(
+            steps = SQL(
                 """
-                INSERT INTO marketing_scenario_step (
-                    participant_id, node_id, scheduled_at, state, attempt, scenario_id, partner_id, company_id,
-                    is_test
-                )
-                SELECT r.participant_id, r.node_id, r.scheduled_at, 'scheduled', 0, p.scenario_id, p.partner_id,
-                       p.company_id, p.is_test
+                SELECT r.participant_id, r.node_id, r.scheduled_at, p.scenario_id, p.partner_id, p.company_id, p.is_test
                   FROM unnest(%(participants)s::int[], %(nodes)s::int[], %(dates)s::timestamp[])
                        AS r (participant_id, node_id, scheduled_at)
                   JOIN marketing_scenario_participant p ON p.id = r.participant_id
-             RETURNING id, node_id, scheduled_at
                 """,
-                participants=array_literal(participant_ids),
-                nodes=array_literal(node_ids),
-                dates=array_literal(dates),
+                **arrays,
             )
+        query = SQL(
+            """
+            INSERT INTO marketing_scenario_step (
+                participant_id, node_id, scheduled_at, scenario_id, partner_id, company_id, is_test, state, attempt
+            )
+            SELECT s.*, 'scheduled', 0 FROM (%s) AS s
+         RETURNING id, node_id, scheduled_at
+            """,
+            steps,
+        )
         self.env.cr.execute(query)
         inserted = self.env.cr.fetchall()
         self.invalidate_model()
